@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create (or reuse) the virtual environment at .venv and install sglang-ilsi
+# with SGLang 0.5.23 and the test tools. Safe to run repeatedly: it reinstalls
+# only when pyproject.toml changed since the last successful run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+
+stamp=.venv/.sglang-ilsi-setup
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import sglang_ilsi, sglang" 2>/dev/null; then
+  echo "[setup] .venv is up to date"
+  exit 0
+fi
+
+echo "[setup] installing sglang-ilsi and SGLang 0.5.23 into .venv (several minutes the first time)"
+# pip's extra local indexes on this kind of machine print a warning per package; hide those.
+.venv/bin/python -m pip install --upgrade --quiet pip 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -m pip install --quiet -e ".[test]" 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -c "import sglang_ilsi, sglang, pytest" # fail loudly if the install did not work
+echo "$want" > "$stamp"
+echo "[setup] done"

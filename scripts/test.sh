@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set everything up, then run the whole test suite (unit + end-to-end with real
+# SGLang servers on CPU). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check sglang_ilsi tests plugins examples benchmarks
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,236 @@
+"""Launch configuration: ``--ilsi*`` flags and environment → one frozen object.
+
+The launcher process parses the ``--ilsi*`` flags out of ``sys.argv`` (SGLang's
+own parser would reject them), validates them, and exports the result as JSON
+in ``SGLANG_ILSI_CONFIG``; every process SGLang spawns inherits it. The
+offline ``sglang.Engine`` has no argv of ours, so there ``SGLANG_ILSI=1`` (and
+optionally ``SGLANG_ILSI_ARGS="--ilsi-methods typical,eta ..."``) enables the
+plugin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ENV_CONFIG = "SGLANG_ILSI_CONFIG"
+ENV_ENABLE = "SGLANG_ILSI"
+ENV_ARGS = "SGLANG_ILSI_ARGS"
+
+FLAG_PREFIX = "--ilsi"
+
+
+class IlsiConfigError(SystemExit):
+    """Bad ``--ilsi*`` flags. A SystemExit, so that it stops the launch even
+    though SGLang's plugin loader catches ordinary exceptions."""
+
+    def __init__(self, message: str):
+        super().__init__(f"sglang-ilsi: {message}")
+
+
+@dataclass(frozen=True)
+class IlsiConfig:
+    """Everything the plugin needs to know, identical in every process."""
+
+    # Methods requests may select; empty tuple = every registered method.
+    methods: tuple[str, ...] = ()
+    default_method: str | None = None
+    default_params: dict[str, Any] = field(default_factory=dict)
+    # Keep SGLang's dill-based custom_logit_processor path open (unsafe: it
+    # executes code sent by clients). Off unless the operator opts in.
+    allow_custom_logit_processor: bool = False
+    plugin_files: tuple[str, ...] = ()
+    trace_max_k: int = 20
+    # Set from SGLang's own flags, for request-time refusals.
+    speculative_algorithm: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> IlsiConfig:
+        data = json.loads(text)
+        data["methods"] = tuple(data.get("methods", ()))
+        data["plugin_files"] = tuple(data.get("plugin_files", ()))
+        return cls(**data)
+
+    def method_allowed(self, name: str) -> bool:
+        return not self.methods or name in self.methods
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print usage and exit(2)
+        raise IlsiConfigError(message)
+
+
+def _parser() -> _Parser:
+    p = _Parser(prog="sglang-ilsi flags", add_help=False, allow_abbrev=False)
+    p.add_argument("--ilsi", action="store_true", help="enable the sglang-ilsi plugin")
+    p.add_argument(
+        "--ilsi-methods",
+        default="all",
+        help="comma-separated methods requests may select, or 'all' (default)",
+    )
+    p.add_argument(
+        "--ilsi-default-method",
+        default=None,
+        help="method applied to requests that name none ('none' = plain decoding)",
+    )
+    p.add_argument(
+        "--ilsi-default-params",
+        default=None,
+        help="JSON object of parameters for --ilsi-default-method",
+    )
+    p.add_argument(
+        "--ilsi-allow-custom-logit-processor",
+        action="store_true",
+        help="UNSAFE: keep SGLang's dill-serialized custom_logit_processor requests "
+        "(they run client-sent code in the server)",
+    )
+    p.add_argument(
+        "--ilsi-plugin",
+        action="append",
+        default=[],
+        help="Python file registering out-of-tree methods (repeatable)",
+    )
+    p.add_argument(
+        "--ilsi-trace-max-k",
+        type=int,
+        default=20,
+        help="largest top-k a request may ask for in its per-token trace",
+    )
+    return p
+
+
+def flag_help() -> str:
+    return _parser().format_help()
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate our ``--ilsi*`` flags (with their values) from SGLang's."""
+    ours: list[str] = []
+    rest: list[str] = []
+    takes_value = {
+        "--ilsi-methods",
+        "--ilsi-default-method",
+        "--ilsi-default-params",
+        "--ilsi-plugin",
+        "--ilsi-trace-max-k",
+    }
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == FLAG_PREFIX or arg.startswith(FLAG_PREFIX + "-"):
+            ours.append(arg)
+            if arg in takes_value and i + 1 < len(argv):
+                ours.append(argv[i + 1])
+                i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return ours, rest
+
+
+def _sglang_flag(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
+    """Parse and validate our flags. Raises :class:`IlsiConfigError`."""
+    from sglang_ilsi import registry  # late: registry imports torch
+
+    ns = _parser().parse_args(ours)
+    for path in ns.ilsi_plugin:
+        try:
+            registry.load_plugin_file(path)
+        except FileNotFoundError as e:
+            raise IlsiConfigError(str(e)) from None
+    known = registry.all_methods()
+
+    if ns.ilsi_methods.strip() in ("", "all"):
+        methods: tuple[str, ...] = ()
+    else:
+        methods = tuple(m.strip() for m in ns.ilsi_methods.split(",") if m.strip())
+        unknown = [m for m in methods if m not in known]
+        if unknown:
+            raise IlsiConfigError(
+                f"--ilsi-methods: unknown method(s) {unknown}; known: {sorted(known)}"
+            )
+
+    default = ns.ilsi_default_method
+    if default == "none":
+        default = None
+    default_params: dict[str, Any] = {}
+    if default is not None:
+        if default not in known:
+            raise IlsiConfigError(
+                f"--ilsi-default-method: unknown method {default!r}; known: {sorted(known)}"
+            )
+        if methods and default not in methods:
+            raise IlsiConfigError(
+                f"--ilsi-default-method {default!r} is not among --ilsi-methods {list(methods)}"
+            )
+    if ns.ilsi_default_params is not None:
+        if default is None:
+            raise IlsiConfigError("--ilsi-default-params needs --ilsi-default-method")
+        try:
+            default_params = json.loads(ns.ilsi_default_params)
+        except json.JSONDecodeError as e:
+            raise IlsiConfigError(f"--ilsi-default-params: not valid JSON ({e})") from None
+        if not isinstance(default_params, dict):
+            raise IlsiConfigError("--ilsi-default-params: expected a JSON object")
+    if default is not None:
+        from sglang_ilsi.params import IlsiRequestError, validate_params
+
+        try:
+            default_params = validate_params(known[default].params, default_params)
+        except IlsiRequestError as e:
+            raise IlsiConfigError(f"--ilsi-default-params: {e}") from None
+    if not 0 <= ns.ilsi_trace_max_k <= 1000:
+        raise IlsiConfigError("--ilsi-trace-max-k: must be between 0 and 1000")
+
+    spec = _sglang_flag(sglang_argv or [], "--speculative-algorithm")
+    if spec and default is not None and "logits" in known[default].needs:
+        raise IlsiConfigError(
+            f"--ilsi-default-method {default!r} runs in the logits stage, which SGLang skips "
+            f"under --speculative-algorithm {spec}; drop one of the two"
+        )
+    return IlsiConfig(
+        methods=methods,
+        default_method=default,
+        default_params=default_params,
+        allow_custom_logit_processor=ns.ilsi_allow_custom_logit_processor,
+        plugin_files=tuple(os.path.abspath(p) for p in ns.ilsi_plugin),
+        trace_max_k=ns.ilsi_trace_max_k,
+        speculative_algorithm=spec.upper() if spec else None,
+    )
+
+
+def from_environment(argv: list[str]) -> tuple[IlsiConfig | None, list[str]]:
+    """Resolve the config of this process.
+
+    Returns ``(config or None if disabled, argv without our flags)``. A child
+    process finds the launcher's config in ``SGLANG_ILSI_CONFIG``.
+    """
+    exported = os.environ.get(ENV_CONFIG)
+    ours, rest = split_argv(argv)
+    if exported:
+        return IlsiConfig.from_json(exported), rest
+    if ours:
+        return parse(ours, rest), rest
+    if os.environ.get(ENV_ENABLE, "").lower() in ("1", "true", "yes", "on"):
+        extra = shlex.split(os.environ.get(ENV_ARGS, ""))
+        bad = [a for a in extra if a.startswith("-") and not a.startswith(FLAG_PREFIX)]
+        if bad:
+            raise IlsiConfigError(f"{ENV_ARGS}: only --ilsi-* flags belong here, got {bad}")
+        return parse(extra, rest), rest
+    return None, rest

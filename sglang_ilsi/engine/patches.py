@@ -1,0 +1,160 @@
+"""Every place sglang-ilsi touches SGLang internals, in one table.
+
+Each entry names a dotted target in SGLang 0.5.23, the hook type (SGLang's
+own ``HookRegistry``), and our function. :func:`install` registers them,
+applies them at once, and verifies that each target was really wrapped:
+SGLang only logs hook failures, and a silently missing patch here could
+reopen the dill path or drop a method, so a failed patch stops the process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sglang_ilsi.config import IlsiConfig
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_SGLANG = ("0.5.23",)
+
+# Which processes need a touch point.
+MAIN = "main"  # launcher / HTTP server / Engine: tokenizer manager, OpenAI layer
+WORKER = "worker"  # scheduler (and other spawned) processes
+BOTH = "both"
+
+
+@dataclass(frozen=True)
+class TouchPoint:
+    target: str
+    kind: str  # HookType name
+    hook: Callable[..., Any]
+    where: str
+    why: str
+
+
+def _before_server_args_resolve(server_args: Any, *a: Any, **k: Any) -> None:
+    # Our own processor travels through SGLang's processor path, which this
+    # flag gates; client-sent processors stay refused by our hooks. Only the
+    # first call can change it: resolved server args are sealed.
+    if not getattr(server_args, "_resolution_finished", False):
+        server_args.enable_custom_logit_processor = True
+
+
+def _around_model_runner_sample(original, model_runner, logits_output, forward_batch, *a, **k):
+    from sglang_ilsi.engine.logits_stage import record_sampled_tokens
+
+    next_token_ids = original(model_runner, logits_output, forward_batch, *a, **k)
+    record_sampled_tokens(forward_batch.sampling_info, next_token_ids)
+    return next_token_ids
+
+
+def _around_is_request_level_key(original, streamer, key: str) -> bool:
+    return key == "ilsi" or original(streamer, key)
+
+
+def touch_points(config: IlsiConfig) -> list[TouchPoint]:
+    from sglang_ilsi.engine import api, safety
+
+    safe_from_str = safety.make_safe_cache_from_str(config.allow_custom_logit_processor)
+    return [
+        TouchPoint(
+            "sglang.srt.server_args.ServerArgs.resolve_once", "BEFORE",
+            _before_server_args_resolve, MAIN,
+            "turn on SGLang's processor path for our server-side processor",
+        ),
+        TouchPoint(
+            "sglang.srt.sampling.custom_logit_processor._cache_from_str", "REPLACE",
+            safe_from_str, BOTH,
+            "never dill.loads client bytes; import allow-listed processors by name",
+        ),
+        TouchPoint(
+            "sglang.srt.managers.tokenizer_manager.TokenizerManager.generate_request", "BEFORE",
+            api.before_generate_request, MAIN,
+            "validate method selection (400s), refuse dill processors, attach ours",
+        ),
+        TouchPoint(
+            "sglang.srt.managers.tokenizer_manager.TokenizerManager.update_request_meta_info",
+            "AFTER", api.after_update_request_meta_info, MAIN,
+            "meta_info.ilsi as one object",
+        ),
+        TouchPoint(
+            "sglang.srt.entrypoints.openai.serving_base.OpenAIServingBase.handle_request",
+            "AROUND", api.around_openai_handle_request, MAIN,
+            "model='NAME+method' suffix for unchanged OpenAI clients",
+        ),
+        TouchPoint(
+            "sglang.srt.entrypoints.openai.serving_chat.OpenAIServingChat._build_chat_response",
+            "AFTER", api.after_build_chat_response, MAIN,
+            "ilsi field in chat completion responses",
+        ),
+        TouchPoint(
+            "sglang.srt.entrypoints.openai.serving_completions.OpenAIServingCompletion."
+            "_build_completion_response",
+            "AFTER", api.after_build_completion_response, MAIN,
+            "ilsi field in completion responses",
+        ),
+        TouchPoint(
+            "sglang.srt.model_executor.model_runner.ModelRunner.sample", "AROUND",
+            _around_model_runner_sample, WORKER,
+            "record each sampled token: exact histories under the overlap scheduler",
+        ),
+        TouchPoint(
+            "sglang.srt.managers.scheduler_components.output_streamer."
+            "SchedulerOutputStreamer.is_request_level_customized_info_key",
+            "AROUND", _around_is_request_level_key, WORKER,
+            "send meta_info.ilsi once per request, not per token",
+        ),
+    ]
+
+
+def sglang_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("sglang")
+    except Exception:
+        return "unknown"
+
+
+def _resolve(target: str) -> Any:
+    import pkgutil
+
+    owner, _, attr = target.rpartition(".")
+    obj = pkgutil.resolve_name(owner)
+    raw = obj.__dict__.get(attr) if isinstance(obj, type) else getattr(obj, attr)
+    return getattr(raw, "__func__", raw)
+
+
+def install(config: IlsiConfig, role: str) -> list[str]:
+    """Register, apply and verify the touch points for this process's role."""
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    version = sglang_version()
+    if version not in SUPPORTED_SGLANG:
+        logger.warning(
+            "sglang-ilsi was checked against SGLang %s; this is %s. Touch points are "
+            "verified below and the process stops if one no longer fits.",
+            ", ".join(SUPPORTED_SGLANG), version,
+        )
+    chosen = [tp for tp in touch_points(config) if tp.where in (role, BOTH)]
+    for tp in chosen:
+        HookRegistry.register(tp.target, tp.hook, HookType[tp.kind])
+    HookRegistry.apply_hooks()
+    broken = []
+    for tp in chosen:
+        try:
+            current = _resolve(tp.target)
+        except Exception as e:  # target moved or renamed
+            broken.append(f"{tp.target} ({e})")
+            continue
+        if getattr(current, "__wrapped__", None) is None:
+            broken.append(tp.target)
+    if broken:
+        raise SystemExit(
+            "sglang-ilsi: could not patch SGLang " + version + " at: " + ", ".join(broken)
+            + ". This SGLang version is not supported; uninstall sglang-ilsi or disable it."
+        )
+    return [tp.target for tp in chosen]

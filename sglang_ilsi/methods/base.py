@@ -1,0 +1,132 @@
+"""The interface every logits-stage method implements.
+
+A method is a pure, batched tensor transform. It never imports SGLang: the
+engine (``sglang_ilsi.engine``) hands it the logits rows of the requests that
+chose it, plus a :class:`RowContext` per row with the request's validated
+parameters, token history and private state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from sglang_ilsi.params import Param
+
+# Survey families (Dong, Teleki & Caverlee 2024, "A Survey on LLM
+# Inference-Time Self-Improvement"), used to group the catalog.
+FAMILIES = (
+    "independent/constrained",
+    "independent/contrastive",
+    "independent/minimum-bayes-risk",
+    "independent/parallel",
+    "independent/sampling",
+    "independent/tree-search",
+    "independent/self-speculative",
+    "context-aware/prompting",
+    "context-aware/disturbed-prompt",
+    "context-aware/retrieval",
+    "model-aided/expert",
+    "model-aided/draft",
+    "model-aided/small-lm",
+    "model-aided/reward",
+    "model-aided/tool-use",
+)
+
+# What a method may need from the engine (DESIGN.md's table).
+NEEDS = (
+    "logits",
+    "aux_model",
+    "second_context",
+    "layer_logits",
+    "samples",
+    "draft",
+    "grammar",
+    "datastore",
+    "reward",
+    "tool",
+)
+
+
+@dataclass
+class RowContext:
+    """What a method sees of one request at one decoding step.
+
+    ``output_ids`` is exact (the engine records each sampled token itself, so
+    it never lags behind under SGLang's overlap scheduler). ``state`` is private
+    to this method and request and lives as long as the request. ``stats`` is
+    merged into the response's cost report.
+    """
+
+    params: dict[str, Any]
+    prompt_ids: Sequence[int]
+    output_ids: Sequence[int]
+    temperature: float = 1.0
+    eos_token_ids: Sequence[int] = ()
+    state: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class LogitsMethod:
+    """Base class for methods that transform next-token logits.
+
+    Subclasses set the class attributes and implement :meth:`apply`. ``apply``
+    receives raw logits (before SGLang applies temperature, top-p/k/min-p):
+    ``logits`` has shape ``[len(rows), vocab]``, float32, and rows may already
+    hold ``-inf`` from grammar masks, which must be preserved. It returns a
+    tensor of the same shape. Truncation methods compute their support on the
+    temperature-scaled distribution (``logits / row.temperature``) and return
+    the raw logits with the removed tokens set to ``-inf``, so SGLang's own
+    temperature and filters still apply afterwards.
+    """
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    paper: ClassVar[str]
+    needs: ClassVar[frozenset[str]] = frozenset({"logits"})
+    params: ClassVar[tuple[Param, ...]] = ()
+    # Methods whose transform never moves the argmax can be skipped for greedy
+    # rows (vLLM's is_argmax_invariant).
+    argmax_invariant: ClassVar[bool] = False
+
+    @classmethod
+    def prepare(cls, params: dict[str, Any], tokenizer: Any | None) -> dict[str, Any]:
+        """Called once per request on the HTTP side after validation, with the
+        server's tokenizer (None where it has none). Methods that take text
+        (keywords, phrases) turn it into token ids here; the result travels to
+        the scheduler. Raise :class:`IlsiRequestError` for bad values."""
+        return params
+
+    @classmethod
+    def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
+        raise NotImplementedError
+
+    @classmethod
+    def on_token(cls, row: RowContext, token_id: int) -> None:
+        """Called after the engine sampled ``token_id`` for this row (before it is
+        appended to ``row.output_ids``). Stateful methods (mirostat) update here."""
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = (cls.__doc__ or "").strip().splitlines()
+        return doc[0] if doc else cls.name
+
+
+def scaled(logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
+    """``logits / T`` per row, with SGLang's convention that T≈0 (greedy) is 1."""
+    temps = torch.tensor(
+        [r.temperature if r.temperature > 1e-6 else 1.0 for r in rows],
+        dtype=logits.dtype,
+        device=logits.device,
+    )
+    return logits / temps.unsqueeze(1)
+
+
+def column(rows: Sequence[RowContext], name: str, like: torch.Tensor) -> torch.Tensor:
+    """The per-row values of parameter ``name`` as a ``[n, 1]`` tensor."""
+    return torch.tensor(
+        [float(r.params[name]) for r in rows], dtype=like.dtype, device=like.device
+    ).unsqueeze(1)

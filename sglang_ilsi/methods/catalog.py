@@ -1,0 +1,11 @@
+"""Imports every built-in method so that each registers itself."""
+
+from sglang_ilsi.methods.constrained import keyword_boost, penalty_decoding  # noqa: F401
+from sglang_ilsi.methods.contrastive import adaptive, look_back  # noqa: F401
+from sglang_ilsi.methods.sampling import (  # noqa: F401
+    epsilon,
+    eta,
+    mirostat,
+    top_n_sigma,
+    typical,
+)

@@ -1,0 +1,1 @@
+"""Constrained decoding: hard and soft lexical constraints on the next token."""

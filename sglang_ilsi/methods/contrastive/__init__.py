@@ -1,0 +1,1 @@
+"""Contrastive and anti-degeneration decoding (repetition, incoherence)."""

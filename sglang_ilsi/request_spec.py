@@ -1,0 +1,141 @@
+"""Turn a request's method selection into a validated, compact spec.
+
+A request chooses a method in one of three ways, in this order:
+
+1. ``custom_params: {"ilsi": {"method": "typical", "mass": 0.9, "trace": 5}}``
+   (parameters sit beside ``method``; ``"ilsi": "typical"`` is shorthand);
+2. a model-name suffix, ``model="NAME+typical"`` (OpenAI clients that cannot
+   send extra fields);
+3. the server default (``--ilsi-default-method``).
+
+``{"method": "none"}`` opts out of the server default. The result is a
+:class:`MethodChoice`, encoded as one JSON string under a private
+``custom_params`` key so that it survives SGLang's IPC unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sglang_ilsi import registry
+from sglang_ilsi.config import IlsiConfig
+from sglang_ilsi.params import IlsiRequestError, validate_params
+
+REQUEST_KEY = "ilsi"  # what clients send inside custom_params
+ENCODED_KEY = "__ilsi"  # what travels to the scheduler
+SUFFIX_KEY = "__ilsi_suffix"  # set by the OpenAI model-suffix hook
+RESERVED = ("method", "trace")
+DEFAULT_TRACE_K = 5
+
+SOURCE_REQUEST = "request"
+SOURCE_SUFFIX = "model_suffix"
+SOURCE_DEFAULT = "server_default"
+
+
+@dataclass(frozen=True)
+class MethodChoice:
+    method: str
+    params: dict[str, Any]
+    trace_k: int
+    source: str
+
+    def encode(self) -> str:
+        return json.dumps({"m": self.method, "p": self.params, "t": self.trace_k, "s": self.source})
+
+    @classmethod
+    def decode(cls, text: str) -> MethodChoice:
+        d = json.loads(text)
+        return cls(method=d["m"], params=d["p"], trace_k=d["t"], source=d["s"])
+
+
+def _explain_source(source: str) -> str:
+    return {
+        SOURCE_REQUEST: "chosen by the request (custom_params.ilsi)",
+        SOURCE_SUFFIX: "chosen by the request's model-name suffix",
+        SOURCE_DEFAULT: "server default (--ilsi-default-method); the request named no method",
+    }[source]
+
+
+def explain(choice: MethodChoice) -> str:
+    return _explain_source(choice.source)
+
+
+def resolve(
+    custom_params: Mapping[str, Any] | None,
+    config: IlsiConfig,
+    tokenizer: Any | None = None,
+) -> MethodChoice | None:
+    """Validate the selection carried by ``custom_params`` (or the server
+    default). Returns None for plain decoding. Raises :class:`IlsiRequestError`."""
+    raw: Any = None
+    source = SOURCE_REQUEST
+    if custom_params is not None:
+        if not isinstance(custom_params, Mapping):
+            raise IlsiRequestError("", "custom_params must be a JSON object")
+        # Refused whatever else the request says: with {"ilsi": "none"} the
+        # client's own value would otherwise be forwarded, unvalidated.
+        if ENCODED_KEY in custom_params:
+            raise IlsiRequestError("", f"custom_params key {ENCODED_KEY!r} is reserved")
+        raw = custom_params.get(REQUEST_KEY)
+        if raw is None and SUFFIX_KEY in custom_params:
+            raw, source = {"method": custom_params[SUFFIX_KEY]}, SOURCE_SUFFIX
+    if raw is None:
+        if config.default_method is None:
+            return None
+        return MethodChoice(config.default_method, dict(config.default_params), 0, SOURCE_DEFAULT)
+
+    if isinstance(raw, str):
+        raw = {"method": raw}
+    if not isinstance(raw, Mapping):
+        raise IlsiRequestError("", "expected an object like {\"method\": \"typical\", ...} or a method name")
+    name = raw.get("method")
+    if name is None:
+        raise IlsiRequestError("method", "missing; name one of the server's methods")
+    if not isinstance(name, str):
+        raise IlsiRequestError("method", f"expected a string, got {type(name).__name__}")
+    trace_k = _trace_k(raw.get("trace", 0), config)
+    if name == "none":
+        extra = [k for k in raw if k not in RESERVED]
+        if extra:
+            raise IlsiRequestError(extra[0], "method 'none' takes no parameters")
+        return None
+    cls = registry.get(name)
+    if cls is None or not config.method_allowed(name):
+        enabled = sorted(m for m in registry.all_methods() if config.method_allowed(m))
+        why = "unknown method" if cls is None else "method not enabled on this server"
+        raise IlsiRequestError("method", f"{why} {name!r}; enabled: {enabled}")
+    if config.speculative_algorithm and "logits" in cls.needs:
+        raise IlsiRequestError(
+            "method",
+            f"{name!r} runs in the logits stage, which SGLang skips under speculative "
+            f"decoding ({config.speculative_algorithm}); this server cannot apply it",
+        )
+    params = validate_params(cls.params, {k: v for k, v in raw.items() if k not in RESERVED})
+    params = cls.prepare(params, tokenizer)
+    return MethodChoice(name, params, trace_k, source)
+
+
+def _trace_k(value: Any, config: IlsiConfig) -> int:
+    if isinstance(value, bool):
+        value = DEFAULT_TRACE_K if value else 0
+    if not isinstance(value, int):
+        raise IlsiRequestError("trace", f"expected true/false or a top-k integer, got {value!r}")
+    if not 0 <= value <= config.trace_max_k:
+        raise IlsiRequestError("trace", f"top-k must be between 0 and {config.trace_max_k}")
+    return value
+
+
+def rewrite_custom_params(
+    custom_params: Mapping[str, Any] | None, choice: MethodChoice | None
+) -> dict[str, Any] | None:
+    """The ``custom_params`` to forward: our request keys replaced by the encoded spec."""
+    if custom_params is None and choice is None:
+        return None
+    out = {k: v for k, v in (custom_params or {}).items() if k not in (REQUEST_KEY, SUFFIX_KEY)}
+    if choice is not None:
+        out[ENCODED_KEY] = choice.encode()
+    return out
+

@@ -1,0 +1,74 @@
+"""Shared fixtures: the tiny model, a transformers reference, and real SGLang
+servers (one per test module and configuration, started once)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+import requests
+
+from sglang_ilsi.models import tiny
+from sglang_ilsi.server_process import ServerProcess
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> str:
+    return str(tiny.ensure())
+
+
+class Client:
+    """A small HTTP client for one server, speaking like users do."""
+
+    def __init__(self, server: ServerProcess):
+        self.server = server
+        self.base_url = server.base_url
+        self.model = server.model_path
+
+    def post(self, path: str, body: dict[str, Any], timeout: float = 120) -> requests.Response:
+        return requests.post(self.base_url + path, json=body, timeout=timeout)
+
+    def generate(
+        self,
+        prompt: str | list[int],
+        max_new_tokens: int = 12,
+        temperature: float = 0.0,
+        ilsi: Any = None,
+        **sampling: Any,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"max_new_tokens": max_new_tokens, "temperature": temperature}
+        params.update(sampling)
+        if ilsi is not None:
+            params["custom_params"] = {"ilsi": ilsi}
+        key = "input_ids" if isinstance(prompt, list) else "text"
+        r = self.post("/generate", {key: prompt, "sampling_params": params})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def openai(self):
+        import openai
+
+        return openai.OpenAI(base_url=self.base_url + "/v1", api_key="unused", max_retries=0)
+
+
+def start_server(
+    model_path: str,
+    ilsi_args: Sequence[str] | None,
+    sglang_args: Sequence[str] = (),
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Client]:
+    # The tiny model is float32; SGLang's "auto" would run it in float16 on CPU.
+    server = ServerProcess(model_path, ilsi_args, ["--dtype", "float32", *sglang_args],
+                           extra_env=extra_env)
+    server.start()
+    try:
+        yield Client(server)
+    finally:
+        server.stop()
+        if os.environ.get("SGLANG_ILSI_KEEP_LOGS") is None:
+            try:
+                os.unlink(server.log_path)
+            except OSError:
+                pass

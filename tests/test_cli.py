@@ -1,0 +1,89 @@
+"""Unit tests of the ``sglang-ilsi`` command line (``sglang_ilsi.cli``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sglang_ilsi import registry
+from sglang_ilsi.cli import main
+from sglang_ilsi.methods.base import FAMILIES, NEEDS
+
+ILSI_FLAGS = ("--ilsi-methods", "--ilsi-default-method", "--ilsi-default-params",
+              "--ilsi-allow-custom-logit-processor", "--ilsi-plugin", "--ilsi-trace-max-k")
+
+
+def run(capsys, argv: list[str]) -> str:
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    return captured.out
+
+
+def test_methods_json_lists_every_method(capsys):
+    cards = json.loads(run(capsys, ["methods", "--json"]))
+    methods = registry.all_methods()
+    assert [c["name"] for c in cards] == list(methods)
+    assert {"typical", "eta", "mirostat"} <= {c["name"] for c in cards}
+    for card in cards:
+        cls = methods[card["name"]]
+        assert card["family"] == cls.family and card["family"] in FAMILIES
+        assert card["needs"] == sorted(cls.needs) and set(card["needs"]) <= set(NEEDS)
+        assert card["paper"] == cls.paper and card["paper"]
+        assert isinstance(card["summary"], str) and card["summary"]
+        assert [p["name"] for p in card["params"]] == [p.name for p in cls.params]
+        for p, param in zip(card["params"], cls.params):
+            assert p["type"] == param.kind
+            assert p["default"] == param.default
+            assert "doc" in p
+
+
+def test_methods_json_typical_card(capsys):
+    cards = {c["name"]: c for c in json.loads(run(capsys, ["methods", "--json"]))}
+    typical = cards["typical"]
+    assert typical["family"] == "independent/sampling"
+    assert typical["needs"] == ["logits"]
+    mass, keep = typical["params"]
+    assert mass["name"] == "mass" and mass["type"] == "float" and mass["default"] == 0.95
+    assert mass["exclusive_minimum"] == 0.0 and mass["maximum"] == 1.0
+    assert keep["name"] == "min_tokens_to_keep" and keep["type"] == "int" and keep["default"] == 1
+
+
+def test_methods_text(capsys):
+    out = run(capsys, ["methods"])
+    for name, cls in registry.all_methods().items():
+        header = f"{name}  [{cls.family}]  needs: {', '.join(sorted(cls.needs))}"
+        assert header in out
+        for p in cls.params:
+            assert f"    - {p.name}: {p.kind} = {p.default!r}" in out
+    assert "paper: " in out
+
+
+def test_methods_text_shows_bounds(capsys):
+    out = run(capsys, ["methods"])
+    assert "- mass: float = 0.95 (>0, <=1)" in out
+    assert "- min_tokens_to_keep: int = 1 (>=1, <=1024)" in out
+    assert "- until_present: bool = False  " in out  # no bounds, no parentheses
+
+
+def test_flags(capsys):
+    out = run(capsys, ["flags"])
+    assert "--ilsi " in out or "--ilsi\n" in out
+    for flag in ILSI_FLAGS:
+        assert flag in out
+    assert "UNSAFE" in out
+
+
+def test_no_command_is_an_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+    assert "command" in capsys.readouterr().err
+
+
+def test_unknown_command_is_an_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["nosuch"])
+    assert exc.value.code == 2
+    assert "nosuch" in capsys.readouterr().err

@@ -1,0 +1,267 @@
+"""End-to-end: a real SGLang server on CPU with the plugin enabled (``--ilsi``).
+
+Every method is reached through ``/generate`` and the OpenAI endpoints; its
+greedy tokens equal a plain transformers loop with the reference transform;
+its traced distributions equal the reference applied to the same logits; a
+request's tokens do not change inside a busy mixed batch; bad input is a 400
+naming the parameter and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from conftest import start_server
+from reference_decoding import HFReference, make_transform
+
+from sglang_ilsi import registry
+from sglang_ilsi.params import validate_params
+
+pytestmark = pytest.mark.server
+
+PROMPTS = ["def hello(world):", "import os\nclass Foo:", "The quick brown fox"]
+
+# (method, request params): chosen so each method has an effect on the tiny model.
+CASES = [
+    ("typical", {"mass": 0.5}),
+    ("epsilon", {"epsilon": 0.02}),
+    ("eta", {"epsilon": 0.01}),
+    ("mirostat", {"tau": 2.0, "eta": 0.2}),
+    ("top_n_sigma", {"n": 1.0}),
+    ("adaptive", {"epsilon": 0.001}),
+    ("penalty_decoding", {"penalty": 3.0, "window": 8}),
+    ("look_back", {"alpha": 3.0, "top_k": 4}),
+    ("keyword_boost", {"keywords": ["self", "return"], "strength": 4.0}),
+]
+# Methods whose greedy output must differ from plain greedy on some prompt
+# (the others only truncate, which never moves the argmax).
+ARGMAX_CHANGING = {"penalty_decoding", "look_back", "keyword_boost"}
+
+
+def full_params(method: str, given: dict) -> dict:
+    return validate_params(registry.get(method).params, given)
+
+
+@pytest.fixture(scope="module")
+def client(tiny_model_path):
+    yield from start_server(tiny_model_path, ["--ilsi"])
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_model_path):
+    return HFReference(tiny_model_path)
+
+
+def test_every_registered_method_is_covered():
+    assert {m for m, _ in CASES} == set(registry.all_methods())
+
+
+def test_plain_greedy_matches_transformers(client, hf):
+    for prompt in PROMPTS:
+        out = client.generate(prompt, max_new_tokens=16)
+        assert out["output_ids"] == hf.greedy(hf.encode(prompt), 16, None)
+        assert "ilsi" not in out["meta_info"]
+
+
+@pytest.mark.parametrize("method,params", CASES, ids=[c[0] for c in CASES])
+def test_greedy_tokens_equal_reference(client, hf, method, params):
+    full = full_params(method, params)
+    differs = False
+    for prompt in PROMPTS:
+        out = client.generate(prompt, max_new_tokens=20, ilsi={"method": method, **params})
+        transform = make_transform(method, full, hf.eos_ids, 0.0, hf.tokenizer)
+        expected = hf.greedy(hf.encode(prompt), 20, transform)
+        assert out["output_ids"] == expected, (method, prompt)
+        report = out["meta_info"]["ilsi"]
+        assert report["method"] == method
+        assert report["source"] == "request"
+        assert report["cost"]["steps"] == len(out["output_ids"])
+        assert report["cost"]["extra_forward_tokens"] == 0
+        differs |= expected != hf.greedy(hf.encode(prompt), 20, None)
+    if method in ARGMAX_CHANGING:
+        assert differs, f"{method} never changed the greedy output: is it applied?"
+
+
+def _logprobs(row: np.ndarray, temperature: float) -> np.ndarray:
+    x = row / temperature
+    finite = np.isfinite(x)
+    out = np.full_like(x, -np.inf)
+    m = x[finite].max()
+    out[finite] = x[finite] - m - np.log(np.exp(x[finite] - m).sum())
+    return out
+
+
+@pytest.mark.parametrize("method,params", CASES, ids=[c[0] for c in CASES])
+def test_traced_distribution_equals_reference(client, hf, method, params):
+    """With sampling on (T=0.8), each step's traced distribution after the
+    method equals the reference transform applied to transformers' logits
+    for the same prefix."""
+    temperature, k = 0.8, 6
+    prompt_ids = hf.encode(PROMPTS[0])
+    out = client.generate(PROMPTS[0], max_new_tokens=8, temperature=temperature,
+                          ilsi={"method": method, "trace": k, **params})
+    trace = out["meta_info"]["ilsi_trace"]
+    tokens = out["output_ids"]
+    assert len(trace) == len(tokens)
+    transform = make_transform(method, full_params(method, params), hf.eos_ids,
+                               temperature, hf.tokenizer)
+    for step, entry in enumerate(trace):
+        raw = hf.logits(prompt_ids + tokens[:step])
+        before = _logprobs(raw, temperature)
+        after = _logprobs(transform(raw, prompt_ids, tokens[:step]), temperature)
+        for token, lp in entry["before"]:
+            assert lp == pytest.approx(before[token], abs=2e-3), (method, step, "before")
+        for token, lp in entry["after"]:
+            assert lp == pytest.approx(after[token], abs=2e-3), (method, step, "after")
+        expected_ids = [int(i) for i in np.argsort(-after)[:k] if np.isfinite(after[i])]
+        assert len(entry["after"]) == len(expected_ids), (method, step)
+        assert tokens[step] in {t for t, _ in entry["after"]} or np.isfinite(after[tokens[step]])
+
+
+def test_batch_isolation_mixed_methods(client):
+    """A greedy request's tokens are the same alone and among 20 concurrent
+    requests with other methods, temperatures and lengths."""
+    targets = [
+        ("def hello(world):", {"method": "penalty_decoding", "penalty": 3.0, "window": 8}),
+        ("import os\nclass Foo:", {"method": "look_back", "alpha": 3.0, "top_k": 4}),
+        ("The quick brown fox", None),
+    ]
+    alone = [client.generate(p, max_new_tokens=16, ilsi=i)["output_ids"] for p, i in targets]
+    others = []
+    for n, (method, params) in enumerate(CASES * 2):
+        others.append((PROMPTS[n % 3] + " x" * n, {"method": method, **params},
+                       0.0 if n % 2 else 1.0, 4 + 3 * (n % 5)))
+
+    def run(job):
+        prompt, ilsi, temperature, length = job
+        return client.generate(prompt, max_new_tokens=length, temperature=temperature, ilsi=ilsi)
+
+    jobs = [(p, i, 0.0, 16) for p, i in targets] + others
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        results = list(pool.map(run, jobs))
+    assert len(jobs) >= 16
+    for (prompt, _), want, got in zip(targets, alone, results):
+        assert got["output_ids"] == want, prompt
+    for job, res in zip(jobs[len(targets):], results[len(targets):]):
+        assert res["meta_info"]["ilsi"]["method"] == job[1]["method"]
+        assert res["meta_info"]["ilsi"]["cost"]["steps"] == len(res["output_ids"])
+
+
+@pytest.mark.parametrize("method,params", CASES, ids=[c[0] for c in CASES])
+def test_openai_chat_reaches_every_method(client, method, params):
+    oa = client.openai()
+    resp = oa.chat.completions.create(
+        model=client.model, messages=[{"role": "user", "content": "Say hi"}],
+        max_tokens=6, temperature=0, extra_body={"custom_params": {"ilsi": {"method": method, **params}}},
+    )
+    report = resp.model_extra["ilsi"]
+    assert report["method"] == method
+    assert report["params"] == {**full_params(method, params), **report["params"]}
+    assert report["cost"]["steps"] == resp.usage.completion_tokens
+    assert resp.choices[0].model_extra["ilsi"]["method"] == method
+
+
+def test_model_suffix_selects_method(client):
+    """``model="NAME+method"``: an unchanged OpenAI client gets the method."""
+    oa = client.openai()
+    prompt = "def hello(world):"
+    plain = oa.completions.create(model=client.model, prompt=prompt, max_tokens=12, temperature=0)
+    suffixed = oa.completions.create(model=client.model + "+penalty_decoding", prompt=prompt,
+                                     max_tokens=12, temperature=0)
+    direct = client.generate(prompt, max_new_tokens=12, ilsi={"method": "penalty_decoding"})
+    report = suffixed.model_extra["ilsi"]
+    assert report["method"] == "penalty_decoding"
+    assert report["source"] == "model_suffix"
+    assert suffixed.choices[0].text == direct["text"]
+    assert "ilsi" not in (plain.model_extra or {})
+    chat = oa.chat.completions.create(model=client.model + "+typical",
+                                      messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    assert chat.model_extra["ilsi"]["method"] == "typical"
+
+
+def _dill_processor() -> str:
+    import dill
+
+    class Evil:  # defined locally: dill ships it by value, as code
+        def __call__(self, logits, params=None):
+            return logits
+
+    return json.dumps({"callable": dill.dumps(Evil).hex()})
+
+
+BAD_GENERATE = [
+    ({"ilsi": {"method": "nope"}}, "ilsi.method"),
+    ({"ilsi": {"method": "typical", "mass": "high"}}, "ilsi.mass"),
+    ({"ilsi": {"method": "epsilon", "epsilon": 2}}, "ilsi.epsilon"),
+    ({"ilsi": {"method": "typical", "masss": 0.9}}, "ilsi.masss"),
+    ({"ilsi": {"method": "keyword_boost", "keywords": [""]}}, "ilsi.keywords"),
+    ({"ilsi": {"method": "typical", "trace": 10_000}}, "ilsi.trace"),
+    ({"ilsi": 42}, "ilsi"),
+]
+
+
+@pytest.mark.parametrize("custom,needle", BAD_GENERATE, ids=[b[1] + str(i) for i, b in enumerate(BAD_GENERATE)])
+def test_bad_input_is_400_naming_the_parameter(client, custom, needle):
+    r = client.post("/generate", {"text": "hi", "sampling_params": {
+        "max_new_tokens": 4, "custom_params": custom}})
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["error"]["message"]
+    assert client.generate("hi", max_new_tokens=4)["meta_info"]["finish_reason"]
+
+
+def test_dill_processor_refused(client):
+    r = client.post("/generate", {"text": "hi", "custom_logit_processor": _dill_processor(),
+                                  "sampling_params": {"max_new_tokens": 4}})
+    assert r.status_code == 400
+    assert "custom_logit_processor" in r.json()["error"]["message"]
+    assert client.generate("hi", max_new_tokens=4)["output_ids"]
+
+
+def test_openai_bad_input(client):
+    import openai
+
+    oa = client.openai()
+    with pytest.raises(openai.BadRequestError) as e:
+        oa.chat.completions.create(model=client.model, messages=[{"role": "user", "content": "x"}],
+                                   max_tokens=4, extra_body={"custom_params": {"ilsi": {"method": "eta", "epsilon": -1}}})
+    assert "ilsi.epsilon" in str(e.value)
+    with pytest.raises(openai.BadRequestError) as e:
+        oa.completions.create(model=client.model + "+nope", prompt="x", max_tokens=4)
+    assert "+nope" in str(e.value)
+    assert oa.completions.create(model=client.model, prompt="x", max_tokens=2).choices
+
+
+def test_batch_generate_mixes_methods_and_plain(client, hf):
+    """One /generate call with a batch of prompts, only some using a method."""
+    body = {
+        "text": PROMPTS[:2],
+        "sampling_params": [
+            {"max_new_tokens": 8, "temperature": 0,
+             "custom_params": {"ilsi": {"method": "penalty_decoding", "penalty": 3.0, "window": 8}}},
+            {"max_new_tokens": 8, "temperature": 0},
+        ],
+    }
+    r = client.post("/generate", body)
+    assert r.status_code == 200, r.text
+    first, second = r.json()
+    assert first["meta_info"]["ilsi"]["method"] == "penalty_decoding"
+    assert "ilsi" not in second["meta_info"]
+    assert second["output_ids"] == hf.greedy(hf.encode(PROMPTS[1]), 8, None)
+
+
+def test_streaming_generate_with_method(client):
+    import requests
+
+    body = {"text": PROMPTS[0], "stream": True, "sampling_params": {
+        "max_new_tokens": 8, "temperature": 0, "custom_params": {"ilsi": "penalty_decoding"}}}
+    chunks = []
+    with requests.post(client.base_url + "/generate", json=body, stream=True, timeout=60) as r:
+        for line in r.iter_lines():
+            if line.startswith(b"data: ") and line != b"data: [DONE]":
+                chunks.append(json.loads(line[6:]))
+    direct = client.generate(PROMPTS[0], max_new_tokens=8, ilsi="penalty_decoding")
+    assert chunks[-1]["output_ids"] == direct["output_ids"]
+    assert any("ilsi" in c["meta_info"] for c in chunks)
