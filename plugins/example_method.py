@@ -38,7 +38,7 @@ class EntropyDynamicTemperature(LogitsMethod):
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
         logp = torch.log_softmax(logits, dim=-1)
-        entropy = -(logp.exp() * logp).nan_to_num().sum(dim=-1, keepdim=True).clamp_min(1e-6)
+        entropy = (-(logp.exp() * logp)).nan_to_num().sum(dim=-1, keepdim=True).clamp_min(1e-6)
         t = column(rows, "t0", logits) * column(rows, "base", logits) ** (
             column(rows, "theta", logits) / entropy)
         request_t = torch.tensor([r.temperature if r.temperature > 1e-6 else 1.0 for r in rows],

@@ -264,4 +264,6 @@ def test_streaming_generate_with_method(client):
                 chunks.append(json.loads(line[6:]))
     direct = client.generate(PROMPTS[0], max_new_tokens=8, ilsi="penalty_decoding")
     assert chunks[-1]["output_ids"] == direct["output_ids"]
-    assert any("ilsi" in c["meta_info"] for c in chunks)
+    # every chunk reports the method; the last one the whole request's cost
+    assert all(c["meta_info"]["ilsi"]["method"] == "penalty_decoding" for c in chunks)
+    assert chunks[-1]["meta_info"]["ilsi"]["cost"]["steps"] == len(direct["output_ids"])

@@ -108,13 +108,15 @@ async def around_openai_handle_request(original, serving: Any, request: Any, raw
 
 
 def after_update_request_meta_info(result: Any, tokenizer_manager: Any, meta_info: dict, *a, **k):
-    """SGLang accumulates request-level values as a list; report one object."""
+    """SGLang accumulates one report per output token (see logits_stage);
+    the last one is the request's report as of its latest token."""
     value = meta_info.get("ilsi")
     if isinstance(value, list):
-        if value:
-            meta_info["ilsi"] = value[-1]
-        else:
+        latest = next((v for v in reversed(value) if v is not None), None)
+        if latest is None:
             meta_info.pop("ilsi")
+        else:
+            meta_info["ilsi"] = latest
     return None
 
 

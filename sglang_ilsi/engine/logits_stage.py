@@ -44,7 +44,7 @@ TRACE_KEY = "ilsi_trace"
 class RequestState:
     """One request's method, parameters, token history, state and accounting."""
 
-    __slots__ = ("choice", "method", "ctx", "summary", "trace", "stage_seconds")
+    __slots__ = ("choice", "method", "ctx", "summary", "trace", "reports", "stage_seconds")
 
     def __init__(self, choice: MethodChoice, method: type[LogitsMethod], req: Any):
         self.choice = choice
@@ -75,8 +75,13 @@ class RequestState:
             "stats": self.ctx.stats,
         }
         self.trace: list[dict[str, Any]] | None = [] if choice.trace_k > 0 else None
+        # SGLang slices customized_info values per output token and streams
+        # each slice with its tokens; one reference to the (live) summary per
+        # token means every chunk, streamed or final, carries the report as of
+        # its last token. The HTTP side keeps the last one.
+        self.reports: list[dict[str, Any]] = []
         info = req.customized_info if req.customized_info is not None else {}
-        info[META_KEY] = [self.summary]
+        info[META_KEY] = self.reports
         if self.trace is not None:
             info[TRACE_KEY] = self.trace
         req.customized_info = info
@@ -86,6 +91,7 @@ class RequestState:
         cost = self.summary["cost"]
         cost["steps"] += 1
         cost["stage_ms"] = round(self.stage_seconds * 1000.0, 4)
+        self.reports.append(self.summary)
 
 
 def _request(params: Any) -> Any | None:

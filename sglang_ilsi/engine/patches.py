@@ -51,10 +51,6 @@ def _around_model_runner_sample(original, model_runner, logits_output, forward_b
     return next_token_ids
 
 
-def _around_is_request_level_key(original, streamer, key: str) -> bool:
-    return key == "ilsi" or original(streamer, key)
-
-
 def touch_points(config: IlsiConfig) -> list[TouchPoint]:
     from sglang_ilsi.engine import api, safety
 
@@ -100,12 +96,6 @@ def touch_points(config: IlsiConfig) -> list[TouchPoint]:
             "sglang.srt.model_executor.model_runner.ModelRunner.sample", "AROUND",
             _around_model_runner_sample, WORKER,
             "record each sampled token: exact histories under the overlap scheduler",
-        ),
-        TouchPoint(
-            "sglang.srt.managers.scheduler_components.output_streamer."
-            "SchedulerOutputStreamer.is_request_level_customized_info_key",
-            "AROUND", _around_is_request_level_key, WORKER,
-            "send meta_info.ilsi once per request, not per token",
         ),
     ]
 

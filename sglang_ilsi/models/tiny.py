@@ -116,12 +116,21 @@ def build(
     return out
 
 
-def ensure(seed: int = 0, **overrides) -> Path:
-    """Return the cached tiny model folder for ``seed``, building it if needed."""
+def cached_path(seed: int = 0, **overrides) -> Path:
+    """Where :func:`ensure` keeps the model for these arguments (built or not)."""
     key = hashlib.sha256(
         json.dumps({"recipe": RECIPE_VERSION, "seed": seed, **overrides}, sort_keys=True).encode()
     ).hexdigest()[:12]
-    final = cache_root() / "models" / f"tiny-llama-{key}"
+    return cache_root() / "models" / f"tiny-llama-{key}"
+
+
+def is_built(seed: int = 0, **overrides) -> bool:
+    return (cached_path(seed, **overrides) / "sglang_ilsi_recipe.json").is_file()
+
+
+def ensure(seed: int = 0, **overrides) -> Path:
+    """Return the cached tiny model folder for ``seed``, building it if needed."""
+    final = cached_path(seed, **overrides)
     if (final / "sglang_ilsi_recipe.json").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
