@@ -4,7 +4,9 @@
 - ``sglang-ilsi methods [--json]``: the method catalog;
 - ``sglang-ilsi flags``: the ``--ilsi*`` launch flags;
 - ``sglang-ilsi demo``: the README's main job (see :mod:`sglang_ilsi.demo`);
-- ``sglang-ilsi tiny-model``: build (or find) the embedded test model.
+- ``sglang-ilsi tiny-model``: build (or find) the embedded test model;
+- ``sglang-ilsi models list [--json]``: the model catalog, prepared or not;
+- ``sglang-ilsi models prepare NAME``: convert a catalog model, print its folder.
 """
 
 from __future__ import annotations
@@ -48,6 +50,45 @@ def _methods(as_json: bool) -> int:
     return 0
 
 
+def _models_list(as_json: bool) -> int:
+    from sglang_ilsi.models import catalog
+
+    infos = [entry.info() for entry in catalog.CATALOG.values()]
+    if as_json:
+        print(json.dumps(infos, indent=2))
+        return 0
+    for info in infos:
+        source = ", ".join(f"{p['package']}=={p['version']}" for p in info["packages"])
+        if info["prepared"]:
+            state = "prepared"
+        elif info["missing"]:
+            state = "not prepared; missing: " + "; ".join(info["missing"])
+        else:
+            state = "not prepared"
+        print(f"{info['name']}  [{source or 'built by sglang-ilsi'}]  {state}")
+        print(f"    {info['description']}")
+        print(f"    licence: {info['licence']}")
+        if info["sha256"]:
+            print(f"    sha256: {info['sha256']}")
+        print(f"    path: {info['path']}")
+    return 0
+
+
+def _models_prepare(name: str) -> int:
+    from sglang_ilsi.models import catalog
+
+    try:
+        path = catalog.prepare(name)
+    except catalog.UnknownModelError as exc:
+        print(f"sglang-ilsi: error: {exc}", file=sys.stderr)
+        return 2
+    except catalog.ModelError as exc:
+        print(f"sglang-ilsi: error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":  # everything after 'serve' goes to SGLang
@@ -60,9 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     p_methods.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("flags", help="describe the --ilsi* launch flags")
     p_demo = sub.add_parser("demo", help="serve the embedded model and compare methods")
-    p_demo.add_argument("--model-path", default=None, help="model folder (default: embedded)")
+    p_demo.add_argument("--model", default="smollm2-135m-instruct",
+                        help="a name from `sglang-ilsi models list` (default: %(default)s)")
+    p_demo.add_argument("--model-path", default=None, help="or any model folder")
     p_demo.add_argument("--max-new-tokens", type=int, default=24)
     sub.add_parser("tiny-model", help="print the path of the embedded tiny model (builds it)")
+    p_models = sub.add_parser("models", help="list or prepare the model catalog")
+    models_sub = p_models.add_subparsers(dest="models_command", required=True)
+    p_list = models_sub.add_parser("list", help="catalog models, whether prepared, and where")
+    p_list.add_argument("--json", action="store_true", help="machine-readable output")
+    p_prepare = models_sub.add_parser(
+        "prepare", help="convert a catalog model (from its installed package) and print its folder")
+    p_prepare.add_argument("name", help="catalog model name (see 'models list')")
     ns = parser.parse_args(argv)
 
     if ns.command == "methods":
@@ -75,12 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command == "demo":
         from sglang_ilsi import demo
 
-        return demo.run(model_path=ns.model_path, max_new_tokens=ns.max_new_tokens)
+        return demo.run(model=ns.model, model_path=ns.model_path,
+                        max_new_tokens=ns.max_new_tokens)
     if ns.command == "tiny-model":
         from sglang_ilsi.models import tiny
 
         print(tiny.ensure())
         return 0
+    if ns.command == "models":
+        if ns.models_command == "list":
+            return _models_list(ns.json)
+        return _models_prepare(ns.name)
     parser.error(f"unknown command {ns.command}")  # pragma: no cover
     return 2
 

