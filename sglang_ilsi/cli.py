@@ -28,7 +28,7 @@ def _serve(args: list[str]) -> int:
 
 
 def _methods(as_json: bool) -> int:
-    cards = [registry.describe(cls) for cls in registry.all_methods().values()]
+    cards = [registry.describe(cls) for cls in registry.catalog().values()]
     if as_json:
         print(json.dumps(cards, indent=2))
         return 0

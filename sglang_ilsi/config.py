@@ -154,7 +154,7 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
             registry.load_plugin_file(path)
         except FileNotFoundError as e:
             raise IlsiConfigError(str(e)) from None
-    known = registry.all_methods()
+    known = registry.catalog()
 
     if ns.ilsi_methods.strip() in ("", "all"):
         methods: tuple[str, ...] = ()
@@ -174,6 +174,11 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
         if default not in known:
             raise IlsiConfigError(
                 f"--ilsi-default-method: unknown method {default!r}; known: {sorted(known)}"
+            )
+        if default not in registry.all_methods():
+            raise IlsiConfigError(
+                f"--ilsi-default-method {default!r} is a selection method; the server "
+                f"default must be a logits-stage method"
             )
         if methods and default not in methods:
             raise IlsiConfigError(

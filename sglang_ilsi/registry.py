@@ -85,7 +85,19 @@ def all_methods() -> dict[str, type[LogitsMethod]]:
     return dict(sorted(_METHODS.items()))
 
 
-def describe(cls: type[LogitsMethod]) -> dict[str, Any]:
+def selection_rules() -> dict[str, type]:
+    """The selection rules (methods that need ``samples``), by name."""
+    from sglang_ilsi.selection import all_rules
+
+    return all_rules()
+
+
+def catalog() -> dict[str, type]:
+    """Every method a request can name: logits-stage methods and selection rules."""
+    return dict(sorted({**all_methods(), **selection_rules()}.items()))
+
+
+def describe(cls: type) -> dict[str, Any]:
     """A JSON-able card for one method (CLI and ``/ilsi/methods``)."""
     return {
         "name": cls.name,

@@ -102,9 +102,13 @@ def resolve(
         if extra:
             raise IlsiRequestError(extra[0], "method 'none' takes no parameters")
         return None
+    if name in registry.selection_rules():
+        raise IlsiRequestError(
+            "method", f"{name!r} is a selection method: it takes the request's top-level "
+            "ilsi object and cannot pick candidates or serve a batch")
     cls = registry.get(name)
     if cls is None or not config.method_allowed(name):
-        enabled = sorted(m for m in registry.all_methods() if config.method_allowed(m))
+        enabled = sorted(m for m in registry.catalog() if config.method_allowed(m))
         why = "unknown method" if cls is None else "method not enabled on this server"
         raise IlsiRequestError("method", f"{why} {name!r}; enabled: {enabled}")
     if config.speculative_algorithm and "logits" in cls.needs:

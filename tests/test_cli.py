@@ -23,7 +23,7 @@ def run(capsys, argv: list[str]) -> str:
 
 def test_methods_json_lists_every_method(capsys):
     cards = json.loads(run(capsys, ["methods", "--json"]))
-    methods = registry.all_methods()
+    methods = registry.catalog()
     assert [c["name"] for c in cards] == list(methods)
     assert {"typical", "eta", "mirostat"} <= {c["name"] for c in cards}
     for card in cards:
@@ -52,7 +52,7 @@ def test_methods_json_typical_card(capsys):
 
 def test_methods_text(capsys):
     out = run(capsys, ["methods"])
-    for name, cls in registry.all_methods().items():
+    for name, cls in registry.catalog().items():
         header = f"{name}  [{cls.family}]  needs: {', '.join(sorted(cls.needs))}"
         assert header in out
         for p in cls.params:

@@ -2,11 +2,11 @@
 
 These functions are installed as hooks by :mod:`sglang_ilsi.engine.patches`:
 
-- :func:`before_generate_request` runs for every request that reaches
+- :func:`around_generate_request` runs for every request that reaches
   SGLang's ``TokenizerManager`` (``/generate``, both OpenAI endpoints,
   ``sglang.Engine``): it refuses client-sent processors, validates the
   method selection (HTTP 400 naming the parameter), and attaches our
-  processor;
+  processor; a request naming a selection rule is expanded into N samples;
 - :func:`around_openai_handle_request` reads a ``model="NAME+method"`` suffix;
 - :func:`after_update_request_meta_info` and the two ``after_build_*``
   functions put the method report into ``meta_info.ilsi`` and the OpenAI
@@ -74,13 +74,24 @@ def prepare_generate_input(obj: Any, tokenizer: Any) -> None:
         obj.custom_logit_processor = PROCESSOR_STR
 
 
-def before_generate_request(tokenizer_manager: Any, obj: Any, *args: Any, **kwargs: Any):
-    """BEFORE hook on ``TokenizerManager.generate_request``."""
+def around_generate_request(original, tokenizer_manager: Any, obj: Any, *args: Any, **kwargs: Any):
+    """AROUND hook on ``TokenizerManager.generate_request`` (an async generator).
+
+    Validation runs when the generator is created, so a bad request raises
+    ValueError where SGLang's HTTP layer turns it into a 400. Requests naming a
+    selection rule are expanded into N samples (:mod:`.samples`)."""
     from sglang.srt.managers.io_struct import GenerateReqInput
 
     if isinstance(obj, GenerateReqInput):
+        from sglang_ilsi.engine import samples
+
+        plan = samples.plan_for(obj, config())
+        if plan is not None:
+            request = args[0] if args else kwargs.get("request")
+            return samples.run(original, tokenizer_manager, obj, request, plan,
+                               prepare_generate_input)
         prepare_generate_input(obj, getattr(tokenizer_manager, "tokenizer", None))
-    return None
+    return original(tokenizer_manager, obj, *args, **kwargs)
 
 
 async def around_openai_handle_request(original, serving: Any, request: Any, raw_request: Any):
@@ -92,8 +103,8 @@ async def around_openai_handle_request(original, serving: Any, request: Any, raw
         if model != served and (served is None or base == served):
             from sglang_ilsi import registry
 
-            if registry.get(method) is None or not config().method_allowed(method):
-                enabled = sorted(m for m in registry.all_methods() if config().method_allowed(m))
+            if method not in registry.catalog() or not config().method_allowed(method):
+                enabled = sorted(m for m in registry.catalog() if config().method_allowed(m))
                 return serving.create_error_response(
                     message=f"model: suffix '+{method}' names no enabled sglang-ilsi "
                     f"method; enabled: {enabled}",

@@ -67,9 +67,10 @@ def touch_points(config: IlsiConfig) -> list[TouchPoint]:
             "never dill.loads client bytes; import allow-listed processors by name",
         ),
         TouchPoint(
-            "sglang.srt.managers.tokenizer_manager.TokenizerManager.generate_request", "BEFORE",
-            api.before_generate_request, MAIN,
-            "validate method selection (400s), refuse dill processors, attach ours",
+            "sglang.srt.managers.tokenizer_manager.TokenizerManager.generate_request", "AROUND",
+            api.around_generate_request, MAIN,
+            "validate method selection (400s), refuse dill processors, attach ours; "
+            "expand selection methods into N samples",
         ),
         TouchPoint(
             "sglang.srt.managers.tokenizer_manager.TokenizerManager.update_request_meta_info",

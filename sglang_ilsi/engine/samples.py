@@ -1,0 +1,200 @@
+"""The ``samples`` capability: one request, N continuations, one answer.
+
+A request whose ``ilsi.method`` is a selection rule (``self_consistency``,
+``esc``, ``mbr``, ...) is expanded inside the server into one SGLang request
+with ``n`` parallel samples: SGLang prefills the prompt once and the radix
+cache shares it with every continuation, which then decode as one batch. The
+rule picks one; the client gets it as an ordinary response, with every
+candidate, its score and the chosen index in ``meta_info.ilsi`` (and the
+OpenAI responses' ``ilsi`` field). Candidates use the request's own sampling
+parameters and, through ``ilsi.candidates``, any logits-stage method::
+
+    {"method": "mbr", "n": 16, "utility": "chrf",
+     "candidates": {"method": "typical", "mass": 0.9}}
+
+Early-stopping self-consistency samples window by window and stops at the
+first unanimous window. A streaming request receives the chosen answer as one
+chunk once it is chosen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sglang_ilsi.params import IlsiRequestError
+from sglang_ilsi.request_spec import REQUEST_KEY, SOURCE_REQUEST, SOURCE_SUFFIX, SUFFIX_KEY
+
+CANDIDATES_KEY = "candidates"
+RESERVED = ("method", "trace", CANDIDATES_KEY)
+
+
+@dataclass(frozen=True)
+class SelectionPlan:
+    rule: Any  # a SelectionRule class
+    params: dict[str, Any]
+    candidates: Any  # the candidates' own ilsi selection (logits method) or None
+    source: str
+
+
+def _rules() -> Mapping[str, Any]:
+    from sglang_ilsi.selection import all_rules
+
+    return all_rules()
+
+
+def plan_for(obj: Any, config: Any) -> SelectionPlan | None:
+    """The selection plan of a ``GenerateReqInput``, or None if it names no
+    selection rule. Raises :class:`IlsiRequestError` for bad input."""
+    items = obj.sampling_params if isinstance(obj.sampling_params, list) else [obj.sampling_params]
+    found: list[tuple[dict, Any, str]] = []
+    for item in items:
+        custom = item.get("custom_params") if isinstance(item, dict) else None
+        if not isinstance(custom, dict):
+            continue
+        raw, source = custom.get(REQUEST_KEY), SOURCE_REQUEST
+        if raw is None and SUFFIX_KEY in custom:
+            raw, source = custom[SUFFIX_KEY], SOURCE_SUFFIX
+        name = raw if isinstance(raw, str) else raw.get("method") if isinstance(raw, dict) else None
+        if isinstance(name, str) and name in _rules():
+            found.append((item, raw if isinstance(raw, dict) else {"method": raw}, source))
+    if not found:
+        return None
+    if len(items) > 1 or not _single_prompt(obj):
+        raise IlsiRequestError("method", "selection methods take one prompt per request")
+    item, raw, source = found[0]
+    name = raw["method"]
+    if not config.method_allowed(name):
+        raise IlsiRequestError("method", f"method not enabled on this server {name!r}")
+    if item.get("n", 1) != 1:
+        raise IlsiRequestError(
+            "n", "sampling_params.n (OpenAI n) cannot be combined with a selection method; "
+            "use the method's own ilsi.n")
+    if obj.custom_logit_processor is not None:
+        raise IlsiRequestError("", "a selection method cannot be combined with custom_logit_processor")
+    rule = _rules()[name]
+    params = rule.validate({k: v for k, v in raw.items() if k not in RESERVED})
+    if config.speculative_algorithm and raw.get(CANDIDATES_KEY) not in (None, "none"):
+        raise IlsiRequestError(CANDIDATES_KEY, "logits-stage methods are refused under "
+                               f"speculative decoding ({config.speculative_algorithm})")
+    if "reward" in rule.needs:
+        raise IlsiRequestError(
+            "method", f"{name!r} needs a reward model, and this server has none configured")
+    return SelectionPlan(rule, params, raw.get(CANDIDATES_KEY), source)
+
+
+def _single_prompt(obj: Any) -> bool:
+    if obj.text is not None:
+        return isinstance(obj.text, str)
+    if obj.input_ids is not None:
+        return bool(obj.input_ids) and isinstance(obj.input_ids[0], int)
+    return False
+
+
+def _cumulative_logprob(meta: Mapping[str, Any]) -> float | None:
+    entries = meta.get("output_token_logprobs")
+    if not entries:
+        return None
+    return float(sum(e[0] for e in entries if e[0] is not None))
+
+
+def _finish(meta: Mapping[str, Any]) -> str | None:
+    reason = meta.get("finish_reason")
+    return reason.get("type") if isinstance(reason, dict) else reason
+
+
+async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, request: Any,
+              plan: SelectionPlan, prepare: Callable[[Any, Any], None]) -> AsyncIterator[dict]:
+    """Sample the candidates, select, and yield the chosen output once."""
+    from sglang_ilsi.selection import Candidate, extractor_from_params, should_stop
+
+    start = time.perf_counter()
+    client_wants_logprobs = bool(obj.return_logprob)
+    base = dict(obj.sampling_params)
+    custom = {k: v for k, v in (base.get("custom_params") or {}).items()
+              if k not in (REQUEST_KEY, SUFFIX_KEY)}
+    if plan.candidates is not None:
+        custom[REQUEST_KEY] = plan.candidates
+    calls = 0
+
+    async def sample(k: int) -> list[dict]:
+        nonlocal calls
+        inner = copy.copy(obj)
+        inner.sampling_params = {**base, "n": k, "custom_params": dict(custom)}
+        inner.rid = None
+        inner.stream = False
+        inner.return_logprob = True
+        prepare(inner, getattr(tokenizer_manager, "tokenizer", None))
+        calls += 1
+        out = await original(tokenizer_manager, inner, request).__anext__()
+        return out if isinstance(out, list) else [out]
+
+    n = plan.params["n"]
+    if plan.rule.name == "esc":
+        window = plan.params["window"]
+        extract = extractor_from_params(plan.params)
+        outputs: list[dict] = []
+        while len(outputs) < n:
+            outputs += await sample(min(window, n - len(outputs)))
+            if should_stop([extract(o["text"]) for o in outputs], window):
+                break
+    else:
+        outputs = await sample(n)
+
+    candidates = [
+        Candidate(index=i, text=o["text"], token_ids=tuple(o.get("output_ids") or ()),
+                  logprob=_cumulative_logprob(o["meta_info"]), finish_reason=_finish(o["meta_info"]))
+        for i, o in enumerate(outputs)
+    ]
+    select_start = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    selection = await loop.run_in_executor(None, plan.rule.select, candidates, plan.params)
+    select_ms = (time.perf_counter() - select_start) * 1000.0
+
+    chosen = outputs[selection.index]
+    meta = dict(chosen["meta_info"])
+    inner_report = meta.pop("ilsi", None)
+    if not client_wants_logprobs:
+        for key in ("output_token_logprobs", "input_token_logprobs", "output_top_logprobs",
+                    "input_top_logprobs", "output_token_ids_logprobs", "input_token_ids_logprobs"):
+            meta.pop(key, None)
+    report_selection = selection.to_dict()
+    metas = [o["meta_info"] for o in outputs]
+    completion = [m.get("completion_tokens", 0) for m in metas]
+    meta["ilsi"] = {
+        "method": plan.rule.name,
+        "family": plan.rule.family,
+        "params": plan.params,
+        "source": plan.source,
+        "why": ("selection rule chosen by the request's model-name suffix"
+                if plan.source == SOURCE_SUFFIX else
+                "selection rule chosen by the request (custom_params.ilsi)"),
+        "chosen": selection.index,
+        "selection": report_selection,
+        "candidates": [
+            {"index": c.index, "text": c.text, "output_ids": list(c.token_ids),
+             "score": report_selection["scores"][i],
+             "answer": (selection.answers[i] if selection.answers is not None else None),
+             "logprob": c.logprob, "finish_reason": c.finish_reason,
+             "completion_tokens": completion[i]}
+            for i, c in enumerate(candidates)
+        ],
+        "candidates_method": inner_report,
+        "cost": {
+            "samples": len(outputs),
+            "generate_calls": calls,
+            "candidate_completion_tokens": sum(completion),
+            "extra_forward_tokens": sum(completion) - completion[selection.index],
+            "prefill_tokens_computed": sum(
+                m.get("prompt_tokens", 0) - m.get("cached_tokens", 0) for m in metas),
+            "select_ms": round(select_ms, 3),
+            "wall_ms": round((time.perf_counter() - start) * 1000.0, 3),
+        },
+    }
+    out = dict(chosen)
+    out["meta_info"] = meta
+    yield out

@@ -1,0 +1,64 @@
+"""The selection-rule catalog: rule name → rule class.
+
+Selection rules (``sglang_ilsi.selection.rules``) register themselves here with
+:func:`register_rule`, which checks their declaration the way
+:func:`sglang_ilsi.registry.register` checks logits methods.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sglang_ilsi.methods.base import FAMILIES, NEEDS
+from sglang_ilsi.params import IlsiRequestError
+
+if TYPE_CHECKING:
+    from sglang_ilsi.selection.rules import SelectionRule
+
+RULES: dict[str, type[SelectionRule]] = {}
+
+
+def register_rule(cls: type[SelectionRule]) -> type[SelectionRule]:
+    """Class decorator adding a selection rule to the catalog; checks its declaration."""
+    for attr in ("name", "family", "paper"):
+        if not getattr(cls, attr, None):
+            raise TypeError(f"{cls.__qualname__} must define {attr!r}")
+    if cls.family not in FAMILIES:
+        raise TypeError(f"{cls.name}: unknown family {cls.family!r}; known: {FAMILIES}")
+    unknown = set(cls.needs) - set(NEEDS)
+    if unknown:
+        raise TypeError(f"{cls.name}: unknown needs {sorted(unknown)}")
+    if "samples" not in cls.needs:
+        raise TypeError(f"{cls.name}: a selection rule needs 'samples'")
+    if "n" not in {p.name for p in cls.params}:
+        raise TypeError(f"{cls.name}: a selection rule must declare the parameter 'n'")
+    existing = RULES.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"selection rule {cls.name!r} is already registered by {existing!r}")
+    RULES[cls.name] = cls
+    return cls
+
+
+def get_rule(name: str) -> type[SelectionRule]:
+    """The rule called ``name``; unknown names raise :class:`IlsiRequestError`
+    naming ``method``."""
+    cls = RULES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise IlsiRequestError("method", f"unknown selection rule {name!r}; known: {sorted(RULES)}")
+    return cls
+
+
+def all_rules() -> dict[str, type[SelectionRule]]:
+    return dict(sorted(RULES.items()))
+
+
+def describe_rule(cls: type[SelectionRule]) -> dict[str, Any]:
+    """A JSON-able card for one rule (same shape as :func:`sglang_ilsi.registry.describe`)."""
+    return {
+        "name": cls.name,
+        "family": cls.family,
+        "needs": sorted(cls.needs),
+        "paper": cls.paper,
+        "summary": cls.summary(),
+        "params": [p.describe() for p in cls.params],
+    }
