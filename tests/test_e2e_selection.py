@@ -103,6 +103,31 @@ def test_mbr_diverse_returns_a_set(client):
     assert json.dumps(chosen_set) in json.dumps(report["selection"]["info"])
 
 
+def test_best_of_n_with_the_policy_as_verifier(client, tiny_model_path):
+    """Rewards are P(yes)/(P(yes)+P(no)) read by SGLang's scoring path; they
+    equal transformers' probabilities on the same token sequences."""
+    import numpy as np
+    from reference_decoding import HFReference
+
+    # the tiny tokenizer splits " Yes"/" No" into " " + ...: use labels without the space
+    report = select(client, {"method": "best_of_n", "n": 6, "yes": "Yes", "no": "No"},
+                    max_new_tokens=4)
+    hf = HFReference(tiny_model_path)
+    tok = hf.tokenizer
+    suffix = tok.encode("\nIs the answer above correct? Answer Yes or No.\nAnswer:",
+                        add_special_tokens=False)
+    yes, no = tok.encode("Yes", add_special_tokens=False)[0], tok.encode("No", add_special_tokens=False)[0]
+    expected = []
+    for cand in report["candidates"]:
+        row = hf.logits(hf.encode(PROMPT) + cand["output_ids"] + suffix)
+        pair = np.exp(row[[yes, no]] - row[[yes, no]].max())
+        expected.append(pair[0] / pair.sum())
+    got = [c["reward"] for c in report["candidates"]]
+    assert got == pytest.approx(expected, abs=1e-3)
+    assert report["chosen"] == ref.best_of_n(got)
+    assert report["cost"]["reward_ms"] > 0
+
+
 def test_prompt_is_prefilled_once_for_16_samples(client):
     long_prompt = PROMPT + " # " + "spam " * 60
     out = client.generate(long_prompt, max_new_tokens=2, temperature=1.0,
@@ -159,7 +184,8 @@ def test_streaming_gets_the_selected_answer(client):
     ({"method": "mbr", "utility": "nope"}, "ilsi.utility"),
     ({"method": "self_consistency", "extractor": "nope"}, "ilsi.extractor"),
     ({"method": "self_consistency", "extractor": "regex", "pattern": "("}, "ilsi.pattern"),
-    ({"method": "best_of_n"}, "reward"),
+    ({"method": "best_of_n", "reward": "oracle"}, "ilsi.reward"),
+    ({"method": "best_of_n", "yes": ""}, "ilsi.yes"),
     ({"method": "mbr", "candidates": {"method": "mbr"}}, "selection method"),
 ])
 def test_bad_selection_input_is_400(client, ilsi, needle):

@@ -81,9 +81,6 @@ def plan_for(obj: Any, config: Any) -> SelectionPlan | None:
     if config.speculative_algorithm and raw.get(CANDIDATES_KEY) not in (None, "none"):
         raise IlsiRequestError(CANDIDATES_KEY, "logits-stage methods are refused under "
                                f"speculative decoding ({config.speculative_algorithm})")
-    if "reward" in rule.needs:
-        raise IlsiRequestError(
-            "method", f"{name!r} needs a reward model, and this server has none configured")
     return SelectionPlan(rule, params, raw.get(CANDIDATES_KEY), source)
 
 
@@ -145,9 +142,16 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
     else:
         outputs = await sample(n)
 
+    rewards: list[float | None] = [None] * len(outputs)
+    reward_ms = 0.0
+    if "reward" in plan.rule.needs:
+        reward_start = time.perf_counter()
+        rewards = await verifier_rewards(tokenizer_manager, obj, outputs, plan.params, request)
+        reward_ms = (time.perf_counter() - reward_start) * 1000.0
     candidates = [
         Candidate(index=i, text=o["text"], token_ids=tuple(o.get("output_ids") or ()),
-                  logprob=_cumulative_logprob(o["meta_info"]), finish_reason=_finish(o["meta_info"]))
+                  logprob=_cumulative_logprob(o["meta_info"]), finish_reason=_finish(o["meta_info"]),
+                  reward=rewards[i])
         for i, o in enumerate(outputs)
     ]
     select_start = time.perf_counter()
@@ -179,7 +183,7 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
             {"index": c.index, "text": c.text, "output_ids": list(c.token_ids),
              "score": report_selection["scores"][i],
              "answer": (selection.answers[i] if selection.answers is not None else None),
-             "logprob": c.logprob, "finish_reason": c.finish_reason,
+             "logprob": c.logprob, "reward": c.reward, "finish_reason": c.finish_reason,
              "completion_tokens": completion[i]}
             for i, c in enumerate(candidates)
         ],
@@ -192,9 +196,37 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
             "prefill_tokens_computed": sum(
                 m.get("prompt_tokens", 0) - m.get("cached_tokens", 0) for m in metas),
             "select_ms": round(select_ms, 3),
+            "reward_ms": round(reward_ms, 3),
             "wall_ms": round((time.perf_counter() - start) * 1000.0, 3),
         },
     }
     out = dict(chosen)
     out["meta_info"] = meta
     yield out
+
+
+def _first_token(tokenizer: Any, text: str, param: str) -> int:
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if not ids:
+        raise IlsiRequestError(param, f"{text!r} encodes to no token")
+    return int(ids[0])
+
+
+async def verifier_rewards(tokenizer_manager: Any, obj: Any, outputs: list[dict],
+                           params: Mapping[str, Any], request: Any) -> list[float]:
+    """r_i = P(yes) / (P(yes) + P(no)) after ``prompt + candidate_i + verifier_prompt``,
+    read with SGLang's own scoring path on the policy model (one batched call)."""
+    tokenizer = tokenizer_manager.tokenizer
+    if obj.input_ids is not None:
+        query = list(obj.input_ids)
+    else:
+        query = list(tokenizer.encode(obj.text))
+    suffix = list(tokenizer.encode(params["verifier_prompt"], add_special_tokens=False))
+    yes = _first_token(tokenizer, params["yes"], "yes")
+    no = _first_token(tokenizer, params["no"], "no")
+    if yes == no:
+        raise IlsiRequestError("no", "the yes and no labels start with the same token")
+    items = [list(o.get("output_ids") or ()) + suffix for o in outputs]
+    result = await tokenizer_manager.score_request(
+        query=query, items=items, label_token_ids=[yes, no], apply_softmax=True, request=request)
+    return [float(row[0]) for row in result.scores]

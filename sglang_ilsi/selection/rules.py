@@ -548,7 +548,11 @@ class BestOfN(SelectionRule):
 
         y* = argmax_i r(x, y_i)   (ties: earliest; NaN rewards never win).
 
-    The engine fills ``Candidate.reward``; a missing reward is an error.
+    The engine fills ``Candidate.reward``; a missing reward is an error. With
+    ``reward="verifier"`` the engine scores each candidate with the policy
+    model itself as a yes/no verifier (SGLang's scoring path): r = P(yes) /
+    (P(yes) + P(no)) for the label tokens after
+    ``prompt + candidate + verifier_prompt``.
     """
 
     name = "best_of_n"
@@ -557,7 +561,16 @@ class BestOfN(SelectionRule):
              "arXiv:2110.14168; Nakano et al. 2021, WebGPT: Browser-assisted "
              "Question-answering with Human Feedback, arXiv:2112.09332")
     needs = frozenset({"samples", "reward"})
-    params = (n_param(8),)
+    params = (
+        n_param(8),
+        Param("reward", "str", "verifier", "where rewards come from: 'verifier' = the "
+              "policy model asked whether the answer is correct", choices=("verifier",)),
+        Param("verifier_prompt", "str", "\nIs the answer above correct? Answer Yes or No.\nAnswer:",
+              "text appended after each candidate before reading the yes/no label",
+              max_length=500),
+        Param("yes", "str", " Yes", "the 'correct' label (its first token is read)", max_length=20),
+        Param("no", "str", " No", "the 'incorrect' label (its first token is read)", max_length=20),
+    )
 
     @classmethod
     def select(cls, candidates: Sequence[Candidate],
