@@ -217,3 +217,34 @@ def test_concurrent_selections_never_mix_candidates(client):
     for i, report in results:
         assert len(report["candidates"]) == 5
         assert {c["completion_tokens"] for c in report["candidates"]} == {2 + i % 4}
+
+
+def test_frontend_primitives(client):
+    """sglang_ilsi.lang inside an @sgl.function program on this server."""
+    import sglang as sgl
+
+    from sglang_ilsi import lang
+
+    @sgl.function
+    def program(s):
+        s += PROMPT
+        lang.self_consistency(s, "sc", n=6, max_tokens=1, temperature=1.0, extractor="full_text")
+        lang.mbr_gen(s, "mbr", n=4, max_tokens=3, temperature=1.0)
+        lang.best_of_n(s, "bon", n=3, max_tokens=2, temperature=1.0, yes="Yes", no="No")
+        lang.ilsi_gen(s, "typ", "typical", mass=0.5, max_tokens=3)
+        lang.ilsi_gen(s, "srv", "mbr", n=4, max_tokens=3, temperature=1.0)
+
+    backend = sgl.RuntimeEndpoint(client.base_url)
+    state = program.run(backend=backend)
+    sc = state["sc_ilsi"]
+    answers = [t.strip() or None for t in sc["candidates"]]
+    assert state["sc"] == sc["candidates"][ref.self_consistency(answers, None)]
+    mbr = state["mbr_ilsi"]
+    assert state["mbr"] == mbr["candidates"][ref.mbr(mbr["candidates"],
+                                                     ref.matrix(ref.chrf, mbr["candidates"]))[0]]
+    bon = state["bon_ilsi"]
+    assert state["bon"] in bon["candidates"]
+    assert bon["selection"]["scores"] and all(0 <= x <= 1 for x in bon["selection"]["scores"])
+    assert state["typ_ilsi"]["method"] == "typical"
+    assert state["srv_ilsi"]["cost"]["samples"] == 4
+    assert state.text().startswith(PROMPT + state["sc"] + state["mbr"] + state["bon"])

@@ -1,0 +1,124 @@
+"""SGLang frontend primitives for sglang-ilsi.
+
+Use them inside ``@sgl.function`` programs, on any SGLang server:
+
+- :func:`self_consistency`, :func:`mbr_gen`: fork N branches with the public
+  frontend API (``s.fork(n)``, ``sgl.gen``; the radix cache shares the
+  prefix), then pick one with :mod:`sglang_ilsi.selection` and append it;
+- :func:`best_of_n`: the same, ranked by the model itself as a yes/no verifier
+  through the server's ``/v1/score``;
+- :func:`ilsi_gen`: one generation with any server-side method (a logits
+  method such as ``typical``, or a selection method run inside the server),
+  which needs the plugin on the server.
+
+Each primitive appends the chosen text to ``s`` and stores it under ``name``;
+the selection report is stored under ``name + "_ilsi"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from sglang_ilsi.selection import Candidate, get_rule
+
+
+def _backend(s: Any) -> Any:
+    backend = s.stream_executor.backend
+    if not hasattr(backend, "base_url"):
+        raise TypeError("sglang_ilsi.lang needs a RuntimeEndpoint backend (an SGLang server)")
+    return backend
+
+
+def _headers(backend: Any) -> dict[str, str]:
+    key = getattr(backend, "api_key", None)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _sample(s: Any, name: str, n: int, max_tokens: int, temperature: float,
+            **gen_kwargs: Any) -> list[str]:
+    import sglang as sgl
+
+    forks = s.fork(n)
+    forks += sgl.gen(name + "_candidate", max_tokens=max_tokens, temperature=temperature,
+                     **gen_kwargs)
+    texts = [f[name + "_candidate"] for f in forks]
+    forks.join()
+    return texts
+
+
+def _commit(s: Any, name: str, text: str, report: dict[str, Any]) -> str:
+    s += text
+    s.set_var(name, text)
+    s.set_var(name + "_ilsi", report)
+    return text
+
+
+def _select(s: Any, name: str, rule_name: str, texts: list[str], params: dict[str, Any],
+            rewards: list[float] | None = None) -> str:
+    rule = get_rule(rule_name)
+    validated = rule.validate({**params, "n": len(texts)})
+    candidates = [Candidate(index=i, text=t, reward=None if rewards is None else rewards[i])
+                  for i, t in enumerate(texts)]
+    selection = rule.select(candidates, validated)
+    report = {"method": rule_name, "params": validated, "candidates": texts,
+              "selection": selection.to_dict()}
+    return _commit(s, name, texts[selection.index], report)
+
+
+def self_consistency(s: Any, name: str, n: int = 8, *, max_tokens: int = 128,
+                     temperature: float = 0.7, extractor: str = "last_number",
+                     **params: Any) -> str:
+    """Self-consistency (Wang et al. 2023): n branches, majority vote over the
+    extracted answers; appends the first branch with the winning answer."""
+    texts = _sample(s, name, n, max_tokens, temperature)
+    return _select(s, name, "self_consistency", texts, {"extractor": extractor, **params})
+
+
+def mbr_gen(s: Any, name: str, n: int = 8, *, max_tokens: int = 128, temperature: float = 0.7,
+            utility: str = "chrf", **params: Any) -> str:
+    """Minimum Bayes-risk decoding (Kumar & Byrne 2004): n branches, append the
+    one with the highest mean utility against the others."""
+    texts = _sample(s, name, n, max_tokens, temperature)
+    return _select(s, name, "mbr", texts, {"utility": utility, **params})
+
+
+def best_of_n(s: Any, name: str, n: int = 8, *, max_tokens: int = 128, temperature: float = 0.7,
+              verifier_prompt: str = "\nIs the answer above correct? Answer Yes or No.\nAnswer:",
+              yes: str = " Yes", no: str = " No") -> str:
+    """Best-of-N with the policy model as verifier: reward = P(yes)/(P(yes)+P(no))
+    after ``prompt + candidate + verifier_prompt`` (the server's ``/v1/score``)."""
+    prefix = s.text()
+    texts = _sample(s, name, n, max_tokens, temperature)
+    backend = _backend(s)
+    tok = requests.post(backend.base_url + "/v1/tokenize",
+                        json={"prompt": [yes, no], "add_special_tokens": False},
+                        headers=_headers(backend), timeout=60)
+    tok.raise_for_status()
+    labels = [ids[0] for ids in tok.json()["tokens"]]
+    r = requests.post(backend.base_url + "/v1/score", json={
+        "query": prefix, "items": [t + verifier_prompt for t in texts],
+        "label_token_ids": labels, "apply_softmax": True,
+    }, headers=_headers(backend), timeout=300)
+    r.raise_for_status()
+    rewards = [float(row[0]) for row in r.json()["scores"]]
+    return _select(s, name, "best_of_n", texts, {"yes": yes, "no": no}, rewards)
+
+
+def ilsi_gen(s: Any, name: str, method: str | dict[str, Any], *, max_tokens: int = 128,
+             temperature: float = 0.7, **params: Any) -> str:
+    """Generate with a server-side sglang-ilsi method (needs the plugin on the
+    server): ``ilsi_gen(s, "answer", "typical", mass=0.9)`` or a selection run
+    inside the server, ``ilsi_gen(s, "answer", "mbr", n=16)``."""
+    spec = {"method": method, **params} if isinstance(method, str) else {**method, **params}
+    backend = _backend(s)
+    body = {"text": s.text(), "sampling_params": {
+        "max_new_tokens": max_tokens, "temperature": temperature,
+        "custom_params": {"ilsi": spec}}}
+    r = requests.post(backend.base_url + "/generate", json=body, headers=_headers(backend),
+                      timeout=600)
+    if r.status_code >= 400:
+        raise ValueError(f"ilsi_gen: HTTP {r.status_code}: {r.text}")
+    out = r.json()
+    return _commit(s, name, out["text"], out["meta_info"].get("ilsi", {}))
