@@ -27,7 +27,10 @@ from sglang_ilsi.params import IlsiRequestError, validate_params
 REQUEST_KEY = "ilsi"  # what clients send inside custom_params
 ENCODED_KEY = "__ilsi"  # what travels to the scheduler
 SUFFIX_KEY = "__ilsi_suffix"  # set by the OpenAI model-suffix hook
-RESERVED = ("method", "trace")
+THEN_KEY = "then"  # further logits methods applied after the first, in order
+GRAMMAR_KEYS = ("grammar", "schema")  # a named grammar from the library (see api.py)
+RESERVED = ("method", "trace", THEN_KEY, *GRAMMAR_KEYS)
+MAX_CHAIN = 4
 DEFAULT_TRACE_K = 5
 
 SOURCE_REQUEST = "request"
@@ -41,14 +44,21 @@ class MethodChoice:
     params: dict[str, Any]
     trace_k: int
     source: str
+    # (method, params) applied after the first method, in order
+    then: tuple[tuple[str, dict[str, Any]], ...] = ()
+
+    def steps(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(self.method, self.params), *self.then]
 
     def encode(self) -> str:
-        return json.dumps({"m": self.method, "p": self.params, "t": self.trace_k, "s": self.source})
+        return json.dumps({"m": self.method, "p": self.params, "t": self.trace_k,
+                           "s": self.source, "n": [list(step) for step in self.then]})
 
     @classmethod
     def decode(cls, text: str) -> MethodChoice:
         d = json.loads(text)
-        return cls(method=d["m"], params=d["p"], trace_k=d["t"], source=d["s"])
+        return cls(method=d["m"], params=d["p"], trace_k=d["t"], source=d["s"],
+                   then=tuple((m, p) for m, p in d.get("n", [])))
 
 
 def _explain_source(source: str) -> str:
@@ -92,34 +102,61 @@ def resolve(
     if not isinstance(raw, Mapping):
         raise IlsiRequestError("", "expected an object like {\"method\": \"typical\", ...} or a method name")
     name = raw.get("method")
-    if name is None:
-        raise IlsiRequestError("method", "missing; name one of the server's methods")
-    if not isinstance(name, str):
-        raise IlsiRequestError("method", f"expected a string, got {type(name).__name__}")
     trace_k = _trace_k(raw.get("trace", 0), config)
+    if name is None:
+        if "grammar" in raw and set(raw) <= {"trace", *GRAMMAR_KEYS}:
+            # only a grammar: the method is the server default, if any
+            if config.default_method is None:
+                return None
+            return MethodChoice(config.default_method, dict(config.default_params), trace_k,
+                                SOURCE_DEFAULT)
+        raise IlsiRequestError("method", "missing; name one of the server's methods")
     if name == "none":
-        extra = [k for k in raw if k not in RESERVED]
+        extra = [k for k in raw if k not in ("method", "trace", *GRAMMAR_KEYS)]
         if extra:
             raise IlsiRequestError(extra[0], "method 'none' takes no parameters")
         return None
+    name, params = _logits_method(raw, config, tokenizer, "method")
+    then = raw.get(THEN_KEY, [])
+    if not isinstance(then, list) or len(then) > MAX_CHAIN:
+        raise IlsiRequestError(THEN_KEY, f"expected a list of at most {MAX_CHAIN} methods")
+    steps = []
+    for i, step in enumerate(then):
+        label = f"{THEN_KEY}[{i}]"
+        if isinstance(step, str):
+            step = {"method": step}
+        if not isinstance(step, Mapping) or "method" not in step:
+            raise IlsiRequestError(label, "expected an object like {\"method\": ..., ...}")
+        extra = [k for k in step if k in RESERVED and k != "method"]
+        if extra:
+            raise IlsiRequestError(f"{label}.{extra[0]}", "only allowed at the top level")
+        steps.append(_logits_method(step, config, tokenizer, f"{label}.method"))
+    return MethodChoice(name, params, trace_k, source, tuple(steps))
+
+
+def _logits_method(raw: Mapping[str, Any], config: IlsiConfig, tokenizer: Any | None,
+                   label: str) -> tuple[str, dict[str, Any]]:
+    """Validate one logits-stage method selection: ``(name, prepared params)``."""
+    name = raw.get("method")
+    if not isinstance(name, str):
+        raise IlsiRequestError(label, f"expected a string, got {type(name).__name__}")
     if name in registry.selection_rules():
         raise IlsiRequestError(
-            "method", f"{name!r} is a selection method: it takes the request's top-level "
-            "ilsi object and cannot pick candidates or serve a batch")
+            label, f"{name!r} is a selection method: it takes the request's top-level "
+            "ilsi object and cannot pick candidates, be chained or serve a batch")
     cls = registry.get(name)
     if cls is None or not config.method_allowed(name):
         enabled = sorted(m for m in registry.catalog() if config.method_allowed(m))
         why = "unknown method" if cls is None else "method not enabled on this server"
-        raise IlsiRequestError("method", f"{why} {name!r}; enabled: {enabled}")
+        raise IlsiRequestError(label, f"{why} {name!r}; enabled: {enabled}")
     if config.speculative_algorithm and "logits" in cls.needs:
         raise IlsiRequestError(
-            "method",
+            label,
             f"{name!r} runs in the logits stage, which SGLang skips under speculative "
             f"decoding ({config.speculative_algorithm}); this server cannot apply it",
         )
     params = validate_params(cls.params, {k: v for k, v in raw.items() if k not in RESERVED})
-    params = cls.prepare(params, tokenizer)
-    return MethodChoice(name, params, trace_k, source)
+    return name, cls.prepare(params, tokenizer)
 
 
 def _trace_k(value: Any, config: IlsiConfig) -> int:

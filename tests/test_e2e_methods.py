@@ -267,3 +267,34 @@ def test_streaming_generate_with_method(client):
     # every chunk reports the method; the last one the whole request's cost
     assert all(c["meta_info"]["ilsi"]["method"] == "penalty_decoding" for c in chunks)
     assert chunks[-1]["meta_info"]["ilsi"]["cost"]["steps"] == len(direct["output_ids"])
+
+
+def test_chained_methods_apply_in_order(client, hf):
+    """``then``: penalty decoding followed by keyword boosting, token for token
+    equal to the two references applied in the same order."""
+    first = {"penalty": 3.0, "window": 8}
+    second = {"keywords": ["self"], "strength": 3.0}
+    out = client.generate(PROMPTS[0], max_new_tokens=20, ilsi={
+        "method": "penalty_decoding", **first, "then": [{"method": "keyword_boost", **second}]})
+    t1 = make_transform("penalty_decoding", full_params("penalty_decoding", first), hf.eos_ids)
+    t2 = make_transform("keyword_boost", full_params("keyword_boost", second), hf.eos_ids,
+                        0.0, hf.tokenizer)
+    expected = hf.greedy(hf.encode(PROMPTS[0]), 20, lambda row, p, o: t2(t1(row, p, o), p, o))
+    assert out["output_ids"] == expected
+    report = out["meta_info"]["ilsi"]
+    assert report["method"] == "penalty_decoding"
+    assert [step["method"] for step in report["then"]] == ["keyword_boost"]
+    only_first = client.generate(PROMPTS[0], max_new_tokens=20,
+                                 ilsi={"method": "penalty_decoding", **first})
+    assert only_first["output_ids"] != expected  # the second method did something
+
+
+def test_bad_chain_is_400(client):
+    for then, needle in [([{"method": "nope"}], "ilsi.then[0].method"),
+                         ([{"method": "typical", "mass": 3}], "ilsi.mass"),
+                         ([{"method": "mbr"}], "then[0].method"),
+                         ("typical", "ilsi.then")]:
+        r = client.post("/generate", {"text": "x", "sampling_params": {
+            "max_new_tokens": 2, "custom_params": {"ilsi": {"method": "eta", "then": then}}}})
+        assert r.status_code == 400, r.text
+        assert needle in r.json()["error"]["message"]

@@ -42,26 +42,30 @@ TRACE_KEY = "ilsi_trace"
 
 
 class RequestState:
-    """One request's method, parameters, token history, state and accounting."""
+    """One request's methods (a chain of one or more), their parameters,
+    the shared token history, each method's private state, and accounting."""
 
-    __slots__ = ("choice", "method", "ctx", "summary", "trace", "reports", "stage_seconds")
+    __slots__ = ("choice", "steps", "summary", "trace", "reports", "stage_seconds",
+                 "temperature", "output_ids")
 
-    def __init__(self, choice: MethodChoice, method: type[LogitsMethod], req: Any):
+    def __init__(self, choice: MethodChoice, methods: list[type[LogitsMethod]], req: Any):
         self.choice = choice
-        self.method = method
-        sp = req.sampling_params
-        self.ctx = RowContext(
-            params=choice.params,
-            prompt_ids=req.origin_input_ids,
-            # Tokens already generated (a retracted request resumes with them).
-            output_ids=list(req.output_ids),
-            temperature=float(sp.temperature),
-            eos_token_ids=tuple(sorted(req.eos_token_ids or ())),
-        )
+        self.temperature = float(req.sampling_params.temperature)
+        # Tokens already generated (a retracted request resumes with them);
+        # one list shared by every method of the chain.
+        self.output_ids: list[int] = list(req.output_ids)
+        eos = tuple(sorted(req.eos_token_ids or ()))
+        self.steps: list[tuple[type[LogitsMethod], RowContext]] = [
+            (method, RowContext(params=params, prompt_ids=req.origin_input_ids,
+                                output_ids=self.output_ids, temperature=self.temperature,
+                                eos_token_ids=eos))
+            for method, (_, params) in zip(methods, choice.steps())
+        ]
+        first = self.steps[0][1]
         self.stage_seconds = 0.0
         self.summary: dict[str, Any] = {
             "method": choice.method,
-            "family": method.family,
+            "family": methods[0].family,
             "params": choice.params,
             "source": choice.source,
             "why": explain(choice),
@@ -72,8 +76,13 @@ class RequestState:
                 "aux_model_tokens": 0,
                 "samples": 1,
             },
-            "stats": self.ctx.stats,
+            "stats": first.stats,
         }
+        if choice.then:
+            self.summary["then"] = [
+                {"method": m.name, "family": m.family, "params": ctx.params, "stats": ctx.stats}
+                for m, ctx in self.steps[1:]
+            ]
         self.trace: list[dict[str, Any]] | None = [] if choice.trace_k > 0 else None
         # SGLang slices customized_info values per output token and streams
         # each slice with its tokens; one reference to the (live) summary per
@@ -93,6 +102,11 @@ class RequestState:
         cost["stage_ms"] = round(self.stage_seconds * 1000.0, 4)
         self.reports.append(self.summary)
 
+    def record(self, token: int) -> None:
+        for method, ctx in self.steps:
+            method.on_token(ctx, token)
+        self.output_ids.append(token)
+
 
 def _request(params: Any) -> Any | None:
     if not isinstance(params, dict) or ENCODED_KEY not in params:
@@ -108,11 +122,12 @@ def state_of(params: Any, create: bool = True) -> RequestState | None:
     state = getattr(req, STATE_ATTR, None)
     if state is None and create:
         choice = MethodChoice.decode(params[ENCODED_KEY])
-        method = registry.get(choice.method)
-        if method is None:  # validated on the HTTP side; a plugin file may be missing here
-            logger.error("sglang-ilsi: method %r is not registered in the scheduler", choice.method)
+        methods = [registry.get(name) for name, _ in choice.steps()]
+        if None in methods:  # validated on the HTTP side; a plugin file may be missing here
+            logger.error("sglang-ilsi: a method of %r is not registered in the scheduler",
+                         [name for name, _ in choice.steps()])
             return None
-        state = RequestState(choice, method, req)
+        state = RequestState(choice, methods, req)
         setattr(req, STATE_ATTR, state)
     return state
 
@@ -139,39 +154,56 @@ def _trace_distribution(logits: torch.Tensor, temperature: float) -> torch.Tenso
     return torch.log_softmax(logits.float() / t, dim=-1)
 
 
+def _apply_group(logits: torch.Tensor, method: type[LogitsMethod],
+                 rows: list[int], contexts: list[RowContext]) -> torch.Tensor:
+    """``method.apply`` on the given rows of ``logits`` (float32 in and out)."""
+    if len(rows) == logits.shape[0]:  # the common case: one method, every row
+        return method.apply(logits, contexts)
+    index = torch.tensor(rows, device=logits.device)
+    logits.index_copy_(0, index, method.apply(logits.index_select(0, index), contexts))
+    return logits
+
+
 def apply_methods(logits: torch.Tensor, custom_params: Sequence[Any]) -> torch.Tensor:
-    """Apply each row's method; rows without one pass through unchanged."""
-    groups: dict[type[LogitsMethod], list[tuple[int, RequestState]]] = {}
+    """Apply each row's chain of methods; rows without one pass through unchanged.
+
+    At each depth of the chains, rows whose method at that depth is the same
+    are processed together in one batched ``apply``."""
+    members: list[tuple[int, RequestState]] = []
     for row, params in enumerate(custom_params):
         state = state_of(params)
-        if state is None or _in_chunked_prefill(params):
-            continue
-        groups.setdefault(state.method, []).append((row, state))
-    for method, members in groups.items():
-        start = time.perf_counter()
-        whole = len(members) == logits.shape[0]  # the common case: one method, all rows
-        if whole:
-            before = logits.float()
-        else:
-            index = torch.tensor([row for row, _ in members], device=logits.device)
-            before = logits.index_select(0, index).float()
-        after = method.apply(before, [s.ctx for _, s in members])
-        if whole:
-            logits = after.to(logits.dtype)
-        else:
-            logits.index_copy_(0, index, after.to(logits.dtype))
-        per_row = (time.perf_counter() - start) / len(members)
-        for i, (_, state) in enumerate(members):
-            if state.trace is not None:
-                k, t = state.choice.trace_k, state.ctx.temperature
-                state.trace.append(
-                    {
-                        "before": _top(_trace_distribution(before[i], t), k),
-                        "after": _top(_trace_distribution(after[i], t), k),
-                    }
-                )
-            state.account(per_row)
-    return logits
+        if state is not None and not _in_chunked_prefill(params):
+            members.append((row, state))
+    if not members:
+        return logits
+    start = time.perf_counter()
+    traced = [(row, state) for row, state in members if state.trace is not None]
+    before = {row: logits[row].float().clone() for row, _ in traced}
+    work = logits.float()
+    depth = 0
+    while True:
+        groups: dict[type[LogitsMethod], tuple[list[int], list[RowContext]]] = {}
+        for row, state in members:
+            if depth < len(state.steps):
+                method, ctx = state.steps[depth]
+                rows, contexts = groups.setdefault(method, ([], []))
+                rows.append(row)
+                contexts.append(ctx)
+        if not groups:
+            break
+        for method, (rows, contexts) in groups.items():
+            work = _apply_group(work, method, rows, contexts)
+        depth += 1
+    for row, state in traced:
+        k, t = state.choice.trace_k, state.temperature
+        state.trace.append({
+            "before": _top(_trace_distribution(before[row], t), k),
+            "after": _top(_trace_distribution(work[row], t), k),
+        })
+    per_row = (time.perf_counter() - start) / len(members)
+    for _, state in members:
+        state.account(per_row)
+    return work if work.dtype == logits.dtype else work.to(logits.dtype)
 
 
 class IlsiLogitProcessor(CustomLogitProcessor):
@@ -203,8 +235,7 @@ def record_sampled_tokens(sampling_info: Any, next_token_ids: torch.Tensor) -> N
             state = state_of(params, create=False)
             if state is None or _in_chunked_prefill(params):
                 continue
-            state.method.on_token(state.ctx, int(token))
-            state.ctx.output_ids.append(int(token))
+            state.record(int(token))
 
 
 def _by_reference(cls: type) -> str:
