@@ -6,7 +6,8 @@
 - ``sglang-ilsi demo``: the README's main job (see :mod:`sglang_ilsi.demo`);
 - ``sglang-ilsi tiny-model``: build (or find) the embedded test model;
 - ``sglang-ilsi models list [--json]``: the model catalog, prepared or not;
-- ``sglang-ilsi models prepare NAME``: convert a catalog model, print its folder.
+- ``sglang-ilsi models prepare NAME``: convert a catalog model, print its folder;
+- ``sglang-ilsi grammars [--json]``: the grammars library (``"ilsi": {"grammar": NAME}``).
 """
 
 from __future__ import annotations
@@ -89,6 +90,29 @@ def _models_prepare(name: str) -> int:
     return 0
 
 
+def _grammars(as_json: bool) -> int:
+    from sglang_ilsi import grammars
+
+    cards = grammars.describe()
+    if as_json:
+        print(json.dumps(cards, indent=2))
+        return 0
+    for card in cards:
+        print(f"{card['name']}  [{card['kind']}]  backends: {', '.join(card['backends'])}")
+        print(f"    {card['description']}")
+        example = card["example"]
+        if "\n" in example:  # multi-line examples are shown as a JSON string
+            example = json.dumps(example)
+        print(f"    example: {example}")
+        if card["takes_schema"]:
+            print("    takes a request-time schema: \"ilsi\": {\"grammar\": "
+                  f"\"{card['name']}\", \"schema\": {{...}}}}")
+        if card["notes"]:
+            print(f"    notes: {card['notes']}")
+        print()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":  # everything after 'serve' goes to SGLang
@@ -113,10 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     p_prepare = models_sub.add_parser(
         "prepare", help="convert a catalog model (from its installed package) and print its folder")
     p_prepare.add_argument("name", help="catalog model name (see 'models list')")
+    p_grammars = sub.add_parser("grammars", help="list the grammars library")
+    p_grammars.add_argument("--json", action="store_true", help="machine-readable output")
     ns = parser.parse_args(argv)
 
     if ns.command == "methods":
         return _methods(ns.json)
+    if ns.command == "grammars":
+        return _grammars(ns.json)
     if ns.command == "flags":
         from sglang_ilsi.config import flag_help
 

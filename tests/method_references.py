@@ -237,3 +237,117 @@ class LookBack:
         top, rest = self._summary(p)
         self.history = (self.history + [(len(output_ids), top, rest)])[-self.window:]
         return out
+
+
+# -- lexical constraints ------------------------------------------------------------
+
+
+def _occurs(seq, sub) -> bool:
+    """Whether ``sub`` is a contiguous part of ``seq`` (by brute force)."""
+    seq, sub = list(seq), list(sub)
+    return any(seq[i:i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1))
+
+
+def _ends_with(seq, prefix) -> bool:
+    seq, prefix = list(seq), list(prefix)
+    return len(prefix) <= len(seq) and seq[len(seq) - len(prefix):] == prefix
+
+
+class LexicalConstraints:
+    """Reference lexical constraints for one request; call :meth:`step` once per step.
+
+    ``include``/``exclude``: per phrase, its token-id spellings (lists). Everything
+    is recomputed from the history by brute force except the count of fresh forced
+    starts per include phrase, which depends on this object's own decisions."""
+
+    def __init__(self, include, exclude, eos_ids, force_after, boost):
+        self.include = [[list(s) for s in p] for p in include]
+        self.exclude = [list(s) for p in exclude for s in p]
+        self.eos_ids, self.force_after, self.boost = list(eos_ids), force_after, boost
+        self.starts = [0] * len(include)
+
+    def step(self, row, output_ids):
+        """The transformed row and what happened: ``satisfied``, ``forced`` (0/1),
+        ``banned_hits``, ``unsatisfiable``, ``conflict`` (0/1)."""
+        v = len(row)
+        row = np.asarray(row, dtype=np.float64)
+        out_ids = list(output_ids)
+        unsat = [p for p, spellings in enumerate(self.include)
+                 if not any(_occurs(out_ids, s) for s in spellings)]
+        banned = {s[-1] for s in self.exclude if _ends_with(out_ids, s[:-1])}  # L = 1: always
+        banned = {t for t in banned if 0 <= t < v}
+        blocked = banned | ({t for t in self.eos_ids if 0 <= t < v} if unsat else set())
+
+        def admissible(t):
+            return 0 <= t < v and t not in blocked and math.isfinite(row[t])
+
+        progress = []  # (-k, phrase, spelling, next token) for each spelling's longest prefix
+        for p in unsat:
+            for j, s in enumerate(self.include[p]):
+                for k in range(len(s) - 1, 0, -1):
+                    if _ends_with(out_ids, s[:k]):
+                        progress.append((-k, p, j, s[k]))
+                        break
+        progress.sort()
+        starts = [(p, s[0]) for p in unsat for s in self.include[p]]
+        info = {"satisfied": len(self.include) - len(unsat), "forced": 0, "banned_hits": 0,
+                "unsatisfiable": 0, "conflict": 0}
+        banned_finite = sum(1 for t in banned if math.isfinite(row[t]))
+        if unsat and len(out_ids) >= self.force_after:
+            limit = len(self.include) + 2
+            given_up = {p for p in unsat if self.starts[p] >= limit}
+            cands = [(p, t, False) for _, p, _, t in progress]
+            cands += [(p, t, True) for p, t in starts if p not in given_up]
+            ok = [(p, t, fresh) for p, t, fresh in cands if admissible(t)]
+            info["unsatisfiable"] = sum(
+                1 for p in unsat if p in given_up or not any(q == p for q, _, _ in ok))
+            if ok:
+                p, forced, fresh = ok[0]
+                self.starts[p] += fresh
+                info["forced"] = 1
+                info["banned_hits"] = banned_finite
+                return mask_except(row, {forced}), info
+        boosted = ({t for _, _, _, t in progress} | {t for _, t in starts}) if self.boost else set()
+
+        def transform(mask):
+            out = row.copy()
+            for t in boosted:
+                if 0 <= t < v:
+                    out[t] += self.boost
+            for t in mask:
+                out[t] = NEG_INF
+            return out
+
+        out = transform(blocked)
+        if blocked and not np.isfinite(out).any():
+            info["conflict"] = 1
+            out = transform(banned)  # drop the EOS block, keep the bans
+            if not np.isfinite(out).any():
+                return row.copy(), info  # untouched
+        info["banned_hits"] = banned_finite
+        return out, info
+
+
+def keyword_decay(row, output_ids, keywords, strength, decay, until_present):
+    """``keywords``: per keyword, its token-id spellings; boost λ·γ^t the first tokens."""
+    weight = strength * decay ** len(output_ids)
+    boosted = set()
+    for spellings in keywords:
+        if until_present and any(_occurs(output_ids, s) for s in spellings):
+            continue
+        boosted |= {s[0] for s in spellings}
+    out = np.array(row, dtype=np.float64)
+    for tok in boosted:
+        if 0 <= tok < len(out):
+            out[tok] += weight
+    return out
+
+
+def length_target(row, output_ids, eos_ids, target, strength, tolerance):
+    n = len(output_ids)
+    shift = strength * math.tanh((n - target) / max(1, tolerance))
+    out = np.array(row, dtype=np.float64)
+    for tok in set(eos_ids):
+        if 0 <= tok < len(out):
+            out[tok] += shift
+    return out

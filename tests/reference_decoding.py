@@ -34,13 +34,17 @@ class HFReference:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text)["input_ids"]
 
-    def greedy(self, prompt_ids: Sequence[int], n: int, transform: Transform | None) -> list[int]:
+    def greedy(self, prompt_ids: Sequence[int], n: int, transform: Transform | None,
+               stop_at_eos: bool = True) -> list[int]:
         out: list[int] = []
         for _ in range(n):
             row = self.logits(list(prompt_ids) + out)
             if transform is not None:
                 row = transform(row, prompt_ids, out)
-            out.append(int(np.argmax(row)))
+            token = int(np.argmax(row))
+            out.append(token)
+            if stop_at_eos and token in self.eos_ids:  # SGLang stops there (and returns it)
+                break
         return out
 
 
@@ -76,6 +80,23 @@ def make_transform(method: str, params: dict[str, Any], eos_ids: Sequence[int],
             row, o, spellings, params.get("token_ids", []), params["strength"],
             params["until_present"],
         )
+    if method in ("lexical_constraints", "keyword_decay"):
+        # phrase tokenization is the method's own prepare(); the transform is the reference
+        from sglang_ilsi import registry
+        from sglang_ilsi.methods.constrained.phrases import decode_keywords
+
+        prepared = registry.get(method).prepare(dict(params), tokenizer)
+        if method == "keyword_decay":
+            spellings = decode_keywords(prepared["keyword_token_ids"])
+            return lambda row, p, o: ref.keyword_decay(
+                row, o, spellings, params["strength"], params["decay"], params["until_present"])
+        lc = ref.LexicalConstraints(decode_keywords(prepared["include_token_ids"]),
+                                    decode_keywords(prepared["exclude_token_ids"]), eos_ids,
+                                    params["force_after"], params["boost"])
+        return lambda row, p, o: lc.step(row, o)[0]
+    if method == "length_target":
+        return lambda row, p, o: ref.length_target(row, o, eos_ids, params["target"],
+                                                   params["strength"], params["tolerance"])
     if method == "look_back":
         lb = ref.LookBack(params["alpha"], params["top_k"], params["window"])
         return lambda row, p, o: lb.step(row, o)

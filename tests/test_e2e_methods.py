@@ -35,10 +35,20 @@ CASES = [
     ("penalty_decoding", {"penalty": 3.0, "window": 8}),
     ("look_back", {"alpha": 3.0, "top_k": 4}),
     ("keyword_boost", {"keywords": ["self", "return"], "strength": 4.0}),
+    ("keyword_decay", {"keywords": ["self", "return"], "strength": 6.0, "decay": 0.8}),
+    ("lexical_constraints", {"include": ["import", "return"], "exclude": ["self"],
+                             "force_after": 4}),
+    ("length_target", {"target": 6, "strength": 8.0, "tolerance": 2}),
 ]
 # Methods whose greedy output must differ from plain greedy on some prompt
 # (the others only truncate, which never moves the argmax).
-ARGMAX_CHANGING = {"penalty_decoding", "look_back", "keyword_boost"}
+ARGMAX_CHANGING = {"penalty_decoding", "look_back", "keyword_boost", "keyword_decay",
+                   "lexical_constraints"}
+
+
+def decoding_steps(out: dict) -> int:
+    """Decoding steps the method ran: one per returned token (EOS included)."""
+    return len(out["output_ids"])
 
 
 def full_params(method: str, given: dict) -> dict:
@@ -78,7 +88,7 @@ def test_greedy_tokens_equal_reference(client, hf, method, params):
         report = out["meta_info"]["ilsi"]
         assert report["method"] == method
         assert report["source"] == "request"
-        assert report["cost"]["steps"] == len(out["output_ids"])
+        assert report["cost"]["steps"] == decoding_steps(out)
         assert report["cost"]["extra_forward_tokens"] == 0
         differs |= expected != hf.greedy(hf.encode(prompt), 20, None)
     if method in ARGMAX_CHANGING:
@@ -147,7 +157,7 @@ def test_batch_isolation_mixed_methods(client):
         assert got["output_ids"] == want, prompt
     for job, res in zip(jobs[len(targets):], results[len(targets):]):
         assert res["meta_info"]["ilsi"]["method"] == job[1]["method"]
-        assert res["meta_info"]["ilsi"]["cost"]["steps"] == len(res["output_ids"])
+        assert res["meta_info"]["ilsi"]["cost"]["steps"] == decoding_steps(res)
 
 
 @pytest.mark.parametrize("method,params", CASES, ids=[c[0] for c in CASES])
@@ -298,3 +308,88 @@ def test_bad_chain_is_400(client):
             "max_new_tokens": 2, "custom_params": {"ilsi": {"method": "eta", "then": then}}}})
         assert r.status_code == 400, r.text
         assert needle in r.json()["error"]["message"]
+
+
+def test_lexical_constraints_hold_in_every_output(client, hf):
+    """Required phrases appear in 100% of outputs, banned ones in 0%, sampled or greedy."""
+    ilsi = {"method": "lexical_constraints", "include": ["import", "return"],
+            "exclude": ["self", "def"], "force_after": 6}
+
+    def run(i):
+        return client.generate(PROMPTS[i % 3], max_new_tokens=24, temperature=(i % 3) * 0.6,
+                               ilsi=ilsi)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outs = list(pool.map(run, range(24)))
+    for out in outs:
+        assert "import" in out["text"] and "return" in out["text"], out["text"]
+        assert "self" not in out["text"] and "def" not in out["text"], out["text"]
+        assert out["meta_info"]["ilsi"]["stats"]["satisfied"] == 2
+
+
+def _parses(grammar: str, text: str) -> bool:
+    import ast
+    import csv
+    import datetime
+    import io
+    import re
+
+    if grammar in ("json-value", "json-object", "function-call"):
+        value = json.loads(text)
+        return grammar == "json-value" or isinstance(value, dict)
+    if grammar in ("arithmetic", "python-expression"):
+        ast.parse(text, mode="eval")  # parsed, never evaluated
+        return True
+    if grammar == "sql-select":
+        import sqlglot
+
+        return sqlglot.parse_one(text) is not None
+    if grammar == "csv":
+        return len(list(csv.reader(io.StringIO(text)))) >= 1
+    if grammar == "iso-date":
+        datetime.date.fromisoformat(text)
+        return True
+    if grammar == "iso-datetime":
+        datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return True
+    if grammar == "yes-no":
+        return text.strip().lower() in ("yes", "no")
+    if grammar == "number":
+        return re.fullmatch(r"[+-]?(\d+(\.\d+)?|\.\d+)([eE][+-]?\d+)?", text) is not None
+    raise KeyError(grammar)
+
+
+# json-object and function-call have free-text string fields the random tiny model
+# never closes: they are tested on SmolLM2 (test_e2e_smollm2.py).
+GRAMMARS = ["json-value", "arithmetic", "python-expression", "sql-select", "csv", "iso-date",
+            "iso-datetime", "yes-no", "number"]
+
+
+@pytest.mark.parametrize("grammar", GRAMMARS)
+def test_named_grammars_compose_with_methods(client, grammar):
+    """``ilsi.grammar`` names a library grammar; every output parses with a real
+    parser. A length target (a logits method) makes the random tiny model finish."""
+    outs = []
+    for i, temperature in enumerate((0.0, 0.7, 1.0)):
+        outs.append(client.generate(
+            PROMPTS[i], max_new_tokens=96, temperature=temperature,
+            ilsi={"grammar": grammar, "method": "length_target", "target": 6, "strength": 12.0,
+                  "tolerance": 2}))
+    for out in outs:
+        assert out["meta_info"]["finish_reason"]["type"] == "stop", out["text"]
+        assert _parses(grammar, out["text"]), out["text"]
+        assert out["meta_info"]["ilsi"]["method"] == "length_target"
+
+
+def test_grammar_bad_input(client):
+    for ilsi, needle in [({"grammar": "nope"}, "ilsi.grammar"),
+                         ({"grammar": "json-object", "schema": [1]}, "ilsi.grammar"),
+                         ({"grammar": 3}, "ilsi.grammar"),
+                         ({"method": "typical", "schema": {}}, "ilsi.schema")]:
+        r = client.post("/generate", {"text": "x", "sampling_params": {
+            "max_new_tokens": 2, "custom_params": {"ilsi": ilsi}}})
+        assert r.status_code == 400, r.text
+        assert needle in r.json()["error"]["message"]
+    r = client.post("/generate", {"text": "x", "sampling_params": {
+        "max_new_tokens": 2, "regex": "a+", "custom_params": {"ilsi": {"grammar": "number"}}}})
+    assert r.status_code == 400 and "sampling_params.regex" in r.json()["error"]["message"]

@@ -51,7 +51,7 @@ def test_greedy_generate_matches_transformers(client, hf):
         ids = chat_ids(hf, prompt)
         # ignore_eos: the reference loop does not stop at <|im_end|> either.
         out = client.generate(ids, max_new_tokens=N_TOKENS, ignore_eos=True)
-        assert out["output_ids"] == hf.greedy(ids, N_TOKENS, None), prompt
+        assert out["output_ids"] == hf.greedy(ids, N_TOKENS, None, stop_at_eos=False), prompt
         assert "ilsi" not in out["meta_info"]
 
 
@@ -66,3 +66,27 @@ def test_chat_completion_with_a_method_reports_ilsi(client):
     report = resp.model_extra["ilsi"]
     assert report["method"] == "typical"
     assert resp.choices[0].message.content
+
+
+@pytest.mark.parametrize("grammar,prompt,schema", [
+    ("json-object", "Describe a cat as a JSON object with its name and age.",
+     {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+      "required": ["name", "age"]}),
+    ("function-call", "Call the function get_weather for the city of Paris.", None),
+])
+def test_json_grammars_on_a_real_model(client, grammar, prompt, schema):
+    import json
+
+    ilsi = {"grammar": grammar, "method": "typical", "mass": 0.9}
+    if schema is not None:
+        ilsi["schema"] = schema
+    resp = client.openai().chat.completions.create(
+        model=client.model, messages=[{"role": "user", "content": prompt}], max_tokens=96,
+        temperature=0, extra_body={"custom_params": {"ilsi": ilsi}})
+    assert resp.choices[0].finish_reason == "stop", resp.choices[0].message.content
+    value = json.loads(resp.choices[0].message.content)
+    if grammar == "json-object":
+        assert isinstance(value["name"], str) and isinstance(value["age"], int)
+    else:
+        assert isinstance(value["name"], str) and isinstance(value["arguments"], dict)
+    assert resp.model_extra["ilsi"]["method"] == "typical"

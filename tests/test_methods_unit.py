@@ -359,6 +359,292 @@ def test_keyword_boost_steps_match_reference() -> None:
     assert rows[2].stats["keywords_pending"] == 1.0  # 190 never appears
 
 
+# -- large vocabularies: the fast paths and their fallbacks --------------------------
+#
+# At real vocabulary sizes the methods avoid full-vocabulary sorts and fall back to
+# the plain computation for rows where a shortcut cannot decide. These tests use a
+# 20000-token vocabulary with rows from peaked to flat, grammar-style masks and
+# temperatures 0/0.7/1.3, check every row against the references, and check that
+# both the shortcuts and their fallbacks actually ran.
+
+LARGE_VOCAB = 20_000
+
+
+def large_logits(seed: int, n_rows: int, vocab: int = LARGE_VOCAB) -> torch.Tensor:
+    """Zipf-like rows, logit = -a·ln(rank) + noise in a random token order, with slopes a
+    from 3 (peaked) down to 0.05 (nearly flat); every third row (from the second) has 40%
+    of its entries masked, and the row before the last 99.95% (a handful of tokens left)."""
+    g = torch.Generator().manual_seed(seed)
+    log_rank = torch.log(torch.arange(1, vocab + 1, dtype=torch.float32))
+    rows = []
+    for i, slope in enumerate(torch.linspace(3.0, 0.05, n_rows).tolist()):
+        z = -slope * log_rank + 0.3 * torch.randn(vocab, generator=g)
+        z = z[torch.randperm(vocab, generator=g)]
+        if i % 3 == 1 or i == n_rows - 2:
+            frac = 0.9995 if i == n_rows - 2 else 0.4
+            masked = torch.rand(vocab, generator=g) < frac
+            masked[int(torch.randint(vocab, (1,), generator=g))] = False
+            z = z.masked_fill(masked, NEG_INF)
+        rows.append(z)
+    return torch.stack(rows)
+
+
+def spy(monkeypatch, cls, name: str, record) -> None:
+    """Wrap the classmethod ``cls.name`` so that each call is passed to ``record``."""
+    original = getattr(cls, name)
+
+    def wrapper(_cls, *args):
+        result = original(*args)
+        record(args, result)
+        return result
+
+    monkeypatch.setattr(cls, name, classmethod(wrapper))
+
+
+TYPICAL_LARGE = [(0.9, 1), (0.95, 1), (0.5, 3), (0.99, 1), (0.9, 1024), (1.0, 1), (0.2, 1),
+                 (0.95, 100), (0.8, 1), (0.95, 1), (0.7, 1), (0.9, 1)]
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_typical_large_vocab_prefilter_and_fallback(seed: int, monkeypatch) -> None:
+    from sglang_ilsi.methods.sampling import typical as module
+
+    cls = get("typical")
+    rows = make_rows(cls, [{"mass": m, "min_tokens_to_keep": k} for m, k in TYPICAL_LARGE])
+    logits = large_logits(seed, len(rows))
+    decided: dict[int, int] = {}  # prefilter size -> rows it decided
+    ranked: list[int] = []
+    spy(monkeypatch, cls, "_prefiltered",
+        lambda a, left: decided.__setitem__(a[-1], len(a[-2]) - len(left)))
+    spy(monkeypatch, cls, "_ranked", lambda a, _: ranked.extend(a[-1].tolist()))
+    out = cls.apply(logits, rows)
+    for i, row in enumerate(rows):
+        expected = ref.typical(logits[i].numpy(), row.temperature, row.params["mass"],
+                               row.params["min_tokens_to_keep"])
+        assert_row_matches(out[i], expected, f"typical large seed={seed} row={i} {row.params}")
+    assert decided.get(512, 0) > 0 and ranked, (decided, ranked)
+    assert 5 in ranked  # τ = 1: only the full ranking can decide
+    # The shortcut gives exactly the full ranking's result.
+    monkeypatch.setattr(module, "PREFILTER", ())
+    assert torch.equal(cls.apply(logits, rows), out)
+
+
+def test_typical_second_prefilter_and_tied_logits(monkeypatch) -> None:
+    from sglang_ilsi.methods.sampling import typical as module
+
+    cls = get("typical")
+    # Medium entropy: too many typical tokens for 512 candidates, few enough for 4096.
+    rows = make_rows(cls, [{"mass": 0.9}] * 3)
+    logits = large_logits(5, 3)[:1].repeat(3, 1) * torch.tensor([[0.45], [0.5], [0.55]])
+    logits[1] = logits[1].round()  # many exact ties: ranked by token id
+    decided: dict[int, int] = {}
+    spy(monkeypatch, cls, "_prefiltered",
+        lambda a, left: decided.__setitem__(a[-1], len(a[-2]) - len(left)))
+    out = cls.apply(logits, rows)
+    assert decided.get(4096, 0) > 0, decided
+    for i, row in enumerate(rows):
+        expected = ref.typical(logits[i].numpy(), row.temperature, 0.9, 1)
+        assert_row_matches(out[i], expected, f"typical medium row={i}")
+    monkeypatch.setattr(module, "PREFILTER", ())
+    assert torch.equal(cls.apply(logits, rows), out)
+
+
+ADAPTIVE_LARGE = [1e-3, 1e-4, 5e-3, 2e-2, 1e-3, 0.3, 1e-3, 2e-3, 1e-4, 1e-3, 1e-3, 5e-4]
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_adaptive_large_vocab_candidates_and_fallback(seed: int, monkeypatch) -> None:
+    from sglang_ilsi.methods.contrastive import adaptive as module
+
+    cls = get("adaptive")
+    rows = make_rows(cls, [{"epsilon": e} for e in ADAPTIVE_LARGE])
+    logits = large_logits(seed, len(rows))
+    redone: list[int] = []
+    spy(monkeypatch, cls, "_ranked", lambda a, _: redone.extend(a[-2]))
+    out = cls.apply(logits, rows)
+    for i, row in enumerate(rows):
+        expected = ref.adaptive(logits[i].numpy(), row.temperature, row.params["epsilon"])
+        assert_row_matches(out[i], expected, f"adaptive large seed={seed} row={i} {row.params}")
+        assert row.stats["kept_tokens"] == int(torch.isfinite(out[i]).sum())
+    # ε above every p (rows 5 and the flat 11): no candidate to start from.
+    assert 5 in redone and len(redone) < len(rows) // 2, redone
+    monkeypatch.setattr(module, "CANDIDATES", False)
+    assert torch.equal(cls.apply(logits, make_rows(cls, [{"epsilon": e} for e in ADAPTIVE_LARGE])),
+                       out)
+
+
+def test_adaptive_run_past_the_candidates_falls_back(monkeypatch) -> None:
+    """Four finite tokens: all candidates pass and the fourth (p < ε) could still pass
+    on the 2u/ln V bound, so the row is ranked in full."""
+    cls = get("adaptive")
+    logits = torch.full((2, LARGE_VOCAB), NEG_INF)
+    logits[:, [17, 4000, 12345, 19999]] = torch.tensor([2.27, 1.54, 0.58, -2.77])
+    rows = make_rows(cls, [{"epsilon": 0.005}, {"epsilon": 0.005}])
+    rows[0].temperature = rows[1].temperature = 1.0
+    redone: list[int] = []
+    spy(monkeypatch, cls, "_ranked", lambda a, _: redone.extend(a[-2]))
+    out = cls.apply(logits, rows)
+    assert redone == [0, 1]
+    for i in range(2):
+        assert_row_matches(out[i], ref.adaptive(logits[i].numpy(), 1.0, 0.005), f"row {i}")
+
+
+def test_adaptive_many_candidates_matches_full_ranking(monkeypatch) -> None:
+    from sglang_ilsi.methods.contrastive import adaptive as module
+
+    cls = get("adaptive")
+    specs = [{"epsilon": 1e-6}, {"epsilon": 1e-5}, {"epsilon": 3e-5}] * 2
+    logits = large_logits(9, len(specs)) * 0.5
+    logits[3:] = logits[3:].round()  # ties: equal probabilities ranked by token id
+    out = cls.apply(logits, make_rows(cls, specs))
+    monkeypatch.setattr(module, "CANDIDATES", False)
+    assert torch.equal(cls.apply(logits, make_rows(cls, specs)), out)
+    assert int(torch.isfinite(out).sum(dim=-1).max()) > 20
+
+
+THRESHOLD_LARGE = {
+    "epsilon": ([3e-4, 1e-3, 1e-5, 0.05, 0.9], lambda row, t, e: ref.epsilon(row, t, e)),
+    "eta": ([3e-4, 2e-3, 1e-5, 0.1, 0.49], lambda row, t, e: ref.eta(row, t, e)),
+    "top_n_sigma": ([0.0, 0.5, 1.0, 3.0, 10.0], lambda row, t, n: ref.top_n_sigma(row, t, n)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(THRESHOLD_LARGE))
+def test_threshold_methods_large_vocab(name: str) -> None:
+    cls = get(name)
+    values, reference = THRESHOLD_LARGE[name]
+    key = "n" if name == "top_n_sigma" else "epsilon"
+    n_rows = 12
+    rows = make_rows(cls, [{key: values[i % len(values)]} for i in range(n_rows)])
+    logits = large_logits(21, n_rows)
+    out = cls.apply(logits, rows)
+    for i, row in enumerate(rows):
+        expected = reference(logits[i].numpy(), row.temperature, row.params[key])
+        assert_row_matches(out[i], expected, f"{name} large row={i} {row.params}")
+        assert row.stats["kept_tokens"] == int(torch.isfinite(out[i]).sum())
+        assert torch.isfinite(out[i, logits[i].argmax()])
+
+
+@pytest.mark.parametrize("tol", [0.0, 1e-5, 10.0])
+def test_eta_entropy_band_and_exact_fallback(tol: float, monkeypatch) -> None:
+    """η is computed from a fast entropy; rows whose kept set could depend on the
+    entropy's last bits are checked (band) and, if needed, redone with entr."""
+    from sglang_ilsi.methods.sampling import eta as module
+
+    cls = get("eta")
+    monkeypatch.setattr(module, "_H_TOL", tol)
+    entr_rows: list[int] = []
+    original = torch.special.entr
+    monkeypatch.setattr(torch.special, "entr",
+                        lambda x: entr_rows.append(x.shape[0]) or original(x))
+    n_rows = 9
+    rows = make_rows(cls, [{"epsilon": e} for e in [3e-4, 1e-3, 0.01] * 3])
+    logits = large_logits(33, n_rows)
+    out = cls.apply(logits, rows)
+    for i, row in enumerate(rows):
+        expected = ref.eta(logits[i].numpy(), row.temperature, row.params["epsilon"])
+        assert_row_matches(out[i], expected, f"eta tol={tol} row={i}")
+        assert row.stats["kept_tokens"] == int(torch.isfinite(out[i]).sum())
+    assert bool(entr_rows) == (tol == 10.0), entr_rows
+
+
+@pytest.mark.parametrize("taus", [(3.0, 1.0, 0.5, 2.0), (3.0, 15.0, 6.0, 20.0)])
+def test_mirostat_large_vocab_steps(taus: tuple[float, ...]) -> None:
+    """Small τ: the kept entries are indexed; large τ (huge μ): the dense path."""
+    cls = get("mirostat")
+    rows = make_rows(cls, [{"tau": t, "eta": 0.5} for t in taus])
+    mus = [2.0 * t for t in taus]
+    sampler = np.random.default_rng(1)
+    for step in range(4):
+        logits = large_logits(40 + step, len(rows))
+        out = cls.apply(logits, rows)
+        for i, row in enumerate(rows):
+            expected, log2q = ref.mirostat_step(logits[i].numpy(), row.temperature, mus[i])
+            assert_row_matches(out[i], expected, f"mirostat large step={step} row={i}")
+            kept = np.nonzero(np.isfinite(expected))[0]
+            q = np.exp2(log2q[kept])
+            token = int(sampler.choice(kept, p=q / q.sum()))
+            cls.on_token(row, token)
+            mus[i] = ref.mirostat_update(mus[i], row.params["tau"], row.params["eta"], log2q, token)
+            assert row.state["mu"] == pytest.approx(mus[i], rel=1e-5, abs=1e-5)
+            row.output_ids.append(token)
+
+
+@pytest.mark.parametrize("tol", [1e-5, 100.0])
+def test_look_back_large_vocab_matches_reference(tol: float, monkeypatch) -> None:
+    """Vocabulary above the 256 stored tokens; a huge band forces the exact KL."""
+    from sglang_ilsi.methods.contrastive import look_back as module
+
+    monkeypatch.setattr(module, "_KL_TOL", tol)
+    exact_calls: list[int] = []
+    original = module.kl_to_history
+    monkeypatch.setattr(module, "kl_to_history",
+                        lambda *a: exact_calls.append(1) or original(*a))
+    cls = get("look_back")
+    vocab = 3000
+    specs = [{"alpha": 0.05, "top_k": 3, "window": 3}, {"alpha": 0.5, "top_k": 50, "window": 50},
+             {"alpha": 0.2, "top_k": 8, "window": 2}, {"alpha": 1.0, "top_k": 1, "window": 4}]
+    rows = make_rows(cls, specs)
+    refs = [ref.LookBack(r.params["alpha"], r.params["top_k"], r.params["window"]) for r in rows]
+    g = torch.Generator().manual_seed(5)
+    rnd = random.Random(5)
+    history: list[list[torch.Tensor]] = [[] for _ in rows]
+    for step in range(7):
+        batch = []
+        for i in range(len(rows)):
+            if history[i] and rnd.random() < 0.6:
+                row_logits = rnd.choice(history[i]) + 0.05 * torch.randn(vocab, generator=g)
+            else:
+                row_logits = 2.0 * torch.randn(vocab, generator=g)
+            if i == 0:
+                row_logits = row_logits.masked_fill(torch.rand(vocab, generator=g) < 0.3, NEG_INF)
+            history[i].append(row_logits)
+            batch.append(row_logits)
+        logits = torch.stack(batch)
+        out = cls.apply(logits, rows)
+        for i, row in enumerate(rows):
+            expected = refs[i].step(logits[i].numpy(), row.output_ids)
+            assert_row_matches(out[i], expected, f"look_back tol={tol} step={step} row={i}")
+            assert row.state["pos"] == [pos for pos, _, _ in refs[i].history]
+            assert row.stats.get("look_back_triggers", 0.0) == refs[i].triggers
+            row.output_ids.append(int(out[i].argmax()))
+    assert sum(r.triggers for r in refs) > 0
+    assert bool(exact_calls) == (tol == 100.0)
+
+
+def test_penalty_and_keyword_boost_large_vocab() -> None:
+    vocab = LARGE_VOCAB
+    logits = large_logits(3, 4)
+    logits[:, -3:] = torch.tensor([0.0, 2.5, -1.5])  # the last ids: zero, positive, negative
+    cls = get("penalty_decoding")
+    rows = make_rows(cls, [{"penalty": 2.0, "window": 300, "min_length": 10},
+                           {"penalty": 1.3, "window": 5, "include_prompt": True},
+                           {"penalty": 4.0, "window": 4096, "length_penalty": 3.0},
+                           {"penalty": 1.5, "window": 1}], prompt_len=0)
+    rnd = random.Random(8)
+    for row in rows:
+        row.prompt_ids = [vocab - 1, vocab + 5, 17]
+        row.output_ids = [rnd.choice([vocab - 3, vocab - 2, vocab - 1, rnd.randrange(vocab)])
+                          for _ in range(400)]
+        row.eos_token_ids = [vocab - 2, 0]
+    out = cls.apply(logits, rows)
+    for i, row in enumerate(rows):
+        p = row.params
+        expected = ref.penalty_decoding(logits[i].numpy(), row.prompt_ids, row.output_ids,
+                                        row.eos_token_ids, p["penalty"], p["window"],
+                                        p["length_penalty"], p["min_length"], p["include_prompt"])
+        assert_row_matches(out[i], expected, f"penalty large row={i}")
+    cls = get("keyword_boost")
+    ids = [vocab - 1, vocab - 2, 5, 5, vocab + 3]
+    rows = [RowContext(params=cls.prepare(validate_params(cls.params, {"token_ids": ids,
+                                                                       "strength": s}), None),
+                       prompt_ids=[], output_ids=[], temperature=1.0) for s in (2.0, -3.0, 0.5, 0.0)]
+    out = cls.apply(logits, rows)
+    for i, row in enumerate(rows):
+        expected = ref.keyword_boost(logits[i].numpy(), [], [], ids, row.params["strength"], False)
+        assert_row_matches(out[i], expected, f"keyword_boost large row={i}")
+
+
 # -- parameters and catalog ---------------------------------------------------------
 
 BAD_PARAMS = [

@@ -40,7 +40,30 @@ def _has_client_processor(value: Any) -> bool:
     return value is not None
 
 
-def prepare_generate_input(obj: Any, tokenizer: Any) -> None:
+SGLANG_GRAMMAR_KEYS = ("json_schema", "regex", "ebnf", "structural_tag")
+
+
+def apply_named_grammar(item: dict, custom: Any, backend: str) -> None:
+    """``ilsi.grammar`` (a name from the grammars library, plus ``ilsi.schema``
+    for ``json-object``) becomes SGLang's own ``json_schema``/``regex``/``ebnf``
+    sampling parameter, compiled by the server's grammar backend."""
+    raw = custom.get(request_spec.REQUEST_KEY) if isinstance(custom, dict) else None
+    if not isinstance(raw, dict) or "grammar" not in raw:
+        if isinstance(raw, dict) and "schema" in raw:
+            raise IlsiRequestError("schema", "only meaningful with ilsi.grammar")
+        return
+    from sglang_ilsi import grammars
+
+    name = raw["grammar"]
+    if not isinstance(name, str):
+        raise IlsiRequestError("grammar", f"expected a grammar name, got {type(name).__name__}")
+    clash = [k for k in SGLANG_GRAMMAR_KEYS if item.get(k) is not None]
+    if clash:
+        raise IlsiRequestError("grammar", f"cannot be combined with sampling_params.{clash[0]}")
+    item.update(grammars.sampling_params_for(name, backend, raw.get("schema")))
+
+
+def prepare_generate_input(obj: Any, tokenizer: Any, grammar_backend: str = "xgrammar") -> None:
     """Validate and rewrite one ``GenerateReqInput`` in place."""
     cfg = config()
     client_processor = _has_client_processor(getattr(obj, "custom_logit_processor", None))
@@ -59,6 +82,7 @@ def prepare_generate_input(obj: Any, tokenizer: Any) -> None:
         if not isinstance(item, dict):
             continue
         custom = item.get("custom_params")
+        apply_named_grammar(item, custom, grammar_backend)
         choice = request_spec.resolve(custom, cfg, tokenizer)
         rewritten = request_spec.rewrite_custom_params(custom, choice)
         if rewritten is not None:
@@ -85,13 +109,22 @@ def around_generate_request(original, tokenizer_manager: Any, obj: Any, *args: A
     if isinstance(obj, GenerateReqInput):
         from sglang_ilsi.engine import samples
 
+        backend = _grammar_backend(tokenizer_manager)
+
+        def prepare(o: Any, tokenizer: Any) -> None:
+            prepare_generate_input(o, tokenizer, backend)
+
         plan = samples.plan_for(obj, config())
         if plan is not None:
             request = args[0] if args else kwargs.get("request")
-            return samples.run(original, tokenizer_manager, obj, request, plan,
-                               prepare_generate_input)
-        prepare_generate_input(obj, getattr(tokenizer_manager, "tokenizer", None))
+            return samples.run(original, tokenizer_manager, obj, request, plan, prepare)
+        prepare(obj, getattr(tokenizer_manager, "tokenizer", None))
     return original(tokenizer_manager, obj, *args, **kwargs)
+
+
+def _grammar_backend(tokenizer_manager: Any) -> str:
+    server_args = getattr(tokenizer_manager, "server_args", None)
+    return str(getattr(server_args, "grammar_backend", None) or "xgrammar")
 
 
 async def around_openai_handle_request(original, serving: Any, request: Any, raw_request: Any):
@@ -127,8 +160,18 @@ def after_update_request_meta_info(result: Any, tokenizer_manager: Any, meta_inf
         if latest is None:
             meta_info.pop("ilsi")
         else:
-            meta_info["ilsi"] = latest
+            meta_info["ilsi"] = _clamp_steps(latest, meta_info.get("completion_tokens"))
     return None
+
+
+def _clamp_steps(report: dict, completion_tokens: Any) -> dict:
+    """Under SGLang's overlap scheduler a request that has just sampled its
+    stop token takes part in one more (discarded) decoding step; the report
+    counts the steps that produced returned tokens."""
+    cost = report.get("cost", {})
+    if isinstance(completion_tokens, int) and cost.get("steps", 0) > completion_tokens:
+        return {**report, "cost": {**cost, "steps": completion_tokens}}
+    return report
 
 
 def _with_ilsi_field(response: Any, ret: list[dict[str, Any]]) -> Any:

@@ -115,14 +115,16 @@ class LogitsMethod:
         return doc[0] if doc else cls.name
 
 
-def scaled(logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
-    """``logits / T`` per row, with SGLang's convention that T≈0 (greedy) is 1."""
+def scaled(logits: torch.Tensor, rows: Sequence[RowContext],
+           out: torch.Tensor | None = None) -> torch.Tensor:
+    """``logits / T`` per row, with SGLang's convention that T≈0 (greedy) is 1
+    (written into ``out`` if given)."""
     temps = torch.tensor(
         [r.temperature if r.temperature > 1e-6 else 1.0 for r in rows],
         dtype=logits.dtype,
         device=logits.device,
     )
-    return logits / temps.unsqueeze(1)
+    return torch.div(logits, temps.unsqueeze(1), out=out)
 
 
 def column(rows: Sequence[RowContext], name: str, like: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,58 @@
-"""Small helpers shared by the built-in truncation methods."""
+"""Small helpers shared by the built-in truncation methods.
+
+Besides the bookkeeping helpers this module holds the few primitives the fast
+paths of the methods are built from. They avoid full-vocabulary sorts, which
+cost tens of milliseconds per step on CPU, and make the order of tied values
+deterministic (lowest token id first) where ``torch.sort``/``torch.topk`` leave
+it unspecified. On CPU tensors the row-wise selection and sorting primitives
+use NumPy's SIMD partition/sort (an order of magnitude faster than
+``torch.topk``/``torch.sort`` there); elsewhere they use torch. Both give the
+same result: sort keys are unique, and callers of :func:`top_indices` never
+depend on which tied value is picked at the boundary.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from sglang_ilsi.methods.base import RowContext
+
+NEG_INF = float("-inf")
+# exp(x) of float32 is subnormal below about -87.3 (and slow on x86); see exp_normal.
+_EXP_FLOOR = -87.0
+# exp(-87) as computed by the scalar and the vectorised kernels (the largest of them).
+_EXP_FLOOR_VALUE = max(float(torch.tensor(_EXP_FLOOR).exp()),
+                       float(torch.full((64,), _EXP_FLOOR).exp()[0]),
+                       float(torch.tensor(np.exp(np.float32(_EXP_FLOOR)))))
+_ID_MASK = 0xFFFFFFFF
+_scratch = threading.local()
+
+
+def scratch(key: str, like: torch.Tensor, dtype: torch.dtype | None = None,
+            shape: Sequence[int] | None = None) -> torch.Tensor:
+    """An uninitialised tensor (``like``'s shape, dtype and device unless given) for an
+    intermediate that does not outlive the current ``apply`` call: never returned,
+    never stored in a row's state, and not handed to another call that uses the same
+    ``key``. On CPU it is a view of a buffer kept per thread and key and reused from
+    call to call: a fresh multi-megabyte tensor costs about 1 µs per 4 KiB page there
+    (the allocator returns freed memory to the OS, so new pages fault in again), which
+    is a large part of a step's cost. Elsewhere it is simply a new tensor."""
+    shape = tuple(like.shape if shape is None else shape)
+    dtype = like.dtype if dtype is None else dtype
+    if like.device.type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=like.device)
+    buffers = getattr(_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _scratch.buffers = {}
+    n = int(np.prod(shape))
+    buf = buffers.get((key, dtype))
+    if buf is None or buf.numel() < n:
+        buf = buffers[(key, dtype)] = torch.empty(max(n, 1), dtype=dtype)
+    return buf[:n].view(shape)
 
 
 def keep_argmax(keep: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -17,5 +63,81 @@ def keep_argmax(keep: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
 def count_kept(keep: torch.Tensor, rows: Sequence[RowContext]) -> None:
     """Add each row's number of kept tokens to ``stats["kept_tokens"]`` (one sync per
     call), so the cost report shows the average support size."""
-    for row, kept in zip(rows, keep.sum(dim=-1).tolist(), strict=True):
+    add_kept(rows, keep.sum(dim=-1, dtype=torch.int32).tolist())
+
+
+def add_kept(rows: Sequence[RowContext], counts: Sequence[int]) -> None:
+    """Add already-synced per-row kept counts to ``stats["kept_tokens"]``."""
+    for row, kept in zip(rows, counts, strict=True):
         row.stats["kept_tokens"] = row.stats.get("kept_tokens", 0.0) + float(kept)
+
+
+def truncate(logits: torch.Tensor, keep: torch.Tensor, scores: torch.Tensor,
+             rows: Sequence[RowContext], counts: list[int] | None = None) -> torch.Tensor:
+    """``logits`` with the entries outside ``keep`` set to -inf, each row's argmax of
+    ``scores`` kept, and ``stats["kept_tokens"]`` recorded (one sync).
+
+    Same result as ``logits.masked_fill(~keep_argmax(keep, scores), -inf)`` plus
+    :func:`count_kept` whenever every row's ``keep`` is an upper set of ``scores``
+    (``scores[i] >= scores[j]`` and ``keep[j]`` imply ``keep[i]``), as for
+    thresholds on a monotone function of the scores: a non-empty upper set
+    already holds the argmax, so only empty rows need it added. ``counts`` (the
+    rows' ``keep`` sums, if the caller already synced them) saves the sync."""
+    out = torch.where(keep, logits, NEG_INF)
+    if counts is None:
+        counts = keep.sum(dim=-1, dtype=torch.int32).tolist()
+    counts = list(counts)
+    empty = [i for i, c in enumerate(counts) if c == 0]
+    if empty:
+        r = torch.tensor(empty, device=logits.device)
+        top = scores.index_select(0, r).argmax(dim=-1)
+        out[r, top] = logits[r, top]
+        for i in empty:
+            counts[i] = 1
+    add_kept(rows, counts)
+    return out
+
+
+def exp_normal(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``x.exp()``, except that results up to exp(-87) ≈ 1.6e-38 (just above float32's
+    smallest normal number) are returned as 0. Identical to ``x.exp()`` elsewhere, and
+    several times faster on CPU when ``x`` holds -inf or very negative entries (x86
+    computes subnormal results in microcode)."""
+    y = torch.clamp(x, min=_EXP_FLOOR, out=out).exp_()
+    return torch.threshold(y, _EXP_FLOOR_VALUE, 0.0, out=y)
+
+
+def order_keys(values: torch.Tensor, ids: torch.Tensor, descending: bool = False) -> torch.Tensor:
+    """int64 sort keys for float32 ``values`` with token ``ids`` (same shape, ids in
+    [0, 2^31)): ascending key order is the order of the values (descending if asked),
+    ties broken by the lower id. Keys are unique within a row when ids are."""
+    bits = (values.float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0
+    mono = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # monotone in the float value
+    if descending:
+        mono = ~mono
+    return mono.to(torch.int64) * (1 << 32) + ids.to(torch.int64)
+
+
+def key_ids(keys: torch.Tensor) -> torch.Tensor:
+    """The token ids packed into :func:`order_keys` keys."""
+    return keys & _ID_MASK
+
+
+def sort_rows(keys: torch.Tensor) -> torch.Tensor:
+    """Each row of the int64 ``keys`` sorted ascending (a new tensor)."""
+    if keys.device.type == "cpu" and keys.shape[-1] > 64:
+        return torch.from_numpy(np.sort(keys.numpy(), axis=-1))
+    return keys.sort(dim=-1).values
+
+
+def top_indices(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Column indices ``[n, k]`` of k largest entries of each row of ``x`` (k ≤ width),
+    in no particular order; which of several tied values at the boundary is chosen
+    is unspecified."""
+    width = x.shape[-1]
+    if k >= width:
+        return torch.arange(width, device=x.device).expand(x.shape[0], width)
+    if x.device.type == "cpu":
+        idx = np.argpartition(x.detach().numpy(), width - k, axis=-1)[:, width - k:]
+        return torch.from_numpy(np.ascontiguousarray(idx))
+    return x.topk(k, dim=-1, sorted=False).indices

@@ -28,49 +28,15 @@ from typing import Any
 import torch
 
 from sglang_ilsi.methods.base import LogitsMethod, RowContext, column
+from sglang_ilsi.methods.constrained.phrases import (
+    decode_keywords,
+    encode_keywords,
+    tokenize_phrases,
+    update_presence,
+    vocab_size,
+)
 from sglang_ilsi.params import IlsiRequestError, Param
 from sglang_ilsi.registry import register
-
-KEYWORD_SEP = -1  # between keywords in the flat ``keyword_token_ids`` list
-VARIANT_SEP = -2  # between the spellings (with/without leading space) of one keyword
-
-
-def encode_keywords(keywords: Sequence[Sequence[Sequence[int]]]) -> list[int]:
-    """Flatten keywords → variants → token ids into one int list."""
-    flat: list[int] = []
-    for k, variants in enumerate(keywords):
-        if k:
-            flat.append(KEYWORD_SEP)
-        for v, ids in enumerate(variants):
-            if v:
-                flat.append(VARIANT_SEP)
-            flat.extend(int(t) for t in ids)
-    return flat
-
-
-def decode_keywords(flat: Sequence[int]) -> list[list[tuple[int, ...]]]:
-    """Inverse of :func:`encode_keywords` (empty variants are dropped)."""
-    keywords: list[list[tuple[int, ...]]] = [[]]
-    current: list[int] = []
-    for t in list(flat) + [KEYWORD_SEP]:
-        if t in (KEYWORD_SEP, VARIANT_SEP):
-            if current:
-                keywords[-1].append(tuple(current))
-            current = []
-            if t == KEYWORD_SEP:
-                keywords.append([])
-        else:
-            current.append(int(t))
-    return [k for k in keywords if k]
-
-
-def _contains(seq: Sequence[int], sub: tuple[int, ...], start: int) -> bool:
-    """Whether ``sub`` occurs in ``seq`` at an index ≥ ``start``."""
-    m = len(sub)
-    for i in range(max(start, 0), len(seq) - m + 1):
-        if tuple(seq[i:i + m]) == sub:
-            return True
-    return False
 
 
 @register
@@ -95,7 +61,7 @@ class KeywordBoost(LogitsMethod):
     @classmethod
     def prepare(cls, params: dict[str, Any], tokenizer: Any | None) -> dict[str, Any]:
         out = dict(params)
-        vocab = _vocab_size(tokenizer)
+        vocab = vocab_size(tokenizer)
         token_ids = list(params.get("token_ids", []))
         if vocab is not None:
             for i, t in enumerate(token_ids):
@@ -106,21 +72,7 @@ class KeywordBoost(LogitsMethod):
         if keywords and tokenizer is None:
             raise IlsiRequestError("keywords", "keywords need the server's tokenizer; "
                                    "pass token_ids instead")
-        encoded: list[list[list[int]]] = []
-        for i, kw in enumerate(keywords):
-            if not kw.strip():
-                raise IlsiRequestError("keywords", f"keyword {i} is empty")
-            variants: list[list[int]] = []
-            for text in (" " + kw, kw):
-                ids = [int(t) for t in tokenizer.encode(text, add_special_tokens=False)]
-                if ids and ids not in variants:
-                    variants.append(ids)
-            if not variants:
-                raise IlsiRequestError("keywords", f"keyword {i} ({kw!r}) encodes to no tokens")
-            if vocab is not None and any(t < 0 or t >= vocab for v in variants for t in v):
-                raise IlsiRequestError("keywords", f"keyword {i} ({kw!r}) encodes outside "
-                                       f"the vocabulary (size {vocab})")
-            encoded.append(variants)
+        encoded = tokenize_phrases(keywords, tokenizer, "keywords", noun="keyword")
         out["keyword_token_ids"] = encode_keywords(encoded)
         return out
 
@@ -134,11 +86,13 @@ class KeywordBoost(LogitsMethod):
             toks = sorted(t for t in toks if 0 <= t < vocab)
             r_idx += [i] * len(toks)
             c_idx += toks
-        if not c_idx:
-            return logits.clone()
-        mask = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
-        mask[torch.tensor(r_idx, device=logits.device), torch.tensor(c_idx, device=logits.device)] = True
-        return logits + mask.to(logits.dtype) * column(rows, "strength", logits)
+        out = logits.clone()
+        if c_idx:  # only the boosted entries change (each at most once per row)
+            r = torch.tensor(r_idx, dtype=torch.long, device=logits.device)
+            c = torch.tensor(c_idx, dtype=torch.long, device=logits.device)
+            strength = column(rows, "strength", logits).squeeze(1).index_select(0, r)
+            out[r, c] = out[r, c] + strength
+        return out
 
     @classmethod
     def boosted_tokens(cls, row: RowContext) -> set[int]:
@@ -152,21 +106,7 @@ class KeywordBoost(LogitsMethod):
             st["scanned"] = 0
         kws, done = st["keywords"], st["done"]
         if row.params.get("until_present"):
-            out = row.output_ids
-            for k, variants in enumerate(kws):
-                if not done[k]:
-                    longest = max(len(v) for v in variants)
-                    start = st["scanned"] - longest + 1
-                    done[k] = any(_contains(out, v, start) for v in variants)
-            st["scanned"] = len(out)
+            st["scanned"] = update_presence(done, kws, row.output_ids, st["scanned"])
             row.stats["keywords_pending"] = float(done.count(False))
         return {v[0] for k, variants in enumerate(kws) if not done[k] for v in variants}
 
-
-def _vocab_size(tokenizer: Any | None) -> int | None:
-    if tokenizer is None:
-        return None
-    try:
-        return len(tokenizer)
-    except TypeError:
-        return None

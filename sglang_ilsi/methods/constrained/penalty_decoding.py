@@ -89,19 +89,13 @@ class PenaltyDecoding(LogitsMethod):
                 eos_r += [i] * len(eos)
                 eos_t += sorted(eos)
             row.stats["penalized_tokens"] = row.stats.get("penalized_tokens", 0.0) + len(toks)
-        out = logits
-        if rep_t:
-            mask = _mask(logits, rep_r, rep_t)
-            out = torch.where(mask, ctrl_penalty(out, column(rows, "penalty", logits)), out)
-        if eos_t:
-            mask = _mask(logits, eos_r, eos_t)
-            out = torch.where(mask, ctrl_penalty(out, column(rows, "length_penalty", logits)), out)
-        return out if out is not logits else logits.clone()
-
-
-def _mask(like: torch.Tensor, rows: list[int], cols: list[int]) -> torch.Tensor:
-    mask = torch.zeros(like.shape, dtype=torch.bool, device=like.device)
-    r = torch.tensor(rows, dtype=torch.long, device=like.device)
-    c = torch.tensor(cols, dtype=torch.long, device=like.device)
-    mask[r, c] = True
-    return mask
+        out = logits.clone()
+        # Only the penalised entries change: gather them, transform, write back
+        # (the repetition penalty first, so that an EOS in the window gets both).
+        for r_idx, t_idx, name in ((rep_r, rep_t, "penalty"), (eos_r, eos_t, "length_penalty")):
+            if t_idx:
+                r = torch.tensor(r_idx, dtype=torch.long, device=logits.device)
+                t = torch.tensor(t_idx, dtype=torch.long, device=logits.device)
+                theta = column(rows, name, logits).squeeze(1).index_select(0, r)
+                out[r, t] = ctrl_penalty(out[r, t], theta)
+        return out

@@ -26,7 +26,17 @@ difference by log2 |V|, i.e. it tests ln2 · ΔConf_k against ε, so its ε equa
 ours times ln 2 (≈ 0.69). The release code also drops each token whose own
 increment is below ε rather than stopping at the first one; for the usual
 monotone increments the two agree. V counts only finite logits, so grammar-
-masked tokens are outside the vocabulary of the confidence measure.
+masked tokens are outside the vocabulary of the confidence measure. Tokens of
+equal probability are ranked by token id.
+
+Implementation: no full sort is needed. With u_k = R_{k-1} / (V - k + 1) the
+average probability outside the first k - 1 tokens, ΔConf_k ≤ max(p_k,
+2 u_k / ln V) (from ln x ≤ x - 1), so only the tokens with p ≥ ε can pass while
+u stays small. Those candidates are ranked (R_k of the others is their summed
+mass), the increments are computed as above, and a row falls back to ranking
+the whole vocabulary when the run reaches the last candidate with u not small
+enough, or when an increment lies within 1e-9 · ε of ε (the rest sums are
+accumulated in a different order than in the full ranking).
 """
 
 from __future__ import annotations
@@ -36,9 +46,13 @@ from collections.abc import Sequence
 import torch
 
 from sglang_ilsi.methods.base import LogitsMethod, RowContext, column, scaled
-from sglang_ilsi.methods.common import count_kept
+from sglang_ilsi.methods.common import add_kept, key_ids, order_keys, scratch, sort_rows
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
+
+# An increment this close to ε is re-derived from the full ranking.
+_TOL_REL, _TOL_ABS = 1e-9, 1e-12
+CANDIDATES = True  # False: rank every row's whole vocabulary (the reference path)
 
 
 def _rlog_r_over_m(r: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -64,20 +78,90 @@ class AdaptiveDecoding(LogitsMethod):
 
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
-        s = scaled(logits, rows).double()
-        p = torch.softmax(s, dim=-1)
-        sp, order = p.sort(dim=-1, descending=True)
-        n_vocab = torch.isfinite(s).sum(dim=-1, keepdim=True).double()  # V per row
+        s = scaled(logits, rows, out=scratch("s", logits))
+        sd = scratch("s64", s, torch.float64).copy_(s)
+        p = torch.softmax(sd, dim=-1, out=scratch("p64", sd))
+        n, vocab = s.shape
+        masked = torch.isneginf(s, out=scratch("mask", s, torch.bool))
+        n_vocab = (vocab - masked.sum(dim=-1, keepdim=True, dtype=torch.int32)).double()  # V
+        eps = column(rows, "epsilon", p)
+        if not CANDIDATES:
+            out = torch.full_like(logits, float("-inf"))
+            add_kept(rows, cls._ranked(out, logits, s, n_vocab, eps, list(range(n)), [0] * n))
+            return out
+        # Slightly below ε, so that rounding in ΔConf cannot matter outside.
+        floor = eps - (1e-6 * eps + 1e-14)
+        cand = torch.ge(p, floor, out=masked)
+        r, c = cand.nonzero(as_tuple=True)  # row-major: ids ascending per row
+        counts = torch.bincount(r, minlength=n)
+        width = max(max(counts.tolist()), 1)
+        starts = counts.cumsum(0) - counts
+        pos = torch.arange(len(r), device=s.device) - starts[r]
+        ids = torch.zeros((n, width), dtype=torch.long, device=s.device)
+        ids[r, pos] = c
+        valid = torch.arange(width, device=s.device).unsqueeze(0) < counts.unsqueeze(1)
+        keys = order_keys(s.gather(-1, ids), ids, descending=True)
+        order = key_ids(sort_rows(keys.masked_fill(~valid, torch.iinfo(torch.int64).max)))
+        order = order.masked_fill(~valid, 0)
+        sp = p.gather(-1, order).masked_fill(~valid, 0.0)
+        p[r, c] = 0.0
+        tail = p.sum(dim=-1, keepdim=True)  # R after the candidates
+        keep, delta, k = cls._run(torch.cat([sp, tail], dim=-1), n_vocab, eps)
+        keep = keep[:, :width] & valid
+        n_kept = keep.sum(dim=-1, keepdim=True)
+        # Undecided rows: no candidate, a run through every candidate that the
+        # next token might continue, or an increment too close to ε.
+        last = counts.unsqueeze(1)
+        u_next = tail / (n_vocab - last).clamp(min=1.0)
+        open_end = ((n_kept == last) & (last < n_vocab)
+                    & (2.0 * u_next >= floor * n_vocab.clamp(min=2.0).log()))
+        near = (delta[:, :width] - eps).abs() <= _TOL_REL * eps + _TOL_ABS
+        near &= valid & (k[:, :width] <= n_kept + 1)
+        redo = (last == 0) | open_end | near.any(dim=-1, keepdim=True)
+        synced = torch.cat([n_kept, redo], dim=-1).tolist()
+        kept_counts = [int(kn) for kn, _ in synced]
+        out = torch.full_like(logits, float("-inf"))
+        kr, kc = keep.nonzero(as_tuple=True)
+        redo_rows = [i for i, (_, f) in enumerate(synced) if f]
+        if redo_rows:
+            kc = kc[~torch.isin(kr, torch.tensor(redo_rows, device=s.device))]
+            kr = kr[~torch.isin(kr, torch.tensor(redo_rows, device=s.device))]
+        cols = order[kr, kc]
+        out[kr, cols] = logits[kr, cols]
+        if redo_rows:
+            kept_counts = cls._ranked(out, logits, s, n_vocab, eps, redo_rows, kept_counts)
+        add_kept(rows, kept_counts)
+        return out
+
+    @staticmethod
+    def _run(sp: torch.Tensor, n_vocab: torch.Tensor, eps: torch.Tensor):
+        """Kept prefix of the probabilities ``sp`` sorted in descending order (the
+        last column may hold the summed rest), with the increments and ranks."""
         # R_k = Σ_{i>k} p_i (suffix sums: exact zero at the end), R_{k-1} = R_k + p_k.
         rest = sp.flip(-1).cumsum(-1).flip(-1) - sp
         rest_prev = rest + sp
-        k = torch.arange(1, sp.shape[-1] + 1, device=s.device, dtype=s.dtype).unsqueeze(0)
+        k = torch.arange(1, sp.shape[-1] + 1, device=sp.device, dtype=sp.dtype).unsqueeze(0)
         gain = (torch.xlogy(sp, sp) + _rlog_r_over_m(rest, n_vocab - k)
                 - _rlog_r_over_m(rest_prev, n_vocab - k + 1))
         delta = gain / n_vocab.clamp(min=2.0).log()
-        ok = (delta >= column(rows, "epsilon", delta)) & (k <= n_vocab)
-        keep_sorted = ok.int().cumprod(dim=-1).bool()  # stop at the first increment below ε
-        keep_sorted[:, 0] = True
-        keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
-        count_kept(keep, rows)
-        return logits.masked_fill(~keep, float("-inf"))
+        ok = (delta >= eps) & (k <= n_vocab)
+        keep = ok.int().cumprod(dim=-1).bool()  # stop at the first increment below ε
+        keep[:, 0] = True
+        return keep, delta, k
+
+    @classmethod
+    def _ranked(cls, out, logits, s, n_vocab, eps, redo_rows, kept_counts):
+        """The rows ``redo_rows`` from the ranking of their whole vocabulary."""
+        r = torch.tensor(redo_rows, device=s.device)
+        sr = s.index_select(0, r)
+        ids = torch.arange(sr.shape[-1], device=s.device).expand_as(sr)
+        order = key_ids(sort_rows(order_keys(sr, ids, descending=True)))
+        sp = torch.softmax(sr.double(), dim=-1).gather(-1, order)
+        keep, _, _ = cls._run(sp, n_vocab.index_select(0, r), eps.index_select(0, r))
+        kr, kc = keep.nonzero(as_tuple=True)
+        rows_, cols = r[kr], order[kr, kc]
+        out[rows_, cols] = logits[rows_, cols]
+        kept_counts = list(kept_counts)
+        for i, kn in zip(redo_rows, keep.sum(dim=-1).tolist(), strict=True):
+            kept_counts[i] = kn
+        return kept_counts

@@ -34,6 +34,13 @@ Deviations from the paper, all forced by one forward pass per step:
   finite tokens, q_j(v) = r_j / (V_j - 256) (0 if all finite tokens are stored);
   log q_j is floored at ln(1e-30) so the KL stays finite. KL(p_t ‖ q_j) is then
   computed exactly against that q_j; with at most 256 finite tokens q_j = p_j.
+
+Implementation: the history of a request lives in preallocated ring buffers, and
+the entropy term of the KL, Σ p_t ln p_t, is computed for all rows at once from
+the log-probabilities instead of row by row with ``xlogy`` (libm's log, ~6 ns
+per entry on CPU). The two agree to about 2e-7 · (1 + H); a row whose KL to some
+stored step lies within a much wider band around α is recomputed with
+:func:`kl_to_history` as before, so the decisions are unchanged.
 """
 
 from __future__ import annotations
@@ -44,26 +51,35 @@ from collections.abc import Sequence
 import torch
 
 from sglang_ilsi.methods.base import LogitsMethod, RowContext
+from sglang_ilsi.methods.common import exp_normal
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
 HISTORY_TOKENS = 256
 LOG_FLOOR = math.log(1e-30)
+_KL_TOL = 1e-5  # relative band around α within which the KL is recomputed exactly
 
 
 def sparse_history_entry(logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sparse summary of the log-probability rows ``logp`` ``[n, vocab]``: the top
     token ids ``[n, S]``, their floored log-probs ``[n, S]`` and the floored log of
     the per-token residual probability ``[n]``."""
+    return _history_entry(logp)[:3]
+
+
+def _history_entry(logp: torch.Tensor):
+    """:func:`sparse_history_entry` plus the number of finite entries of each row."""
     s = min(HISTORY_TOKENS, logp.shape[-1])
     vals, idx = logp.topk(s, dim=-1)
     # log of the residual mass, summed directly (1 - Σ top would cancel in float32).
     log_rest_mass = torch.logsumexp(logp.scatter(-1, idx, float("-inf")), dim=-1)
-    others = torch.isfinite(logp).sum(dim=-1) - s
+    # log_softmax output holds no NaN or +inf: finite = not -inf (much cheaper than isfinite).
+    finite = logp.shape[-1] - torch.isneginf(logp).sum(dim=-1)
+    others = finite - s
     rest = (log_rest_mass - others.clamp(min=1).to(logp.dtype).log()).clamp(min=LOG_FLOOR)
     # Every finite token is stored: the rest has probability 0 (up to rounding).
     rest = torch.where(others > 0, rest, torch.full_like(rest, LOG_FLOOR))
-    return idx, vals.clamp(min=LOG_FLOOR), rest
+    return idx, vals.clamp(min=LOG_FLOOR), rest, finite
 
 
 def kl_to_history(logp_t: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor,
@@ -100,48 +116,99 @@ class LookBackDecoding(LogitsMethod):
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
         logp = torch.log_softmax(logits, dim=-1)
-        h_idx, h_vals, h_rest = sparse_history_entry(logp)
-        out = logits.clone()
+        h_idx, h_vals, h_rest, finite = _history_entry(logp)
+        p = exp_normal(logp)  # = logp.exp() up to values below 1.2e-38
+        neg_entropy = (p * logp).nan_to_num().sum(dim=-1)  # Σ p ln p, up to rounding
+        # KL(p_t ‖ q_j) = Σ p ln p - cross_j, cross_j = rest_j + Σ_{v stored} p(v) (vals - rest_j)
+        # (the stored form of Σ p ln q_j); all rows' KLs are decided in one batch.
+        positions = [len(row.output_ids) for row in rows]
+        crosses, owners, slot_lists = [], [], []
         for i, row in enumerate(rows):
             st = row.state
-            pos = len(row.output_ids)
-            if st.get("pos") and st["pos"][-1] == pos:  # apply called twice for one step
+            if st.get("pos") and st["pos"][-1] == positions[i]:  # apply twice for one step
                 cls._drop_last(st)
             if st.get("pos"):
-                kl = kl_to_history(logp[i], st["idx"], st["vals"], st["rest"])
-                matched = (kl < float(row.params["alpha"])).nonzero().flatten().tolist()
-                if matched:
-                    cls._restrict(out, i, logits[i], row, [st["pos"][j] for j in matched])
-            cls._push(st, pos, h_idx[i], h_vals[i], h_rest[i], int(row.params["window"]))
+                hi = st["hi"]
+                on = p[i].index_select(0, st["idx"][:hi].view(-1)).view(hi, -1)
+                crosses.append(torch.linalg.vecdot(on, st["diff"][:hi]) + st["rest"][:hi])
+                owners.append(i)
+                slot_lists.append(st["slot_pos"][:hi])
+        matched: dict[int, list[int]] = {}
+        if owners:
+            own = torch.tensor(owners, device=logits.device)
+            sizes = torch.tensor([len(sl) for sl in slot_lists], device=logits.device)
+            own = own.repeat_interleave(sizes)
+            cross = torch.cat(crosses)
+            kl = neg_entropy[own] - cross
+            alpha = torch.tensor([float(rows[i].params["alpha"]) for i in owners],
+                                 dtype=kl.dtype, device=kl.device).repeat_interleave(sizes)
+            tol = _KL_TOL * (1.0 + neg_entropy[own].abs() + cross.abs()) + 1e-6
+            flags = ((kl < alpha).to(torch.int8) + 2 * ((kl - alpha).abs() <= tol)).tolist()
+            start = 0
+            for i, slots in zip(owners, slot_lists, strict=True):
+                f = flags[start:start + len(slots)]
+                start += len(slots)
+                if any(x >= 2 for x in f):  # a KL too close to α: recompute as before
+                    st = rows[i].state
+                    hi = st["hi"]
+                    exact = kl_to_history(logp[i], st["idx"][:hi], st["vals"][:hi],
+                                          st["rest"][:hi])
+                    f = (exact < float(rows[i].params["alpha"])).tolist()
+                hits = [pos for x, pos in zip(f, slots, strict=True)
+                        if x % 2 and pos is not None]
+                if hits:
+                    matched[i] = sorted(hits)
+        out = logits.clone()
+        n_finite = finite.tolist() if matched else []
+        for i, row in enumerate(rows):
+            if i in matched:
+                cls._restrict(out, i, logits[i], row, n_finite[i], matched[i])
+            cls._push(row.state, positions[i], h_idx[i], h_vals[i], h_rest[i],
+                      int(row.params["window"]))
         return out
 
     @staticmethod
     def _restrict(out: torch.Tensor, i: int, row_logits: torch.Tensor, row: RowContext,
-                  matched_pos: list[int]) -> None:
-        k = min(int(row.params["top_k"]), int(torch.isfinite(row_logits).sum()))
-        k = max(k, 1)
+                  finite: int, matched_pos: list[int]) -> None:
+        k = max(min(int(row.params["top_k"]), finite), 1)
         cand = row_logits.topk(k).indices.tolist()
         repeats = {int(row.output_ids[p]) for p in matched_pos if p < len(row.output_ids)}
-        kept = [t for t in cand if t not in repeats] or cand
-        keep = torch.zeros_like(row_logits, dtype=torch.bool)
-        keep[torch.tensor(kept, dtype=torch.long, device=row_logits.device)] = True
-        out[i] = row_logits.masked_fill(~keep, float("-inf"))
+        kept = torch.tensor([t for t in cand if t not in repeats] or cand, dtype=torch.long,
+                            device=row_logits.device)
+        out[i].fill_(float("-inf"))
+        out[i, kept] = row_logits[kept]
         row.stats["look_back_triggers"] = row.stats.get("look_back_triggers", 0.0) + 1.0
 
     @staticmethod
     def _push(st: dict, pos: int, idx: torch.Tensor, vals: torch.Tensor, rest: torch.Tensor,
               window: int) -> None:
-        if not st.get("pos"):
-            st["pos"] = []
-            st["idx"] = idx.new_empty((0, idx.shape[-1]))
-            st["vals"] = vals.new_empty((0, vals.shape[-1]))
-            st["rest"] = rest.new_empty((0,))
-        st["pos"] = (st["pos"] + [pos])[-window:]
-        st["idx"] = torch.cat([st["idx"], idx.unsqueeze(0)])[-window:]
-        st["vals"] = torch.cat([st["vals"], vals.unsqueeze(0)])[-window:]
-        st["rest"] = torch.cat([st["rest"], rest.unsqueeze(0)])[-window:]
+        """Store the summary of step ``pos``, dropping the oldest beyond ``window``.
+
+        Entries live in ring buffers ``[window, S]``; ``st["slot_pos"][j]`` is the step
+        stored in slot j (None if free), ``st["hi"]`` one past the highest slot in use
+        and ``st["pos"]``/``st["slot"]`` the steps and their slots, oldest first."""
+        if "slot_pos" not in st or st["idx"].shape[-1] != idx.shape[-1]:
+            st["pos"], st["slot"], st["slot_pos"], st["hi"] = [], [], [None] * window, 0
+            st["idx"] = idx.new_empty((window, idx.shape[-1]))
+            st["vals"] = vals.new_empty((window, vals.shape[-1]))
+            st["diff"] = vals.new_empty((window, vals.shape[-1]))
+            st["rest"] = rest.new_empty((window,))
+        if len(st["pos"]) >= window:  # full: reuse the oldest entry's slot
+            slot = st["slot"].pop(0)
+            st["pos"].pop(0)
+        else:
+            slot = st["slot_pos"].index(None)
+        st["idx"][slot] = idx
+        st["vals"][slot] = vals
+        torch.sub(vals, rest, out=st["diff"][slot])
+        st["rest"][slot] = rest
+        st["pos"].append(pos)
+        st["slot"].append(slot)
+        st["slot_pos"][slot] = pos
+        st["hi"] = max(st["hi"], slot + 1)
 
     @staticmethod
     def _drop_last(st: dict) -> None:
-        for key in ("pos", "idx", "vals", "rest"):
-            st[key] = st[key][:-1]
+        st["pos"].pop()
+        slot = st["slot"].pop()
+        st["slot_pos"][slot] = None

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from sglang_ilsi.methods.base import LogitsMethod, RowContext, column, scaled
-from sglang_ilsi.methods.common import count_kept, keep_argmax
+from sglang_ilsi.methods.common import scratch, truncate
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
@@ -36,8 +36,8 @@ class EpsilonSampling(LogitsMethod):
 
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
-        s = scaled(logits, rows)
-        p = torch.softmax(s, dim=-1)
-        keep = keep_argmax(p > column(rows, "epsilon", logits), s)
-        count_kept(keep, rows)
-        return logits.masked_fill(~keep, float("-inf"))
+        s = scaled(logits, rows, out=scratch("s", logits))
+        p = torch.softmax(s, dim=-1, out=scratch("p", logits))
+        keep = torch.gt(p, column(rows, "epsilon", logits), out=scratch("keep", p, torch.bool))
+        # p is monotone in s, so a row keeps its argmax unless it keeps nothing.
+        return truncate(logits, keep, s, rows)

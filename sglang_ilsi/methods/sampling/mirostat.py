@@ -25,14 +25,30 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from sglang_ilsi.methods.base import LogitsMethod, RowContext, scaled
-from sglang_ilsi.methods.common import count_kept, keep_argmax
+from sglang_ilsi.methods.common import add_kept, scratch
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
 _LN2 = math.log(2.0)
+_LN2_F32 = np.float32(_LN2)  # torch divides a float32 tensor by a Python float in float32
+
+
+def _log_threshold(t: np.float32) -> float:
+    """The smallest float32 x with fl32(x / ln 2) ≥ t (division by ln 2 rounded to
+    float32, as torch does for a float32 tensor and a Python float)."""
+    x = np.float32(t * _LN2_F32)
+    if not np.isfinite(x):
+        return float(t)
+    down, up = np.float32(-np.inf), np.float32(np.inf)
+    while np.float32(x / _LN2_F32) >= t:
+        x = np.nextafter(x, down)
+    while np.float32(x / _LN2_F32) < t:
+        x = np.nextafter(x, up)
+    return float(x)
 
 
 @register
@@ -58,27 +74,58 @@ class Mirostat(LogitsMethod):
 
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
-        s = scaled(logits, rows)
-        log2p = torch.log_softmax(s, dim=-1) / _LN2
-        mu = torch.tensor([cls.mu(r) for r in rows], dtype=s.dtype, device=s.device)
-        keep = keep_argmax(-log2p <= mu.unsqueeze(1), s)
-        # Surprise of each token under the renormalised truncated distribution q.
-        trunc_log2q = torch.log_softmax(s.masked_fill(~keep, float("-inf")), dim=-1) / _LN2
+        s = scaled(logits, rows, out=scratch("s", logits))
+        logp = torch.log_softmax(s, dim=-1)  # not scratch: on_token reads it
+        mus = [cls.mu(r) for r in rows]
+        # -log2 p ≤ μ  ⇔  fl(log p / ln 2) ≥ -μ  ⇔  log p ≥ x*, the exact float32 boundary.
+        neg_mu = [-np.float32(mu) for mu in mus]
+        bound = torch.tensor([_log_threshold(t) for t in neg_mu], dtype=s.dtype, device=s.device)
+        keep = torch.ge(logp, bound.unsqueeze(1), out=scratch("keep", logp, torch.bool))
+        n, vocab = logits.shape
+        # |A| ≤ 2^μ (every kept p ≥ 2^-μ): index the kept entries when that is small.
+        if sum(min(2.0 ** min(mu, 64.0), vocab) for mu in mus) <= n * vocab / 16:
+            r, c = keep.nonzero(as_tuple=True)
+            z = torch.zeros(n, dtype=torch.float64, device=s.device)
+            z.index_add_(0, r, logp[r, c].double().exp())
+            out = torch.full_like(logits, float("-inf"))
+            out[r, c] = logits[r, c]
+            counts = torch.bincount(r, minlength=n).double()
+        else:
+            z = torch.where(keep, torch.softmax(s, dim=-1), 0.0).sum(dim=-1, dtype=torch.float64)
+            out = torch.where(keep, logits, float("-inf"))
+            counts = keep.sum(dim=-1, dtype=torch.int32).double()
+        # Z = Σ_A p, so that log q(x) = log p(x) - log Z on A.
+        synced = torch.stack([counts, z], dim=1).tolist()
+        kept = []
         for i, row in enumerate(rows):
-            row.state["mu"] = cls.mu(row)
-            row.state["log2q"] = trunc_log2q[i].clone()
-            row.stats["mu"] = row.state["mu"]
-        count_kept(keep, rows)
-        return logits.masked_fill(~keep, float("-inf"))
+            c, zi = synced[i]
+            forced = None
+            log_z = math.log(zi) if zi > 0 else 0.0
+            if not c:  # nothing passes: keep the argmax alone (q = 1 there)
+                forced = int(s[i].argmax())
+                out[i, forced] = logits[i, forced]
+                log_z = float(logp[i, forced])
+            kept.append(int(c) or 1)
+            row.state["mu"] = mus[i]
+            row.state["log2q"] = (logp[i], neg_mu[i], forced, log_z)
+            row.stats["mu"] = mus[i]
+        add_kept(rows, kept)
+        return out
 
     @classmethod
     def on_token(cls, row: RowContext, token_id: int) -> None:
-        log2q = row.state.pop("log2q", None)
-        if log2q is None or not 0 <= token_id < log2q.shape[-1]:
+        entry = row.state.pop("log2q", None)
+        if entry is None:
             return
-        lq = float(log2q[token_id])
-        if not math.isfinite(lq):
+        logp, neg_mu, forced, log_z = entry
+        if not 0 <= token_id < logp.shape[-1]:
             return
+        lp = float(logp[token_id])
+        kept = token_id == forced if forced is not None else (
+            np.float32(lp) / _LN2_F32 >= neg_mu)  # the test of apply, in float32
+        if not kept or not math.isfinite(lp):
+            return
+        lq = (lp - log_z) / _LN2
         tau, eta = float(row.params["tau"]), float(row.params["eta"])
         row.state["mu"] = cls.mu(row) - eta * (-lq - tau)
         row.stats["mu"] = row.state["mu"]
