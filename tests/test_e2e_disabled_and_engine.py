@@ -80,7 +80,11 @@ ENGINE_SCRIPT = textwrap.dedent("""
                 error = None
             except ValueError as e:
                 error = str(e)
-            print("RESULT " + json.dumps({"out": out, "plain": plain, "error": error}))
+            chosen = engine.generate("def hello(world):", {
+                "max_new_tokens": 3, "temperature": 1.0,
+                "custom_params": {"ilsi": {"method": "mbr", "n": 4}}})
+            print("RESULT " + json.dumps({"out": out, "plain": plain, "error": error,
+                                          "selection": chosen}))
         finally:
             engine.shutdown()
 """)
@@ -97,7 +101,8 @@ def test_offline_engine_with_environment_switch(tiny_model_path, tmp_path):
     script = tmp_path / "engine_run.py"
     script.write_text(ENGINE_SCRIPT)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SGLANG_ILSI")}
-    env.update({"SGLANG_ILSI": "1", "SGLANG_ILSI_ARGS": "--ilsi-methods typical,penalty_decoding"})
+    env.update({"SGLANG_ILSI": "1",
+                "SGLANG_ILSI_ARGS": "--ilsi-methods typical,penalty_decoding,mbr"})
     env.pop("PYTHONPATH", None)
     done = subprocess.run([sys.executable, str(script), tiny_model_path], env=env,
                           capture_output=True, text=True, timeout=300)
@@ -112,3 +117,6 @@ def test_offline_engine_with_environment_switch(tiny_model_path, tmp_path):
     assert result["out"]["meta_info"]["ilsi"]["method"] == "penalty_decoding"
     assert result["plain"]["output_ids"] == hf.greedy(hf.encode(PROMPT), 20, None)
     assert "ilsi.mass" in result["error"]
+    report = result["selection"]["meta_info"]["ilsi"]
+    assert report["method"] == "mbr" and len(report["candidates"]) == 4
+    assert result["selection"]["text"] == report["candidates"][report["chosen"]]["text"]
