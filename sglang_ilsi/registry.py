@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from sglang_ilsi.methods.base import FAMILIES, NEEDS, LogitsMethod
+from sglang_ilsi.methods.base import LogitsMethod, add_unique, check_declaration
 
 logger = logging.getLogger(__name__)
 
@@ -27,18 +27,8 @@ _loaded = False
 
 def register(cls: type[LogitsMethod]) -> type[LogitsMethod]:
     """Class decorator adding a method to the catalog; checks its declaration."""
-    for attr in ("name", "family", "paper"):
-        if not getattr(cls, attr, None):
-            raise TypeError(f"{cls.__qualname__} must define {attr!r}")
-    if cls.family not in FAMILIES:
-        raise TypeError(f"{cls.name}: unknown family {cls.family!r}; known: {FAMILIES}")
-    unknown = set(cls.needs) - set(NEEDS)
-    if unknown:
-        raise TypeError(f"{cls.name}: unknown needs {sorted(unknown)}")
-    existing = _METHODS.get(cls.name)
-    if existing is not None and existing is not cls:
-        raise ValueError(f"method name {cls.name!r} is already registered by {existing!r}")
-    _METHODS[cls.name] = cls
+    check_declaration(cls)
+    add_unique(_METHODS, cls)
     return cls
 
 

@@ -51,6 +51,27 @@ NEEDS = (
 )
 
 
+def check_declaration(cls: type) -> None:
+    """Refuse a method or selection-rule class whose declaration is incomplete
+    (no name/family/paper) or names an unknown family or need."""
+    for attr in ("name", "family", "paper"):
+        if not getattr(cls, attr, None):
+            raise TypeError(f"{cls.__qualname__} must define {attr!r}")
+    if cls.family not in FAMILIES:
+        raise TypeError(f"{cls.name}: unknown family {cls.family!r}; known: {FAMILIES}")
+    unknown = set(cls.needs) - set(NEEDS)
+    if unknown:
+        raise TypeError(f"{cls.name}: unknown needs {sorted(unknown)}")
+
+
+def add_unique(catalog: dict[str, type], cls: type, kind: str = "method") -> None:
+    """``catalog[cls.name] = cls``, refusing a second class under the same name."""
+    existing = catalog.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"{kind} name {cls.name!r} is already registered by {existing!r}")
+    catalog[cls.name] = cls
+
+
 @dataclass
 class RowContext:
     """What a method sees of one request at one decoding step.

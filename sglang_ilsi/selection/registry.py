@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sglang_ilsi.methods.base import FAMILIES, NEEDS
+from sglang_ilsi.methods.base import add_unique, check_declaration
 from sglang_ilsi.params import IlsiRequestError
 
 if TYPE_CHECKING:
@@ -20,22 +20,12 @@ RULES: dict[str, type[SelectionRule]] = {}
 
 def register_rule(cls: type[SelectionRule]) -> type[SelectionRule]:
     """Class decorator adding a selection rule to the catalog; checks its declaration."""
-    for attr in ("name", "family", "paper"):
-        if not getattr(cls, attr, None):
-            raise TypeError(f"{cls.__qualname__} must define {attr!r}")
-    if cls.family not in FAMILIES:
-        raise TypeError(f"{cls.name}: unknown family {cls.family!r}; known: {FAMILIES}")
-    unknown = set(cls.needs) - set(NEEDS)
-    if unknown:
-        raise TypeError(f"{cls.name}: unknown needs {sorted(unknown)}")
+    check_declaration(cls)
     if "samples" not in cls.needs:
         raise TypeError(f"{cls.name}: a selection rule needs 'samples'")
     if "n" not in {p.name for p in cls.params}:
         raise TypeError(f"{cls.name}: a selection rule must declare the parameter 'n'")
-    existing = RULES.get(cls.name)
-    if existing is not None and existing is not cls:
-        raise ValueError(f"selection rule {cls.name!r} is already registered by {existing!r}")
-    RULES[cls.name] = cls
+    add_unique(RULES, cls, "selection rule")
     return cls
 
 
