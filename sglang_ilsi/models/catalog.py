@@ -238,34 +238,26 @@ class GGUFModel:
             if got != self.sha256:
                 raise self._mismatch(got, str(sources[0]))
 
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
         joined_dir: Path | None = None
         try:
-            start = time.perf_counter()
-            if len(sources) == 1:
-                gguf = sources[0]
-            else:
-                joined_dir = Path(tempfile.mkdtemp(prefix=".gguf-", dir=final.parent))
-                gguf = joined_dir / self.gguf_name
-                got = _concatenate(sources, gguf)
-                if got != self.sha256:
-                    raise self._mismatch(got, f"the concatenation of {len(sources)} parts")
-            report = convert_gguf(gguf, tmp, dtype=self.dtype, name=self.name)
-            report.update(
-                kind="gguf", name=self.name, recipe=RECIPE_VERSION, sha256=self.sha256,
-                packages={p.dist: installed_version(p.dist) for p in self.packages},
-                dtype=self.dtype, seconds=round(time.perf_counter() - start, 2),
-            )
-            (tmp / MARKER).write_text(json.dumps(report, indent=2))
-            _make_readable(tmp)
-            if final.exists():  # a concurrent build won
-                shutil.rmtree(tmp)
-            else:
-                tmp.rename(final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            with tiny.building(final) as tmp:
+                start = time.perf_counter()
+                if len(sources) == 1:
+                    gguf = sources[0]
+                else:
+                    joined_dir = Path(tempfile.mkdtemp(prefix=".gguf-", dir=final.parent))
+                    gguf = joined_dir / self.gguf_name
+                    got = _concatenate(sources, gguf)
+                    if got != self.sha256:
+                        raise self._mismatch(got, f"the concatenation of {len(sources)} parts")
+                report = convert_gguf(gguf, tmp, dtype=self.dtype, name=self.name)
+                report.update(
+                    kind="gguf", name=self.name, recipe=RECIPE_VERSION, sha256=self.sha256,
+                    packages={p.dist: installed_version(p.dist) for p in self.packages},
+                    dtype=self.dtype, seconds=round(time.perf_counter() - start, 2),
+                )
+                (tmp / MARKER).write_text(json.dumps(report, indent=2))
+                _make_readable(tmp)
         finally:
             if joined_dir is not None:
                 shutil.rmtree(joined_dir, ignore_errors=True)

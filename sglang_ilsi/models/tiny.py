@@ -21,6 +21,8 @@ import os
 import shutil
 import sysconfig
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -128,20 +130,29 @@ def is_built(seed: int = 0, **overrides) -> bool:
     return (cached_path(seed, **overrides) / "sglang_ilsi_recipe.json").is_file()
 
 
+@contextmanager
+def building(final: Path) -> Iterator[Path]:
+    """A temporary folder beside ``final`` to build into; renamed to ``final``
+    when the block succeeds, removed when it fails, so a cache never holds a
+    half-written folder (if a concurrent build won, its folder is kept)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(final)
+
+
 def ensure(seed: int = 0, **overrides) -> Path:
     """Return the cached tiny model folder for ``seed``, building it if needed."""
     final = cached_path(seed, **overrides)
     if (final / "sglang_ilsi_recipe.json").is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
-    try:
+    with building(final) as tmp:
         build(tmp, seed=seed, **overrides)
-        if final.exists():  # a concurrent build won
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
