@@ -415,7 +415,7 @@ def test_typical_large_vocab_prefilter_and_fallback(seed: int, monkeypatch) -> N
     decided: dict[int, int] = {}  # prefilter size -> rows it decided
     ranked: list[int] = []
     spy(monkeypatch, cls, "_prefiltered",
-        lambda a, left: decided.__setitem__(a[-1], len(a[-2]) - len(left)))
+        lambda a, res: decided.__setitem__(a[-2], len(a[-3]) - len(res[0])))
     spy(monkeypatch, cls, "_ranked", lambda a, _: ranked.extend(a[-1].tolist()))
     out = cls.apply(logits, rows)
     for i, row in enumerate(rows):
@@ -439,7 +439,7 @@ def test_typical_second_prefilter_and_tied_logits(monkeypatch) -> None:
     logits[1] = logits[1].round()  # many exact ties: ranked by token id
     decided: dict[int, int] = {}
     spy(monkeypatch, cls, "_prefiltered",
-        lambda a, left: decided.__setitem__(a[-1], len(a[-2]) - len(left)))
+        lambda a, res: decided.__setitem__(a[-2], len(a[-3]) - len(res[0])))
     out = cls.apply(logits, rows)
     assert decided.get(4096, 0) > 0, decided
     for i, row in enumerate(rows):
@@ -643,6 +643,47 @@ def test_penalty_and_keyword_boost_large_vocab() -> None:
     for i, row in enumerate(rows):
         expected = ref.keyword_boost(logits[i].numpy(), [], [], ids, row.params["strength"], False)
         assert_row_matches(out[i], expected, f"keyword_boost large row={i}")
+
+
+def test_common_fast_primitives() -> None:
+    """The helpers the fast paths are built from agree with the plain torch ops."""
+    from sglang_ilsi.methods import common
+
+    g = torch.Generator().manual_seed(4)
+    x = (torch.randn(6, 12000, generator=g) * 3).round()  # many ties; 72000 ≥ SMALL entries
+    x[0, :50] = NEG_INF
+    x[1, 7], x[1, 8], x[2, 9] = -0.0, 0.0, float("inf")
+    ids = torch.arange(12000).expand_as(x)
+    for descending in (False, True):
+        order = common.key_ids(common.sort_rows(common.order_keys(x, ids, descending)))
+        stable = x.sort(dim=-1, descending=descending, stable=True).indices
+        assert torch.equal(order, stable)  # (value, token id) order, like a stable sort
+        for r in range(2):
+            expected = sorted(range(12000), key=lambda i, r=r: (
+                -float(x[r, i]) if descending else float(x[r, i]), i))
+            assert order[r].tolist() == expected
+    x = x[:, :3000]
+    top = common.top_indices(x, 100)
+    assert torch.equal(x.gather(-1, top).sort(dim=-1).values,
+                       x.topk(100, dim=-1).values.sort(dim=-1).values)
+    for frac in (0.01, 0.6):
+        keep = torch.rand(x.shape, generator=g) < frac
+        counts = common.count_true(keep)
+        assert torch.equal(counts.long(), keep.sum(dim=-1))
+        assert torch.equal(common.count_true(keep[:, :13]).long(), keep[:, :13].sum(dim=-1))
+        assert torch.equal(common.select(keep, x, counts.tolist()),
+                           torch.where(keep, x, NEG_INF))
+    lp = torch.log_softmax(torch.randn(4, 1000, generator=g) * 30, dim=-1)
+    lp[0, :10] = NEG_INF
+    e = common.exp_normal(lp)
+    big = lp > -87.0
+    assert torch.equal(e[big], lp.exp()[big]) and bool((e[~big] == 0).all())
+    big = torch.empty(4, LARGE_VOCAB)
+    a = common.scratch("test", big, torch.bool)
+    assert a.shape == big.shape and a.dtype == torch.bool
+    assert common.scratch("test", big, torch.bool).data_ptr() == a.data_ptr()  # reused
+    assert common.count_true(torch.ones(4, LARGE_VOCAB, dtype=torch.bool)).tolist() == [
+        LARGE_VOCAB] * 4
 
 
 # -- parameters and catalog ---------------------------------------------------------

@@ -46,13 +46,22 @@ from collections.abc import Sequence
 import torch
 
 from sglang_ilsi.methods.base import LogitsMethod, RowContext, column, scaled
-from sglang_ilsi.methods.common import add_kept, key_ids, order_keys, scratch, sort_rows
+from sglang_ilsi.methods.common import (
+    SMALL,
+    add_kept,
+    count_true,
+    key_ids,
+    order_keys,
+    scratch,
+    sort_rows,
+)
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
 # An increment this close to ε is re-derived from the full ranking.
 _TOL_REL, _TOL_ABS = 1e-9, 1e-12
 CANDIDATES = True  # False: rank every row's whole vocabulary (the reference path)
+_MIN_VOCAB = 4096  # below this, ranking the whole vocabulary is cheaper
 
 
 def _rlog_r_over_m(r: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -79,22 +88,22 @@ class AdaptiveDecoding(LogitsMethod):
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
         s = scaled(logits, rows, out=scratch("s", logits))
-        sd = scratch("s64", s, torch.float64).copy_(s)
-        p = torch.softmax(sd, dim=-1, out=scratch("p64", sd))
         n, vocab = s.shape
         masked = torch.isneginf(s, out=scratch("mask", s, torch.bool))
-        n_vocab = (vocab - masked.sum(dim=-1, keepdim=True, dtype=torch.int32)).double()  # V
-        eps = column(rows, "epsilon", p)
-        if not CANDIDATES:
+        n_vocab = (vocab - count_true(masked, keepdim=True)).double()  # V per row
+        eps = column(rows, "epsilon", n_vocab)
+        if not CANDIDATES or vocab < _MIN_VOCAB:
             out = torch.full_like(logits, float("-inf"))
             add_kept(rows, cls._ranked(out, logits, s, n_vocab, eps, list(range(n)), [0] * n))
             return out
+        sd = scratch("s64", s, torch.float64).copy_(s)
+        p = torch.softmax(sd, dim=-1, out=scratch("p64", sd))
         # Slightly below ε, so that rounding in ΔConf cannot matter outside.
         floor = eps - (1e-6 * eps + 1e-14)
         cand = torch.ge(p, floor, out=masked)
         r, c = cand.nonzero(as_tuple=True)  # row-major: ids ascending per row
         counts = torch.bincount(r, minlength=n)
-        width = max(max(counts.tolist()), 1)
+        width = max(max(counts.tolist(), default=0), 1)
         starts = counts.cumsum(0) - counts
         pos = torch.arange(len(r), device=s.device) - starts[r]
         ids = torch.zeros((n, width), dtype=torch.long, device=s.device)
@@ -123,9 +132,9 @@ class AdaptiveDecoding(LogitsMethod):
         out = torch.full_like(logits, float("-inf"))
         kr, kc = keep.nonzero(as_tuple=True)
         redo_rows = [i for i, (_, f) in enumerate(synced) if f]
-        if redo_rows:
-            kc = kc[~torch.isin(kr, torch.tensor(redo_rows, device=s.device))]
-            kr = kr[~torch.isin(kr, torch.tensor(redo_rows, device=s.device))]
+        if redo_rows:  # written below from the full ranking
+            fast = ~torch.isin(kr, torch.tensor(redo_rows, device=s.device))
+            kr, kc = kr[fast], kc[fast]
         cols = order[kr, kc]
         out[kr, cols] = logits[kr, cols]
         if redo_rows:
@@ -152,16 +161,21 @@ class AdaptiveDecoding(LogitsMethod):
     @classmethod
     def _ranked(cls, out, logits, s, n_vocab, eps, redo_rows, kept_counts):
         """The rows ``redo_rows`` from the ranking of their whole vocabulary."""
-        r = torch.tensor(redo_rows, device=s.device)
-        sr = s.index_select(0, r)
-        ids = torch.arange(sr.shape[-1], device=s.device).expand_as(sr)
-        order = key_ids(sort_rows(order_keys(sr, ids, descending=True)))
+        every = len(redo_rows) == s.shape[0]
+        r = torch.arange(s.shape[0], device=s.device) if every else torch.tensor(
+            redo_rows, device=s.device)
+        sr = s if every else s.index_select(0, r)
+        if sr.numel() < SMALL:  # a stable sort orders ties by token id too
+            order = sr.sort(dim=-1, descending=True, stable=True).indices
+        else:
+            ids = torch.arange(sr.shape[-1], device=s.device).expand_as(sr)
+            order = key_ids(sort_rows(order_keys(sr, ids, descending=True)))
         sp = torch.softmax(sr.double(), dim=-1).gather(-1, order)
         keep, _, _ = cls._run(sp, n_vocab.index_select(0, r), eps.index_select(0, r))
         kr, kc = keep.nonzero(as_tuple=True)
         rows_, cols = r[kr], order[kr, kc]
         out[rows_, cols] = logits[rows_, cols]
         kept_counts = list(kept_counts)
-        for i, kn in zip(redo_rows, keep.sum(dim=-1).tolist(), strict=True):
+        for i, kn in zip(redo_rows, count_true(keep).tolist(), strict=True):
             kept_counts[i] = kn
         return kept_counts

@@ -51,7 +51,7 @@ from collections.abc import Sequence
 import torch
 
 from sglang_ilsi.methods.base import LogitsMethod, RowContext
-from sglang_ilsi.methods.common import exp_normal
+from sglang_ilsi.methods.common import count_true, exp_normal, scratch
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
@@ -72,9 +72,11 @@ def _history_entry(logp: torch.Tensor):
     s = min(HISTORY_TOKENS, logp.shape[-1])
     vals, idx = logp.topk(s, dim=-1)
     # log of the residual mass, summed directly (1 - Σ top would cancel in float32).
-    log_rest_mass = torch.logsumexp(logp.scatter(-1, idx, float("-inf")), dim=-1)
+    others_only = scratch("rest", logp).copy_(logp).scatter_(-1, idx, float("-inf"))
+    log_rest_mass = torch.logsumexp(others_only, dim=-1)
     # log_softmax output holds no NaN or +inf: finite = not -inf (much cheaper than isfinite).
-    finite = logp.shape[-1] - torch.isneginf(logp).sum(dim=-1)
+    masked = torch.isneginf(logp, out=scratch("mask", logp, torch.bool))
+    finite = logp.shape[-1] - count_true(masked)
     others = finite - s
     rest = (log_rest_mass - others.clamp(min=1).to(logp.dtype).log()).clamp(min=LOG_FLOOR)
     # Every finite token is stored: the rest has probability 0 (up to rounding).
@@ -115,14 +117,15 @@ class LookBackDecoding(LogitsMethod):
 
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
-        logp = torch.log_softmax(logits, dim=-1)
+        logp = torch.log_softmax(logits, dim=-1, out=scratch("logp", logits))
         h_idx, h_vals, h_rest, finite = _history_entry(logp)
-        p = exp_normal(logp)  # = logp.exp() up to values below 1.2e-38
-        neg_entropy = (p * logp).nan_to_num().sum(dim=-1)  # Σ p ln p, up to rounding
-        # KL(p_t ‖ q_j) = Σ p ln p - cross_j, cross_j = rest_j + Σ_{v stored} p(v) (vals - rest_j)
-        # (the stored form of Σ p ln q_j); all rows' KLs are decided in one batch.
+        p = exp_normal(logp, out=scratch("p", logits))  # = logp.exp() down to 1.7e-38
+        prod = torch.mul(p, logp, out=scratch("s", logits)).nan_to_num_()
+        neg_entropy = prod.sum(dim=-1)  # Σ p ln p, up to rounding
+        # KL(p_t ‖ q_j) = Σ p ln p - cross_j with cross_j = Σ p ln q_j, as in kl_to_history;
+        # the per-row work is one gather and two reductions, the rest is batched.
         positions = [len(row.output_ids) for row in rows]
-        crosses, owners, slot_lists = [], [], []
+        dots, masses, rests, owners, slot_lists = [], [], [], [], []
         for i, row in enumerate(rows):
             st = row.state
             if st.get("pos") and st["pos"][-1] == positions[i]:  # apply twice for one step
@@ -130,7 +133,9 @@ class LookBackDecoding(LogitsMethod):
             if st.get("pos"):
                 hi = st["hi"]
                 on = p[i].index_select(0, st["idx"][:hi].view(-1)).view(hi, -1)
-                crosses.append(torch.linalg.vecdot(on, st["diff"][:hi]) + st["rest"][:hi])
+                dots.append(torch.linalg.vecdot(on, st["vals"][:hi]))
+                masses.append(on.sum(dim=-1))
+                rests.append(st["rest"][:hi])
                 owners.append(i)
                 slot_lists.append(st["slot_pos"][:hi])
         matched: dict[int, list[int]] = {}
@@ -138,7 +143,8 @@ class LookBackDecoding(LogitsMethod):
             own = torch.tensor(owners, device=logits.device)
             sizes = torch.tensor([len(sl) for sl in slot_lists], device=logits.device)
             own = own.repeat_interleave(sizes)
-            cross = torch.cat(crosses)
+            off = (1.0 - torch.cat(masses)).clamp(min=0.0)
+            cross = torch.cat(dots) + off * torch.cat(rests)
             kl = neg_entropy[own] - cross
             alpha = torch.tensor([float(rows[i].params["alpha"]) for i in owners],
                                  dtype=kl.dtype, device=kl.device).repeat_interleave(sizes)
@@ -191,7 +197,6 @@ class LookBackDecoding(LogitsMethod):
             st["pos"], st["slot"], st["slot_pos"], st["hi"] = [], [], [None] * window, 0
             st["idx"] = idx.new_empty((window, idx.shape[-1]))
             st["vals"] = vals.new_empty((window, vals.shape[-1]))
-            st["diff"] = vals.new_empty((window, vals.shape[-1]))
             st["rest"] = rest.new_empty((window,))
         if len(st["pos"]) >= window:  # full: reuse the oldest entry's slot
             slot = st["slot"].pop(0)
@@ -200,7 +205,6 @@ class LookBackDecoding(LogitsMethod):
             slot = st["slot_pos"].index(None)
         st["idx"][slot] = idx
         st["vals"][slot] = vals
-        torch.sub(vals, rest, out=st["diff"][slot])
         st["rest"][slot] = rest
         st["pos"].append(pos)
         st["slot"].append(slot)

@@ -18,6 +18,10 @@ s_x = -log2 q(x) drives a feedback update toward the target surprise τ:
 So the average surprise (log-perplexity, in bits) of the text tracks τ. If the
 sampled token lies outside A (another filter or the engine forced it), the
 update is skipped, since its surprise under q is infinite.
+
+Implementation: the test s(y) ≤ μ is made on log p directly, against the exact
+float32 boundary of ``log p / ln 2 ≥ -μ``; q is not materialised: ``on_token``
+computes log2 q(x) = (log p(x) - log Σ_A p) / ln 2 for the sampled token only.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 import torch
 
 from sglang_ilsi.methods.base import LogitsMethod, RowContext, scaled
-from sglang_ilsi.methods.common import add_kept, scratch
+from sglang_ilsi.methods.common import add_kept, count_true, scratch, select
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
@@ -37,18 +41,21 @@ _LN2 = math.log(2.0)
 _LN2_F32 = np.float32(_LN2)  # torch divides a float32 tensor by a Python float in float32
 
 
-def _log_threshold(t: np.float32) -> float:
-    """The smallest float32 x with fl32(x / ln 2) ≥ t (division by ln 2 rounded to
-    float32, as torch does for a float32 tensor and a Python float)."""
-    x = np.float32(t * _LN2_F32)
-    if not np.isfinite(x):
-        return float(t)
-    down, up = np.float32(-np.inf), np.float32(np.inf)
-    while np.float32(x / _LN2_F32) >= t:
-        x = np.nextafter(x, down)
-    while np.float32(x / _LN2_F32) < t:
-        x = np.nextafter(x, up)
-    return float(x)
+def _log_threshold(t: torch.Tensor) -> torch.Tensor | None:
+    """Per entry of the float32 ``t``, the smallest float32 x with x / ln 2 ≥ t as
+    torch computes it (x / ln 2 is within an ulp or two of x · (1 / ln 2), so x lies a
+    few ulps from t · ln 2); None if that is not bracketed for some entry."""
+    x = t * _LN2_F32.item()
+    down, up = torch.full_like(x, float("-inf")), torch.full_like(x, float("inf"))
+    below, above = [x], [x]
+    for _ in range(4):
+        below.append(torch.nextafter(below[-1], down))
+        above.append(torch.nextafter(above[-1], up))
+    cands = torch.stack(below[:0:-1] + above, dim=-1)  # ascending, 9 per entry
+    passes = torch.div(cands, _LN2) >= t.unsqueeze(-1)
+    if not bool((passes[:, -1] & ~passes[:, 0]).all()):
+        return None
+    return cands.gather(-1, passes.to(torch.int8).argmax(dim=-1, keepdim=True)).squeeze(-1)
 
 
 @register
@@ -77,10 +84,16 @@ class Mirostat(LogitsMethod):
         s = scaled(logits, rows, out=scratch("s", logits))
         logp = torch.log_softmax(s, dim=-1)  # not scratch: on_token reads it
         mus = [cls.mu(r) for r in rows]
-        # -log2 p ≤ μ  ⇔  fl(log p / ln 2) ≥ -μ  ⇔  log p ≥ x*, the exact float32 boundary.
         neg_mu = [-np.float32(mu) for mu in mus]
-        bound = torch.tensor([_log_threshold(t) for t in neg_mu], dtype=s.dtype, device=s.device)
-        keep = torch.ge(logp, bound.unsqueeze(1), out=scratch("keep", logp, torch.bool))
+        # -log2 p ≤ μ  ⇔  fl(log p / ln 2) ≥ -μ  ⇔  log p ≥ x*, the exact float32 boundary
+        # (one compare instead of a division and a compare over the vocabulary).
+        t = -torch.tensor(mus, dtype=s.dtype, device=s.device)
+        bound = _log_threshold(t) if logits.numel() >= 1 << 16 else None
+        if bound is None:  # small input, or non-finite μ: the division itself
+            keep = torch.ge(torch.div(logp, _LN2), t.unsqueeze(1),
+                            out=scratch("keep", logp, torch.bool))
+        else:
+            keep = torch.ge(logp, bound.unsqueeze(1), out=scratch("keep", logp, torch.bool))
         n, vocab = logits.shape
         # |A| ≤ 2^μ (every kept p ≥ 2^-μ): index the kept entries when that is small.
         if sum(min(2.0 ** min(mu, 64.0), vocab) for mu in mus) <= n * vocab / 16:
@@ -91,9 +104,11 @@ class Mirostat(LogitsMethod):
             out[r, c] = logits[r, c]
             counts = torch.bincount(r, minlength=n).double()
         else:
-            z = torch.where(keep, torch.softmax(s, dim=-1), 0.0).sum(dim=-1, dtype=torch.float64)
-            out = torch.where(keep, logits, float("-inf"))
-            counts = keep.sum(dim=-1, dtype=torch.int32).double()
+            p = torch.softmax(s, dim=-1, out=scratch("p", s))
+            z = torch.mul(p, keep, out=p).sum(dim=-1, dtype=torch.float64)
+            counts = count_true(keep)
+            out = select(keep, logits, counts.tolist())
+            counts = counts.double()
         # Z = Σ_A p, so that log q(x) = log p(x) - log Z on A.
         synced = torch.stack([counts, z], dim=1).tolist()
         kept = []

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from sglang_ilsi.methods.base import LogitsMethod, RowContext, column, scaled
-from sglang_ilsi.methods.common import scratch, truncate
+from sglang_ilsi.methods.common import count_true, scratch, truncate
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
@@ -47,7 +47,7 @@ class TopNSigma(LogitsMethod):
         # (slow on CPU for grammar-masked rows); z == s is isfinite(s).
         z = torch.nan_to_num(s, nan=0.0, posinf=0.0, neginf=0.0, out=scratch("z", s))
         finite = torch.eq(z, s, out=scratch("mask", s, torch.bool))
-        n_finite = finite.sum(dim=-1, keepdim=True, dtype=torch.int32).to(s.dtype)
+        n_finite = count_true(finite, keepdim=True).to(s.dtype)
         mean = z.sum(dim=-1, keepdim=True) / n_finite.clamp(min=1)
         # s - mean is finite exactly where s is (for |s| < 1e38), so this is the
         # masked sum of squares (s - mean)^2 over the finite entries.

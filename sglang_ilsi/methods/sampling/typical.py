@@ -16,7 +16,8 @@ candidates with deviation below d_M therefore come first in the full ranking,
 in the same order; when their mass reaches τ (with a margin for float32
 rounding) and they number at least ``min_tokens_to_keep``, the kept set lies
 among them and is computed exactly as from the full ranking. Rows where this
-does not hold (flat distributions, τ close to 1) are ranked in full.
+does not hold (flat distributions, τ close to 1) are ranked in full. (Token
+probabilities below exp(-87) ≈ 1.6e-38 are taken as 0 rather than subnormal.)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 
 from sglang_ilsi.methods.base import LogitsMethod, RowContext, column, scaled
 from sglang_ilsi.methods.common import (
+    SMALL,
     exp_normal,
     key_ids,
     order_keys,
@@ -63,17 +65,27 @@ class TypicalSampling(LogitsMethod):
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
         s = scaled(logits, rows, out=scratch("s", logits))
         logp = torch.log_softmax(s, dim=-1, out=scratch("logp", logits))
-        p = exp_normal(logp, out=scratch("p", logits))  # = logp.exp() (0 below 1.7e-38)
+        if logits.numel() < SMALL:
+            p = logp.exp()
+        else:  # = logp.exp() (0 below 1.7e-38), without the slow subnormal path
+            p = exp_normal(logp, out=scratch("p", logits))
         entropy = -torch.mul(p, logp, out=s).nan_to_num_().sum(dim=-1, keepdim=True)
         mass = column(rows, "mass", logits)
         min_keep = torch.tensor([r.params["min_tokens_to_keep"] for r in rows],
                                 device=logits.device).unsqueeze(1)
         out = torch.full_like(logits, float("-inf"))
+        vocab = logits.shape[-1]
         todo = torch.arange(logits.shape[0], device=logits.device)
-        for m in PREFILTER:
-            if m * 2 > logits.shape[-1] or not len(todo):
+        ranked = []  # rows that no prefilter can decide
+        sizes = [m for m in PREFILTER if m * 2 <= vocab]
+        for m, m_next in zip(sizes, [*sizes[1:], vocab], strict=False):
+            if not len(todo):
                 break
-            todo = cls._prefiltered(out, logits, logp, p, entropy, mass, min_keep, todo, m)
+            todo, hopeless = cls._prefiltered(out, logits, logp, p, entropy, mass, min_keep,
+                                              todo, m, m_next)
+            ranked.append(todo[hopeless])
+            todo = todo[~hopeless]
+        todo = torch.cat([todo, *ranked]).sort().values
         if len(todo):
             cls._ranked(out, logits, logp, p, entropy, mass, min_keep, todo)
         return out
@@ -88,15 +100,18 @@ class TypicalSampling(LogitsMethod):
 
     @staticmethod
     def _kept(sorted_p, mass, min_keep):
-        cum = sorted_p.cumsum(dim=-1)
+        # Accumulated in float64 and rounded, which is what float32 cumsum does on
+        # CPU; on GPU it keeps a prefix of the candidates equal to the full ranking's.
+        cum = sorted_p.double().cumsum(dim=-1).to(sorted_p.dtype)
         # Keep a token if the mass before it is still below τ (so the token that
         # crosses τ is included, as in HF's TypicalLogitsWarper).
         ranks = torch.arange(sorted_p.shape[-1], device=sorted_p.device).unsqueeze(0)
         return ((cum - sorted_p) < mass) | (ranks < min_keep), cum
 
     @classmethod
-    def _prefiltered(cls, out, logits, logp, p, entropy, mass, min_keep, rows, m):
-        """Rows ``rows`` from their top-m candidates; returns the rows this cannot decide."""
+    def _prefiltered(cls, out, logits, logp, p, entropy, mass, min_keep, rows, m, m_next):
+        """Rows ``rows`` from their top-m candidates. Returns the rows this cannot decide,
+        and which of them m_next candidates cannot decide either."""
         every = len(rows) == logits.shape[0]  # first round: no row copies
 
         def sel(t):
@@ -116,16 +131,30 @@ class TypicalSampling(LogitsMethod):
         # Undecided rows write -inf only (their candidates are written again later).
         keep &= inside & ok.unsqueeze(1)
         _write(out, logits, rows, order, keep, every)
-        return rows[~ok]
+        # The top m_next tokens hold at most the candidates' mass plus m_next - m times
+        # the smallest candidate probability: if that is short of τ, skip that round.
+        reach = sp.sum(dim=-1, keepdim=True, dtype=torch.float64) + (m_next - m) * sp.amin(
+            dim=-1, keepdim=True).double()
+        hopeless = (reach < mass_r.double() + _MASS_MARGIN) | (min_keep_r > m_next)
+        return rows[~ok], hopeless.squeeze(1)[~ok]
 
     @classmethod
     def _ranked(cls, out, logits, logp, p, entropy, mass, min_keep, rows):
         """Rows ``rows`` from the full ranking."""
-        lp = logp.index_select(0, rows)
-        ids = torch.arange(lp.shape[-1], device=lp.device).expand_as(lp)
-        order, _, sp = cls._rank(lp, p.index_select(0, rows), entropy.index_select(0, rows), ids)
-        keep, _ = cls._kept(sp, mass.index_select(0, rows), min_keep.index_select(0, rows))
-        _write(out, logits, rows, order, keep, len(rows) == logits.shape[0])
+        every = len(rows) == logits.shape[0]
+
+        def sel(t):
+            return t if every else t.index_select(0, rows)
+
+        lp, ent = sel(logp), sel(entropy)
+        dev = (-lp - ent).abs()  # +inf for masked tokens
+        if dev.numel() < SMALL:  # a stable sort orders ties by token id too
+            order = dev.sort(dim=-1, stable=True).indices
+        else:
+            ids = torch.arange(lp.shape[-1], device=lp.device).expand_as(lp)
+            order = key_ids(sort_rows(order_keys(dev, ids)))
+        keep, _ = cls._kept(sel(p).gather(-1, order), sel(mass), sel(min_keep))
+        _write(out, logits, rows, order, keep, every)
 
 
 def _write(out, logits, rows, order, keep, every):
