@@ -39,6 +39,7 @@ _EXP_FLOOR_VALUE = max(float(torch.tensor(_EXP_FLOOR).exp()),
 _ID_MASK = 0xFFFFFFFF
 _scratch = threading.local()
 SMALL = 1 << 16  # entries: below this, per-op overhead dominates and plain ops are best
+_SCRATCH_MAX_BYTES = 64 << 20  # larger intermediates are not kept between calls
 
 
 def scratch(key: str, like: torch.Tensor, dtype: torch.dtype | None = None,
@@ -49,11 +50,13 @@ def scratch(key: str, like: torch.Tensor, dtype: torch.dtype | None = None,
     ``key``. On CPU it is a view of a buffer kept per thread and key and reused from
     call to call: a fresh multi-megabyte tensor costs about 1 µs per 4 KiB page there
     (the allocator returns freed memory to the OS, so new pages fault in again), which
-    is a large part of a step's cost. Elsewhere it is simply a new tensor."""
+    is a large part of a step's cost. Elsewhere (and for small or very large shapes)
+    it is simply a new tensor; a thread keeps at most one buffer per key and dtype,
+    of at most 64 MiB (the largest shape it has seen)."""
     shape = tuple(like.shape if shape is None else shape)
     dtype = like.dtype if dtype is None else dtype
     n = math.prod(shape)
-    if n < SMALL or like.device.type != "cpu":
+    if n < SMALL or n * dtype.itemsize > _SCRATCH_MAX_BYTES or like.device.type != "cpu":
         return torch.empty(shape, dtype=dtype, device=like.device)
     buffers = getattr(_scratch, "buffers", None)
     if buffers is None:
