@@ -178,3 +178,16 @@ def top_indices(x: torch.Tensor, k: int) -> torch.Tensor:
         idx = np.argpartition(x.detach().numpy(), width - k, axis=-1)[:, width - k:]
         return torch.from_numpy(np.ascontiguousarray(idx))
     return x.topk(k, dim=-1, sorted=False).indices
+
+
+def add_sparse(logits: torch.Tensor, rows: list[int], cols: list[int],
+               values: list[float]) -> torch.Tensor:
+    """A copy of ``logits`` with ``values[k]`` added at ``(rows[k], cols[k])``
+    (repeated positions add up); -inf entries stay -inf."""
+    out = logits.clone()
+    if rows:
+        index = (torch.tensor(rows, dtype=torch.long, device=logits.device),
+                 torch.tensor(cols, dtype=torch.long, device=logits.device))
+        out.index_put_(index, torch.tensor(values, dtype=out.dtype, device=out.device),
+                       accumulate=True)
+    return out

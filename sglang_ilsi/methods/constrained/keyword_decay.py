@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from sglang_ilsi.methods.base import LogitsMethod, RowContext
+from sglang_ilsi.methods.common import add_sparse
 from sglang_ilsi.methods.constrained.phrases import (
     decode_keywords,
     encode_keywords,
@@ -101,10 +102,4 @@ class KeywordDecay(LogitsMethod):
                 r_idx.append(i)
                 c_idx.append(t)
                 values.append(w)
-        out = logits.clone()
-        if r_idx:
-            index = (torch.tensor(r_idx, dtype=torch.long, device=logits.device),
-                     torch.tensor(c_idx, dtype=torch.long, device=logits.device))
-            out.index_put_(index, torch.tensor(values, dtype=out.dtype, device=out.device),
-                           accumulate=True)
-        return out
+        return add_sparse(logits, r_idx, c_idx, values)

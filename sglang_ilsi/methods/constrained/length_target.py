@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import torch
 
 from sglang_ilsi.methods.base import LogitsMethod, RowContext
+from sglang_ilsi.methods.common import add_sparse
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
@@ -70,10 +71,4 @@ class LengthTarget(LogitsMethod):
                 r_idx.append(i)
                 c_idx.append(t)
                 values.append(shift)
-        out = logits.clone()
-        if r_idx:
-            index = (torch.tensor(r_idx, dtype=torch.long, device=logits.device),
-                     torch.tensor(c_idx, dtype=torch.long, device=logits.device))
-            out.index_put_(index, torch.tensor(values, dtype=out.dtype, device=out.device),
-                           accumulate=True)
-        return out
+        return add_sparse(logits, r_idx, c_idx, values)
