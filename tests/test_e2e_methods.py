@@ -394,3 +394,22 @@ def test_grammar_bad_input(client):
     r = client.post("/generate", {"text": "x", "sampling_params": {
         "max_new_tokens": 2, "regex": "a+", "custom_params": {"ilsi": {"grammar": "number"}}}})
     assert r.status_code == 400 and "sampling_params.regex" in r.json()["error"]["message"]
+
+
+def test_openai_streaming_carries_the_report(client):
+    oa = client.openai()
+    for kind in ("chat", "completion"):
+        if kind == "chat":
+            stream = oa.chat.completions.create(
+                model=client.model, messages=[{"role": "user", "content": "hi"}], max_tokens=6,
+                stream=True, extra_body={"custom_params": {"ilsi": {"method": "typical"}}})
+        else:
+            stream = oa.completions.create(
+                model=client.model + "+eta", prompt=PROMPTS[0], max_tokens=6, stream=True)
+        chunks = list(stream)
+        reports = [c.model_extra["ilsi"] for c in chunks if c.model_extra and "ilsi" in c.model_extra]
+        assert len(reports) == 1, kind
+        assert reports[0]["method"] == ("typical" if kind == "chat" else "eta")
+        assert reports[0]["cost"]["steps"] >= 1
+    plain = list(oa.completions.create(model=client.model, prompt="x", max_tokens=3, stream=True))
+    assert not any(c.model_extra and "ilsi" in c.model_extra for c in plain)

@@ -161,6 +161,14 @@ def test_openai_clients_get_the_chosen_answer(client):
                                      max_tokens=2, temperature=1.0)
     assert suffixed.model_extra["ilsi"]["source"] == "model_suffix"
     assert suffixed.model_extra["ilsi"]["cost"]["samples"] == 8
+    chunks = list(oa.chat.completions.create(
+        model=client.model, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
+        temperature=1.0, stream=True,
+        extra_body={"custom_params": {"ilsi": {"method": "mbr", "n": 3}}}))
+    reports = [c.model_extra["ilsi"] for c in chunks if c.model_extra and "ilsi" in c.model_extra]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(reports) == 1 and reports[0]["method"] == "mbr"
+    assert text == reports[0]["candidates"][reports[0]["chosen"]]["text"]
 
 
 def test_streaming_gets_the_selected_answer(client):

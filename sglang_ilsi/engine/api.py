@@ -15,6 +15,8 @@ These functions are installed as hooks by :mod:`sglang_ilsi.engine.patches`:
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from typing import Any
 
 from sglang_ilsi import request_spec
@@ -117,9 +119,56 @@ def around_generate_request(original, tokenizer_manager: Any, obj: Any, *args: A
         plan = samples.plan_for(obj, config())
         if plan is not None:
             request = args[0] if args else kwargs.get("request")
-            return samples.run(original, tokenizer_manager, obj, request, plan, prepare)
+            return _remembering(samples.run(original, tokenizer_manager, obj, request, plan,
+                                            prepare))
         prepare(obj, getattr(tokenizer_manager, "tokenizer", None))
+        if obj.stream and obj.custom_logit_processor is not None:
+            return _remembering(original(tokenizer_manager, obj, *args, **kwargs))
     return original(tokenizer_manager, obj, *args, **kwargs)
+
+
+# The latest report of streaming requests, by request id, for the OpenAI
+# stream wrappers below (SGLang builds those chunks without meta_info).
+_STREAM_REPORTS: OrderedDict[str, dict] = OrderedDict()
+_STREAM_REPORTS_MAX = 4096
+
+
+async def _remembering(outputs: Any):
+    async for out in outputs:
+        for item in out if isinstance(out, list) else [out]:
+            meta = item.get("meta_info", {}) if isinstance(item, dict) else {}
+            report = meta.get("ilsi")
+            if isinstance(report, dict) and "id" in meta:
+                _STREAM_REPORTS[meta["id"]] = report
+                _STREAM_REPORTS.move_to_end(meta["id"])
+                while len(_STREAM_REPORTS) > _STREAM_REPORTS_MAX:
+                    _STREAM_REPORTS.popitem(last=False)
+        yield out
+
+
+def _stream_reports(rid: Any) -> list[dict]:
+    rids = rid if isinstance(rid, list) else [rid]
+    found = [_STREAM_REPORTS.pop(r, None) for r in rids if isinstance(r, str)]
+    # n > 1 expands a rid into rid_0, rid_1, ...
+    for r in rids:
+        if isinstance(r, str):
+            found += [_STREAM_REPORTS.pop(k) for k in
+                      [k for k in _STREAM_REPORTS if k.startswith(r + "_")]]
+    return [f for f in found if f is not None]
+
+
+async def around_openai_stream(original, serving: Any, adapted_request: Any, *args: Any,
+                               **kwargs: Any):
+    """AROUND hook on the OpenAI chat/completion stream generators: before
+    ``data: [DONE]``, one extra chunk with no choices carries the ``ilsi`` report."""
+    async for chunk in original(serving, adapted_request, *args, **kwargs):
+        if isinstance(chunk, str) and chunk.strip() == "data: [DONE]":
+            reports = _stream_reports(getattr(adapted_request, "rid", None))
+            if reports:
+                payload = {"object": "chat.completion.chunk", "choices": [],
+                           "ilsi": reports[0] if len(reports) == 1 else reports}
+                yield f"data: {json.dumps(payload)}\n\n"
+        yield chunk
 
 
 def _grammar_backend(tokenizer_manager: Any) -> str:

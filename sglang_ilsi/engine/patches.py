@@ -94,6 +94,17 @@ def touch_points(config: IlsiConfig) -> list[TouchPoint]:
             "ilsi field in completion responses",
         ),
         TouchPoint(
+            "sglang.srt.entrypoints.openai.serving_chat.OpenAIServingChat._generate_chat_stream",
+            "AROUND", api.around_openai_stream, MAIN,
+            "ilsi field at the end of streamed chat completions",
+        ),
+        TouchPoint(
+            "sglang.srt.entrypoints.openai.serving_completions.OpenAIServingCompletion."
+            "_generate_completion_stream",
+            "AROUND", api.around_openai_stream, MAIN,
+            "ilsi field at the end of streamed completions",
+        ),
+        TouchPoint(
             "sglang.srt.model_executor.model_runner.ModelRunner.sample", "AROUND",
             _around_model_runner_sample, WORKER,
             "record each sampled token: exact histories under the overlap scheduler",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -110,6 +111,8 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
     from sglang_ilsi.selection import Candidate, extractor_from_params, should_stop
 
     start = time.perf_counter()
+    if not isinstance(obj.rid, str):  # the response's id (the inner requests get their own)
+        obj.rid = uuid.uuid4().hex
     client_wants_logprobs = bool(obj.return_logprob)
     base = dict(obj.sampling_params)
     custom = {k: v for k, v in (base.get("custom_params") or {}).items()
@@ -200,6 +203,7 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
             "wall_ms": round((time.perf_counter() - start) * 1000.0, 3),
         },
     }
+    meta["id"] = obj.rid
     out = dict(chosen)
     out["meta_info"] = meta
     yield out
