@@ -43,12 +43,7 @@ def all_rules() -> dict[str, type[SelectionRule]]:
 
 
 def describe_rule(cls: type[SelectionRule]) -> dict[str, Any]:
-    """A JSON-able card for one rule (same shape as :func:`sglang_ilsi.registry.describe`)."""
-    return {
-        "name": cls.name,
-        "family": cls.family,
-        "needs": sorted(cls.needs),
-        "paper": cls.paper,
-        "summary": cls.summary(),
-        "params": [p.describe() for p in cls.params],
-    }
+    """A JSON-able card for one rule: :func:`sglang_ilsi.registry.describe`."""
+    from sglang_ilsi.registry import describe
+
+    return describe(cls)
