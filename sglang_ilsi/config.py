@@ -17,6 +17,8 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sglang_ilsi.tools import flags as tool_flags
+
 ENV_CONFIG = "SGLANG_ILSI_CONFIG"
 ENV_ENABLE = "SGLANG_ILSI"
 ENV_ARGS = "SGLANG_ILSI_ARGS"
@@ -40,6 +42,11 @@ class IlsiConfig:
     methods: tuple[str, ...] = ()
     default_method: str | None = None
     default_params: dict[str, Any] = field(default_factory=dict)
+    # Tools and monitors (sglang_ilsi.tools.flags).
+    tools: tuple[str, ...] = ()
+    tool_retrieval_dir: str | None = None
+    tool_max_calls: int = 8
+    monitor_modules: tuple[str, ...] = ()
     # Keep SGLang's dill-based custom_logit_processor path open (unsafe: it
     # executes code sent by clients). Off unless the operator opts in.
     allow_custom_logit_processor: bool = False
@@ -55,6 +62,8 @@ class IlsiConfig:
     def from_json(cls, text: str) -> IlsiConfig:
         data = json.loads(text)
         data["methods"] = tuple(data.get("methods", ()))
+        data["tools"] = tuple(data.get("tools", ()))
+        data["monitor_modules"] = tuple(data.get("monitor_modules", ()))
         data["plugin_files"] = tuple(data.get("plugin_files", ()))
         return cls(**data)
 
@@ -103,6 +112,7 @@ def _parser() -> _Parser:
         default=20,
         help="largest top-k a request may ask for in its per-token trace",
     )
+    tool_flags.add_arguments(p)
     return p
 
 
@@ -121,6 +131,7 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         "--ilsi-plugin",
         "--ilsi-trace-max-k",
     }
+    takes_value |= tool_flags.TAKES_VALUE
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -217,6 +228,7 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
         plugin_files=tuple(os.path.abspath(p) for p in ns.ilsi_plugin),
         trace_max_k=ns.ilsi_trace_max_k,
         speculative_algorithm=spec.upper() if spec else None,
+        **tool_flags.parse(ns),
     )
 
 

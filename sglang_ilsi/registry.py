@@ -82,9 +82,17 @@ def selection_rules() -> dict[str, type]:
     return all_rules()
 
 
+def request_methods() -> dict[str, type]:
+    """Request-level methods that run around SGLang's generate call (the tool loop)."""
+    from sglang_ilsi.tools.method import ToolUse
+
+    return {ToolUse.name: ToolUse}
+
+
 def catalog() -> dict[str, type]:
-    """Every method a request can name: logits-stage methods and selection rules."""
-    return dict(sorted({**all_methods(), **selection_rules()}.items()))
+    """Every method a request can name: logits-stage methods, selection rules and
+    request-level methods."""
+    return dict(sorted({**all_methods(), **selection_rules(), **request_methods()}.items()))
 
 
 def describe(cls: type) -> dict[str, Any]:

@@ -116,6 +116,13 @@ def around_generate_request(original, tokenizer_manager: Any, obj: Any, *args: A
         def prepare(o: Any, tokenizer: Any) -> None:
             prepare_generate_input(o, tokenizer, backend)
 
+        from sglang_ilsi.engine import tool_loop
+
+        tool_plan = tool_loop.plan_for(obj, config())
+        if tool_plan is not None:
+            request = args[0] if args else kwargs.get("request")
+            return _remembering(tool_loop.run(original, tokenizer_manager, obj, request,
+                                              tool_plan, prepare, config()))
         plan = samples.plan_for(obj, config())
         if plan is not None:
             request = args[0] if args else kwargs.get("request")
@@ -197,6 +204,15 @@ async def around_openai_handle_request(original, serving: Any, request: Any, raw
             custom[request_spec.SUFFIX_KEY] = method
             request.custom_params = custom
             request.model = base
+    from sglang_ilsi.engine import tool_loop
+
+    try:  # chat requests whose tools are server-side tools run the tool loop
+        adapted = tool_loop.adapt_openai_request(request, config())
+    except IlsiRequestError as e:
+        return serving.create_error_response(message=str(e), err_type="BadRequest",
+                                             status_code=400)
+    if adapted:
+        return await original(serving, request, raw_request)
     return await original(serving, request, raw_request)
 
 

@@ -5,6 +5,7 @@ from sglang_ilsi.methods.constrained import (  # noqa: F401
     keyword_decay,
     length_target,
     lexical_constraints,
+    monitor,
     penalty_decoding,
 )
 from sglang_ilsi.methods.contrastive import adaptive, look_back  # noqa: F401
