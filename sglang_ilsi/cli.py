@@ -7,7 +7,9 @@
 - ``sglang-ilsi tiny-model``: build (or find) the embedded test model;
 - ``sglang-ilsi models list [--json]``: the model catalog, prepared or not;
 - ``sglang-ilsi models prepare NAME``: convert a catalog model, print its folder;
-- ``sglang-ilsi grammars [--json]``: the grammars library (``"ilsi": {"grammar": NAME}``).
+- ``sglang-ilsi grammars [--json]``: the grammars library (``"ilsi": {"grammar": NAME}``);
+- ``sglang-ilsi bench [--quick | --evidence] ...``: effect and cost of methods
+  (see :mod:`sglang_ilsi.bench`).
 """
 
 from __future__ import annotations
@@ -139,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     p_prepare.add_argument("name", help="catalog model name (see 'models list')")
     p_grammars = sub.add_parser("grammars", help="list the grammars library")
     p_grammars.add_argument("--json", action="store_true", help="machine-readable output")
+    from sglang_ilsi.bench import cli as bench_cli
+
+    p_bench = sub.add_parser("bench", help="measure methods' effect and cost (grid, resumable)",
+                             description=bench_cli.DESCRIPTION,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench_cli.add_arguments(p_bench)
     ns = parser.parse_args(argv)
 
     if ns.command == "methods":
@@ -160,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(tiny.ensure())
         return 0
+    if ns.command == "bench":
+        return bench_cli.run(ns, argv[1:])
     if ns.command == "models":
         if ns.models_command == "list":
             return _models_list(ns.json)
