@@ -85,7 +85,9 @@ def module_names(module: str) -> tuple[str, ...]:
         spec = importlib.util.find_spec(module)
     except (ImportError, ValueError) as exc:
         raise ModuleNotReadable(f"module {module!r} not found ({exc})") from None
-    origin = getattr(spec, "origin", None) if spec is not None else None
+    if spec is None:
+        raise ModuleNotReadable(f"module {module!r} not found")
+    origin = getattr(spec, "origin", None)
     if origin == "frozen":  # frozen stdlib modules (posixpath) name their source file here
         origin = getattr(getattr(spec, "loader_state", None), "filename", None)
     if not origin or not origin.endswith(".py") or not os.path.isfile(origin):

@@ -58,7 +58,7 @@ def parse(ns: argparse.Namespace) -> dict[str, Any]:
         folder = os.path.abspath(folder)
     if not 0 <= ns.ilsi_tool_max_calls <= MAX_CALLS_CAP:
         raise IlsiConfigError(f"--ilsi-tool-max-calls: must be between 0 and {MAX_CALLS_CAP}")
-    modules = DEFAULT_MONITOR_MODULES
+    modules: tuple[str, ...] = ()  # () = DEFAULT_MONITOR_MODULES
     if ns.ilsi_monitor_modules is not None:
         from sglang_ilsi.monitors import ModuleNotReadable, module_names
 

@@ -1,0 +1,131 @@
+"""Per-token cost of constrained decoding vs unconstrained, side by side.
+
+For each SGLang grammar backend installed (``xgrammar``, ``outlines``,
+``llguidance``), one server (plugin enabled, ``--grammar-backend B``) serves
+unconstrained decoding and the same requests under a regex and a JSON schema;
+the first server also serves hard lexical constraints
+(``lexical_constraints``: one required and one banned phrase). Per concurrency
+level the configurations are measured in interleaved rounds (plain, regex,
+json, ...), so drift in machine load hits all alike; each request decodes a
+fixed number of tokens (``ignore_eos``; the grammars never terminate early).
+Prints JSON: decode tokens/s per configuration (median over rounds), its ratio
+to unconstrained decoding on the same server in the same rounds, and the
+overhead in percent.
+
+    python benchmarks/constraints.py [--model-path DIR] [--levels 1,8] [--tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+
+PROMPT = "def fibonacci(n):"
+# Never complete: each request decodes exactly --tokens tokens under the grammar.
+REGEX = r"[a-z0-9_ ,.():=+\-*\n]+"
+JSON_SCHEMA = json.dumps({"type": "array", "items": {"type": "integer"}})
+LEXICAL = {"method": "lexical_constraints", "include": ["return"], "exclude": ["self"],
+           "force_after": 1_000_000}
+BACKENDS = ("xgrammar", "outlines", "llguidance")
+
+
+def configurations(lexical: bool) -> dict[str, dict[str, Any]]:
+    configs: dict[str, dict[str, Any]] = {
+        "plain": {},
+        "regex": {"regex": REGEX},
+        "json_schema": {"json_schema": JSON_SCHEMA},
+    }
+    if lexical:
+        configs["lexical_constraints"] = {"custom_params": {"ilsi": LEXICAL}}
+    return configs
+
+
+def run_round(url: str, extra: dict[str, Any], concurrency: int, tokens: int) -> float:
+    """Decode tokens/s of ``concurrency`` simultaneous requests."""
+    params = {"max_new_tokens": tokens, "temperature": 0.8, "ignore_eos": True, **extra}
+
+    def one(i: int) -> int:
+        body = {"text": f"{PROMPT} # {i}", "sampling_params": params}
+        r = requests.post(url + "/generate", json=body, timeout=600)
+        r.raise_for_status()
+        return r.json()["meta_info"]["completion_tokens"]
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        produced = sum(pool.map(one, range(concurrency)))
+    return produced / (time.perf_counter() - start)
+
+
+def measure(url: str, configs: dict[str, dict[str, Any]], levels: list[int], tokens: int,
+            rounds: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for c in levels:
+        for extra in configs.values():  # warm-up, and grammar compilation caches
+            run_round(url, {**extra}, c, 4)
+        samples: dict[str, list[float]] = {name: [] for name in configs}
+        for _ in range(rounds):
+            for name, extra in configs.items():
+                samples[name].append(run_round(url, extra, c, tokens))
+        plain = statistics.median(samples["plain"])
+        results[str(c)] = {
+            name: {
+                "tokens_per_s": round(statistics.median(v), 1),
+                "ratio_to_plain": round(statistics.median(v) / plain, 3),
+                "overhead_pct": round(100 * (1 - statistics.median(v) / plain), 1),
+                "rounds": [round(x, 1) for x in v],
+            }
+            for name, v in samples.items()
+        }
+        print(f"[bench] concurrency {c} done", file=sys.stderr, flush=True)
+    return results
+
+
+def installed_backends() -> list[str]:
+    modules = {"xgrammar": "xgrammar", "outlines": "outlines", "llguidance": "llguidance"}
+    return [b for b in BACKENDS if importlib.util.find_spec(modules[b]) is not None]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model-path", default=None, help="model folder (default: embedded tiny model)")
+    ap.add_argument("--backends", default=",".join(BACKENDS))
+    ap.add_argument("--levels", default="1,8")
+    ap.add_argument("--tokens", type=int, default=64, help="new tokens per request")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    wanted = [b for b in args.backends.split(",") if b]
+    available = installed_backends()
+    from sglang_ilsi.server_process import ServerProcess
+
+    sglang_args: list[str] = []
+    model = args.model_path
+    if model is None:
+        from sglang_ilsi.models import tiny
+
+        model, sglang_args = str(tiny.ensure()), ["--dtype", "float32"]
+    out: dict[str, Any] = {
+        "benchmark": "constraints", "model": model, "tokens_per_request": args.tokens,
+        "rounds": args.rounds, "sampling": "temperature 0.8, ignore_eos",
+        "regex": REGEX, "json_schema": JSON_SCHEMA, "lexical_constraints": LEXICAL,
+        "backends": {}, "not_installed": [b for b in wanted if b not in available],
+    }
+    for i, backend in enumerate(b for b in wanted if b in available):
+        configs = configurations(lexical=(i == 0))
+        with ServerProcess(model, ["--ilsi"], [*sglang_args, "--grammar-backend", backend]) as s:
+            out["backends"][backend] = measure(s.base_url, configs, levels, args.tokens,
+                                               args.rounds)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
