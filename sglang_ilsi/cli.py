@@ -74,6 +74,10 @@ def _models_list(as_json: bool) -> int:
         if info["sha256"]:
             print(f"    sha256: {info['sha256']}")
         print(f"    path: {info['path']}")
+        if info.get("base"):
+            agreement = info.get("greedy_token_agreement")
+            print(f"    derived from {info['base']}; greedy token agreement with it: "
+                  + (f"{agreement:.3f}" if agreement is not None else "measured when prepared"))
     return 0
 
 

@@ -24,6 +24,7 @@ SMOL = "smollm2-135m-instruct"
 GEMMA = "gemma3-270m"
 SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LAB = ["lab-target", "lab-target-early", "lab-draft"]
+AMATEUR = "smollm2-amateur"
 BUILT = [SMOL, GEMMA, "tiny-llama"]  # prepared into the cache (the lab pair is committed)
 
 
@@ -97,7 +98,7 @@ def cli(capsys, argv: list[str]) -> tuple[int, str, str]:
 # -- the catalog ------------------------------------------------------------
 
 def test_catalog_entries():
-    assert catalog.names() == [SMOL, GEMMA, "tiny-llama", *LAB]
+    assert catalog.names() == [SMOL, GEMMA, "tiny-llama", *LAB, AMATEUR]
     for name in catalog.names():
         entry = catalog.get(name)
         assert entry.name == name
@@ -302,7 +303,8 @@ def test_cli_list_json(cache, site, capsys):
     rc, out, err = cli(capsys, ["models", "list", "--json"])
     assert rc == 0 and err == ""
     infos = {info["name"]: info for info in json.loads(out)}
-    assert list(infos) == [SMOL, GEMMA, "tiny-llama", *LAB]
+    assert list(infos) == [SMOL, GEMMA, "tiny-llama", *LAB, AMATEUR]
+    assert infos[AMATEUR]["base"] == SMOL and infos[AMATEUR]["greedy_token_agreement"] is None
     for name in LAB:
         assert infos.pop(name)["prepared"] is True
     for name, info in infos.items():

@@ -171,6 +171,7 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return None
     panels: list[tuple[str, str]] = []
@@ -195,6 +196,7 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
                 ax.annotate(f"{c['method']} ({c['model'].split('-')[0]})", (x, m["mean"]),
                             fontsize=7, xytext=(4, 2), textcoords="offset points")
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel(label)
             ax.set_ylabel(metric)
             ax.set_title(f"{task}: {metric}", fontsize=9)

@@ -348,6 +348,62 @@ class LabModel:
                 "missing": [], "prepared": self.is_prepared(), "path": str(self.path())}
 
 
+@dataclass(frozen=True)
+class DerivedModel:
+    """A model our code derives from another catalog model on CPU
+    (:mod:`sglang_ilsi.models.amateur`): cached, never committed."""
+
+    name: str
+    description: str
+    base: str  # the catalog model it is derived from
+    layers: int
+    steps: int
+    licence: str = "that of the base model (derived weights)"
+    packages: tuple[Package, ...] = ()
+    sha256: str | None = None
+    dtype: str = "float32"
+    kind: str = field(default="derived", init=False)
+
+    def path(self) -> Path:
+        base = get(self.base)
+        key = _key({"recipe": RECIPE_VERSION, "base": self.base, "base_path": base.path().name,
+                    "layers": self.layers, "steps": self.steps})
+        return tiny.cache_root() / "models" / f"{self.name}-{key}"
+
+    def is_prepared(self) -> bool:
+        return (self.path() / MARKER).is_file()
+
+    def missing_packages(self) -> list[Package]:
+        return get(self.base).missing_packages()
+
+    def prepare(self) -> Path:
+        from sglang_ilsi.models import amateur
+
+        final = self.path()
+        if (final / MARKER).is_file():
+            return final
+        base_dir = get(self.base).prepare()
+        with tiny.building(final) as tmp:
+            report = amateur.build(base_dir, tmp, layers=self.layers, steps=self.steps)
+            report.update(kind=self.kind, name=self.name, base=self.base,
+                          recipe=RECIPE_VERSION)
+            (tmp / MARKER).write_text(json.dumps(report, indent=2))
+            _make_readable(tmp)
+        return final
+
+    def info(self) -> dict[str, Any]:
+        report = {}
+        if self.is_prepared():
+            from sglang_ilsi.models import amateur
+
+            report = amateur.read_report(self.path(), MARKER) or {}
+        return {"name": self.name, "kind": self.kind, "description": self.description,
+                "licence": self.licence, "packages": [], "sha256": None, "dtype": self.dtype,
+                "missing": [p.install_command for p in self.missing_packages()],
+                "prepared": self.is_prepared(), "path": str(self.path()), "base": self.base,
+                "greedy_token_agreement": report.get("greedy_token_agreement")}
+
+
 def _make_readable(folder: Path) -> None:
     """mkdtemp makes a private folder; a prepared model is for every local user."""
     folder.chmod(0o755)
@@ -449,7 +505,7 @@ GEMMA3_PARTS = tuple(
     for i in range(1, 5)
 )
 
-CATALOG: dict[str, GGUFModel | TinyModel | LabModel] = {
+CATALOG: dict[str, GGUFModel | TinyModel | LabModel | DerivedModel] = {
     m.name: m
     for m in (
         GGUFModel(
@@ -491,6 +547,16 @@ CATALOG: dict[str, GGUFModel | TinyModel | LabModel] = {
             description=("Lab pair draft: 0.27 M-parameter Llama on lab-target's tokenizer and "
                          "data, for speculative decoding or as a contrastive amateur"),
         ),
+        DerivedModel(
+            name="smollm2-amateur",
+            description=("SmolLM2-135M-Instruct's first 6 of 30 layers + final norm + tied "
+                         "head (49 M parameters), distilled briefly on the target's own greedy "
+                         "generations; same tokenizer: a contrastive amateur / speculative "
+                         "draft (derived on CPU in a few minutes)"),
+            base="smollm2-135m-instruct",
+            layers=6,
+            steps=120,
+        ),
     )
 }
 
@@ -499,7 +565,7 @@ def names() -> list[str]:
     return list(CATALOG)
 
 
-def get(name: str) -> GGUFModel | TinyModel | LabModel:
+def get(name: str) -> GGUFModel | TinyModel | LabModel | DerivedModel:
     try:
         return CATALOG[name]
     except KeyError:

@@ -19,6 +19,11 @@ register_method(MethodSpec(
     quick=True, notes="one sample at T=1 (pure ancestral sampling), what truncation methods cut",
 ))
 
+register_method(MethodSpec(
+    name="sample_t1.5", family="baseline", tasks=("arithmetic",), temperature=1.5,
+    notes="one sample at T=1.5, where pure sampling starts to fall apart",
+))
+
 
 def _drop_context(item: dict) -> dict:
     return {**item, "context": ""}

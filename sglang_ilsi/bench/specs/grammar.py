@@ -12,5 +12,10 @@ register_method(MethodSpec(
                         "Decoding for Structured NLP Tasks without Finetuning",
                         "constrained decoding makes every output parse (validity 100%) and "
                         "improves structured tasks over unconstrained decoding"),
-    notes="grammar 'json-object' from the library, compiled by the server's xgrammar backend",
+    notes="grammar 'json-object' from the library, compiled by the server's xgrammar backend. "
+          "The lab model was trained to answer with the single token ' {\"' (space, brace, "
+          "quote); the grammar admits no leading space, so its first token must be '{' or "
+          "'{\"', which the model never produced after 'JSON:' (a token-boundary mismatch, "
+          "the problem token healing addresses): it then drifts, and an output cut at the "
+          "token limit is not valid JSON even though every prefix was",
 ))

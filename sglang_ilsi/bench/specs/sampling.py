@@ -40,3 +40,8 @@ for name, ilsi, quick, published in ROWS:
         name=name, family="truncation sampling", tasks=TASKS, ilsi=ilsi, temperature=1.0,
         baselines=("sample_t1",), metric=METRIC, published=published, notes=NOTE, quick=quick,
     ))
+    # the same at T=1.5 on arithmetic, where truncation has more to cut (cf. Top-nσ)
+    register_method(MethodSpec(
+        name=f"{name}@T1.5", family="truncation sampling", tasks=("arithmetic",), ilsi=ilsi,
+        temperature=1.5, baselines=("sample_t1.5",), metric="accuracy", published=published,
+    ))
