@@ -60,7 +60,9 @@ def test_quick_json_has_every_field(quick_run):
         for eff in cell["effects"]:
             assert set(eff) == EFFECT
             assert eff["ci_low"] <= eff["diff"] <= eff["ci_high"]
-            assert eff["verdict"] in ("reproduced", "inconclusive", "opposite")
+            first = eff is cell["effects"][0]
+            assert eff["verdict"] in (("reproduced", "inconclusive", "opposite") if first
+                                      else ("n/a",))
             assert eff["cost_ratio"]["forward_tokens"] > 0
 
 
@@ -72,6 +74,9 @@ def test_quick_costs_come_from_the_ilsi_report(quick_run):
     assert sc["cost"]["samples"] == 8 and greedy["cost"]["samples"] == 1
     assert sc["cost"]["extra_forward_tokens"] > 0 == greedy["cost"]["extra_forward_tokens"]
     assert sc["effects"][0]["cost_ratio"]["forward_tokens"] > 3
+    # the row's own per-item metrics from the candidates (pass@N, agreement)
+    assert sc["metrics"]["oracle"]["mean"] >= sc["metrics"]["accuracy"]["mean"]
+    assert 0 < sc["metrics"]["top_share"]["mean"] <= 1
     # the perplexity path (a prefill-only scoring request per item) ran
     ppl = cells["open_text/lab-target-early/greedy"]["metrics"]["ppl"]
     assert ppl["n"] > 0 and ppl["mean"] >= 1.0

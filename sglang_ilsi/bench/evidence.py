@@ -43,8 +43,9 @@ EXPECTED = [
     ("layer contrast", "DoLa-style layer contrast vs greedy"),
     ("speculative", "speculative decoding: acceptance and speed-up, identical outputs"),
 ]
+BOUNDED = ("accuracy", "valid", "exact", "context", "pass")
 VERDICT_TEXT = {"reproduced": "reproduced", "inconclusive": "inconclusive (CI contains 0)",
-                "opposite": "**opposite sign**", "no data": "no data"}
+                "opposite": "**opposite sign**", "no data": "no data", "n/a": "-"}
 
 
 def _cell(results: dict, key: str) -> dict | None:
@@ -57,13 +58,23 @@ def diagnose(results: dict, cell: dict, effect: dict) -> str:
     base = _cell(results, f"{cell['task']}/{cell['model']}/{effect['baseline']}")
     metric = effect["metric"]
     base_value = (base or {}).get("metrics", {}).get(metric, {}).get("mean")
-    if base_value is not None and metric in ("accuracy", "valid", "exact", "context"):
+    inconclusive = effect["verdict"] == "inconclusive"
+    if inconclusive and base_value is not None and metric in BOUNDED:
         if base_value >= 0.95:
             reasons.append(f"the comparison row is at the ceiling ({metric} "
                            f"{base_value:.2f}): nothing left to gain")
         elif base_value <= 0.05:
             reasons.append(f"the comparison row is at the floor ({metric} {base_value:.2f})")
-    if effect.get("ci_low") is not None and effect["verdict"] == "inconclusive":
+    oracle = cell["metrics"].get("oracle", {}).get("mean")
+    row = cell["metrics"].get(metric, {}).get("mean")
+    if oracle is not None and row is not None:
+        share = cell["metrics"].get("top_share", {}).get("mean")
+        reasons.append(f"some sample is right on {oracle:.0%} of items (pass@N) but the chosen "
+                       f"answer on {row:.0%}" + (f"; on average {share:.0%} of the samples give "
+                                                 "the same answer" if share is not None else "")
+                       + ": the samples' errors are correlated, so voting or ranking recovers "
+                         "little of what is there")
+    if effect.get("ci_low") is not None and inconclusive:
         width = effect["ci_high"] - effect["ci_low"]
         reasons.append(f"{effect['n']} paired items give a CI {width:.3f} wide around "
                        f"{effect['diff']:+.3f}: too few items to separate an effect that small")
@@ -116,11 +127,13 @@ def render(results: dict[str, Any], plot_name: str | None) -> str:
     second = [(c, e) for c in rows for e in c["effects"][1:]]
     if second:
         lines += ["", "## Other comparisons", "",
-                  "| row | task (model) | vs | metric | effect [95% CI] | verdict |",
-                  "|---|---|---|---|---|---|"]
+                  "| row | task (model) | vs | metric | effect [95% CI] | fwd tokens × | time × |",
+                  "|---|---|---|---|---|---|---|"]
         for c, e in second:
             lines.append(f"| `{c['method']}` | {c['task']} ({c['model']}) | `{e['baseline']}` | "
-                         f"{e['metric']} | {fmt_ci(e, 'diff')} | {VERDICT_TEXT[e['verdict']]} |")
+                         f"{e['metric']} | {fmt_ci(e, 'diff')} | "
+                         f"{fmt(e['cost_ratio']['forward_tokens'], 2)} | "
+                         f"{fmt(e['cost_ratio']['seconds_per_item'], 2)} |")
     families = {c["family"] for c in results["cells"]}
     lines += ["", "## Families", ""]
     for family, what in EXPECTED:

@@ -70,7 +70,7 @@ def summarize(cells: list[Cell], run: RunFile, *, quick: bool,
         metric = cell.method.metric_for(cell.task)
         higher = cell.task.higher_is_better.get(metric, True)
         effects = []
-        for b in cell.method.baselines:
+        for rank, b in enumerate(cell.method.baselines):
             base_key = f"{cell.task.name}/{cell.model}/{b}"
             if base_key not in by_key:
                 continue
@@ -84,8 +84,10 @@ def summarize(cells: list[Cell], run: RunFile, *, quick: bool,
                 ratios[k] = (mine / theirs) if mine is not None and theirs else None
             effects.append({"baseline": b, "metric": metric, "higher_is_better": higher, **eff,
                             "expected_sign": cell.method.expected_sign,
+                            # the published claim is about the first comparison only
                             "verdict": stats.verdict(_improvement(eff, higher),
-                                                     cell.method.expected_sign),
+                                                     cell.method.expected_sign)
+                            if rank == 0 else "n/a",
                             "cost_ratio": ratios})
         pub = cell.method.published
         out_cells.append({

@@ -205,7 +205,7 @@ def run_item(client: BenchClient, cell: Cell, item: Item) -> dict[str, Any]:
             gen.output_logprobs = client.output_logprobs(prompt_ids, gen.output_ids)
         metrics = dict(task.score(item, gen))
         if method.metrics_hook is not None:
-            metrics.update(method.metrics_hook(gen))
+            metrics.update(method.metrics_hook(item, gen))
         record.update(metrics=_clean(metrics), cost=_cost(gen), latency_s=gen.latency_s,
                       text=gen.text[:TEXT_KEEP], error=None)
     except RequestFailedError as exc:

@@ -122,8 +122,8 @@ class MethodSpec:
     or lowers it where lower is better), -1 it makes it worse, 0 no change.
     ``metric`` may be a mapping task name -> metric.
     ``server_args(model)`` adds launch flags (aux/draft models...): rows with
-    different flags get different servers. ``metrics_hook`` adds per-item
-    metrics read from the generation (e.g. speculative acceptance);
+    different flags get different servers. ``metrics_hook(item, gen)`` adds
+    per-item metrics read from the generation (e.g. speculative acceptance);
     ``transform_item`` rewrites an item before prompting (e.g. drop a context).
     ``runner(client, task, item, prompt_ids, row)`` replaces the single
     ``/generate`` call for rows that need a loop of their own (e.g. sample N,
@@ -143,7 +143,7 @@ class MethodSpec:
     published: Published | None = None
     notes: str = ""
     server_args: Sequence[str] | Callable[[str], Sequence[str]] = ()
-    metrics_hook: Callable[[Generation], dict[str, float]] | None = None
+    metrics_hook: Callable[[Item, Generation], dict[str, float]] | None = None
     transform_item: Callable[[Item], Item] | None = None
     runner: Callable[..., Generation] | None = None
     quick: bool = False  # part of ``--quick``

@@ -6,8 +6,6 @@ from sglang_ilsi.bench.spec import MethodSpec, Published, register_method
 
 TASKS = ("arithmetic", "open_text")
 METRIC = {"arithmetic": "accuracy", "open_text": "ppl"}
-NOTE = ("effect on arithmetic: accuracy; on open text: perplexity of the output under the "
-        "unmodified model (lower is better)")
 
 ROWS = [
     ("typical", {"method": "typical", "mass": 0.9}, True,
@@ -38,7 +36,7 @@ ROWS = [
 for name, ilsi, quick, published in ROWS:
     register_method(MethodSpec(
         name=name, family="truncation sampling", tasks=TASKS, ilsi=ilsi, temperature=1.0,
-        baselines=("sample_t1",), metric=METRIC, published=published, notes=NOTE, quick=quick,
+        baselines=("sample_t1",), metric=METRIC, published=published, quick=quick,
     ))
     # the same at T=1.5 on arithmetic, where truncation has more to cut (cf. Top-nσ)
     register_method(MethodSpec(

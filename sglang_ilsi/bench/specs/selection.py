@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-from sglang_ilsi.bench.spec import MethodSpec, Published, register_method
+from collections import Counter
+
+from sglang_ilsi.bench.spec import Generation, Item, MethodSpec, Published, register_method
+from sglang_ilsi.data import synthetic
 
 N = 8
 T = 0.7
 
+
+def candidate_metrics(item: Item, gen: Generation) -> dict[str, float]:
+    """``oracle``: some candidate is right (pass@N); ``top_share``: the share of the
+    candidates giving the most common answer (how much the samples agree)."""
+    texts = [c["text"] for c in gen.report.get("candidates") or []]
+    if not texts:
+        return {}
+    answers = [synthetic.extract_number(t) for t in texts]
+    top = Counter(answers).most_common(1)[0][1]
+    return {"oracle": float(any(synthetic.check("arithmetic", t, item) for t in texts)),
+            "top_share": top / len(texts)}
+
 register_method(MethodSpec(
     name=f"self_consistency@{N}", family="selection", tasks=("arithmetic",),
     ilsi={"method": "self_consistency", "n": N, "extractor": "hash_marker"}, temperature=T,
-    baselines=("sample", "greedy"), quick=True,
+    metrics_hook=candidate_metrics, baselines=("sample", "greedy"), quick=True,
     published=Published(
         "Wang et al. 2023, Self-Consistency Improves Chain of Thought Reasoning (ICLR)",
         "majority vote over sampled reasoning paths beats a single path: GSM8K +17.9 points "
@@ -19,7 +34,7 @@ register_method(MethodSpec(
 register_method(MethodSpec(
     name=f"esc@{N}", family="selection", tasks=("arithmetic",),
     ilsi={"method": "esc", "n": N, "window": 4, "extractor": "hash_marker"}, temperature=T,
-    baselines=(f"self_consistency@{N}", "sample"), expected_sign=0,
+    metrics_hook=candidate_metrics, baselines=(f"self_consistency@{N}", "sample"), expected_sign=0,
     published=Published(
         "Li et al. 2024, Escape Sky-high Cost: Early-stopping Self-Consistency (ICLR)",
         "the same accuracy as self-consistency with far fewer samples (GSM8K: -80% samples, "
@@ -30,7 +45,7 @@ register_method(MethodSpec(
 register_method(MethodSpec(
     name=f"mbr@{N}", family="selection", tasks=("arithmetic",),
     ilsi={"method": "mbr", "n": N, "utility": "chrf"}, temperature=T,
-    baselines=("sample", "greedy"),
+    metrics_hook=candidate_metrics, baselines=("sample", "greedy"),
     published=Published(
         "Freitag et al. 2022 (MBR with neural metrics); Bertsch et al. 2023, It's MBR all the "
         "way down",
@@ -41,7 +56,7 @@ register_method(MethodSpec(
 register_method(MethodSpec(
     name=f"best_of_n@{N}", family="selection", tasks=("arithmetic",),
     ilsi={"method": "best_of_n", "n": N, "reward": "verifier"}, temperature=T,
-    baselines=("sample",),
+    metrics_hook=candidate_metrics, baselines=("sample",),
     published=Published(
         "Cobbe et al. 2021, Training Verifiers to Solve Math Word Problems",
         "a trained verifier picking among 100 samples beats a single sample of a fine-tuned "
