@@ -338,6 +338,19 @@ def test_call_schema_accepts_only_calls_of_the_allowed_tools():
                        + "1" * 300 + '"}}')
 
 
+def test_call_grammar_on_xgrammar_has_no_free_whitespace():
+    xgr = pytest.importorskip("xgrammar")
+    from xgrammar.testing import _is_grammar_accept_string as accepts
+
+    params = tools.call_grammar(["calculator", "python"], "xgrammar")
+    grammar = xgr.Grammar.from_ebnf(params["ebnf"])
+    assert accepts(grammar, '{"name": "calculator", "arguments": {"expression": "1+2"}}')
+    assert accepts(grammar, '{"name": "python", "arguments": {"code": "x = \'a\'\\nprint(x)"}}')
+    assert not accepts(grammar, '{"name": "calculator",   "arguments": {"expression": "1"}}')
+    assert not accepts(grammar, '{"name": "calculator", "arguments": {"expression": "1"}} ')
+    assert tools.call_grammar(["python"], "outlines") == {"json_schema": tools.call_schema(["python"])}
+
+
 def _execute(name: str | None, text: str, allowed=("calculator", "python")):
     instances = {n: tools.TOOLS[n]({}) for n in allowed}
     return asyncio.run(tool_loop.execute(instances.get(name), text, list(allowed)))

@@ -9,9 +9,9 @@ growing prompt (the radix cache keeps the shared prefix)::
 
 1. free text: the client's sampling parameters (and ``ilsi.decoding``, a
    logits method), stopping at ``<tool_call>``;
-2. the call: decoded under a JSON-schema grammar that admits exactly
+2. the call: decoded under a grammar that admits exactly
    ``{"name": TOOL, "arguments": ARGS}`` for the allowed tools
-   (:func:`sglang_ilsi.tools.call_schema`), with plain decoding;
+   (:func:`sglang_ilsi.tools.call_grammar`), with plain decoding;
 3. the server parses the call, runs the tool (:mod:`sglang_ilsi.tools`),
    appends the result (or ``error: ...``) and goes back to 1.
 
@@ -207,6 +207,8 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
     instances = tool_instances(config)
     allow_calls = p["tool_choice"] != "none" and p["max_calls"] > 0
     forced = p["tool_choice"] not in ("auto", "none")
+    server_args = getattr(tokenizer_manager, "server_args", None)
+    backend = str(getattr(server_args, "grammar_backend", None) or "xgrammar")
 
     transcript = ""
     used = 0
@@ -254,7 +256,7 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
         call_out = await generate({
             "max_new_tokens": min(p["call_max_tokens"], budget - used), "stop": None,
             "stop_token_ids": None, "min_new_tokens": 0, "ignore_eos": False,
-            "json_schema": tool_registry.call_schema(allowed)}, custom)
+            **tool_registry.call_grammar(allowed, backend)}, custom)
         call_text = call_out["text"].strip()
         name = _peek_name(call_text)
         record = await execute(instances.get(name) if name in allowed else None, call_text,

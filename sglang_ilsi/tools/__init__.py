@@ -97,13 +97,19 @@ class PythonRunner(Tool):
     description = ("Run a short Python program (standard library only, no network, no "
                    "files outside a scratch folder, a few seconds of CPU) and return what "
                    "it printed.")
+    # No maxLength in the schema: grammar backends then admit no escapes (no
+    # newlines or quotes) in the string; the length is checked in run().
     arguments = {"type": "object", "properties": {"code": {
-        "type": "string", "maxLength": 4096, "description": "the program; print the result"}},
+        "type": "string", "description": "the program; print the result"}},
         "required": ["code"], "additionalProperties": False}
     blocking = True
+    max_code_chars = 8192
 
     def run(self, arguments: dict[str, Any]) -> str:
         from sglang_ilsi.tools.sandbox import Limits, run_python
+
+        if len(arguments["code"]) > self.max_code_chars:
+            raise ToolError(f"code longer than {self.max_code_chars} characters")
 
         limits = Limits(cpu_seconds=int(self.options.get("python_cpu_seconds", 2)),
                         wall_seconds=float(self.options.get("python_wall_seconds", 5.0)))
@@ -161,6 +167,23 @@ def call_schema(names: list[str]) -> str:
     } for n in names]
     schema = options[0] if len(options) == 1 else {"anyOf": options}
     return json.dumps(schema, separators=(",", ":"))
+
+
+def call_grammar(names: list[str], backend: str) -> dict[str, str]:
+    """SGLang sampling params constraining one call to the tools ``names``.
+
+    On xgrammar the schema is compiled here to EBNF without free whitespace
+    (SGLang compiles JSON schemas with any whitespace, in which a model can
+    loop on spaces forever); other backends get the JSON schema (outlines
+    allows at most one space between tokens)."""
+    schema = call_schema(names)
+    if backend == "xgrammar":
+        try:
+            import xgrammar
+        except ImportError:
+            return {"json_schema": schema}
+        return {"ebnf": str(xgrammar.Grammar.from_json_schema(schema, any_whitespace=False))}
+    return {"json_schema": schema}
 
 
 def truncate(text: str, limit: int = MAX_RESULT_CHARS) -> str:
