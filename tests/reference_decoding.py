@@ -102,6 +102,16 @@ def make_transform(method: str, params: dict[str, Any], eos_ids: Sequence[int],
         return lambda row, p, o: lb.step(row, o)
     if method == "mirostat":
         return MirostatReference(params, t)
+    if method == "monitor":
+        import monitor_reference
+
+        from sglang_ilsi import registry
+        from sglang_ilsi.methods.constrained.phrases import decode_keywords
+
+        prepared = registry.get(method).prepare(dict(params), tokenizer)
+        triggers = [s for k in decode_keywords(prepared["trigger_token_ids"]) for s in k]
+        names = [s for k in decode_keywords(prepared["name_token_ids"]) for s in k]
+        return lambda row, p, o: monitor_reference.monitor(row, p, o, triggers, names)
     raise KeyError(method)
 
 

@@ -39,11 +39,13 @@ CASES = [
     ("lexical_constraints", {"include": ["import", "return"], "exclude": ["self"],
                              "force_after": 4}),
     ("length_target", {"target": 6, "strength": 8.0, "tolerance": 2}),
+    # PROMPTS[1] ends with ":": the first tokens must spell a name of the json module
+    ("monitor", {"argument": "json", "trigger": ":"}),
 ]
 # Methods whose greedy output must differ from plain greedy on some prompt
 # (the others only truncate, which never moves the argmax).
 ARGMAX_CHANGING = {"penalty_decoding", "look_back", "keyword_boost", "keyword_decay",
-                   "lexical_constraints"}
+                   "lexical_constraints", "monitor"}
 
 
 def decoding_steps(out: dict) -> int:

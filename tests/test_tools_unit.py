@@ -381,6 +381,9 @@ def test_hostile_calls_become_error_results(text, error):
 def test_a_good_call_runs():
     record = _execute("calculator", '{"name": "calculator", "arguments": {"expression": "6*7"}}')
     assert record == {**record, "tool": "calculator", "result": "42", "error": None}
+    # grammar backends admit raw control characters in strings: still parsed
+    record = _execute("calculator", '{"name": "calculator", "arguments": {"expression": "6*7\t"}}')
+    assert record["result"] == "42"
     record = _execute("python", '{"name": "python", "arguments": {"code": "print(2**20)"}}')
     assert record["result"] == "1048576\n"
 

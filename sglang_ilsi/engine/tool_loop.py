@@ -146,10 +146,11 @@ async def execute(tool: tool_registry.Tool, call_text: str, allowed: list[str]
     start = time.perf_counter()
     try:
         try:
-            call = json.loads(call_text)
+            # strict=False: grammar backends admit control characters in strings
+            call = json.loads(call_text, strict=False)
         except (json.JSONDecodeError, RecursionError):
-            raise tool_registry.ToolError("malformed tool call: not complete JSON (the call "
-                                          "ran out of tokens?)") from None
+            raise tool_registry.ToolError("malformed tool call: not valid JSON (did the call "
+                                          "run out of tokens?)") from None
         if not isinstance(call, dict) or call.get("name") not in allowed:
             raise tool_registry.ToolError(f"unknown tool; allowed: {allowed}")
         record["tool"], record["arguments"] = call["name"], call.get("arguments")
@@ -309,7 +310,7 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
 
 def _peek_name(call_text: str) -> str | None:
     try:
-        call = json.loads(call_text)
+        call = json.loads(call_text, strict=False)
     except (json.JSONDecodeError, RecursionError):
         return None
     return call.get("name") if isinstance(call, dict) else None
