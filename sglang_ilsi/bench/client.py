@@ -65,6 +65,7 @@ class BenchClient:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
     def prompt_ids(self, prompt: str, chat: bool | None) -> list[int]:
+        """The prompt's token ids: plain, or one user message through the chat template."""
         use_chat = self.has_chat_template if chat is None else chat
         if use_chat:
             ids = self.tokenizer.apply_chat_template(

@@ -60,6 +60,8 @@ class Cell:
                 "logprobs": self.task.needs_logprobs}
         if self.task.sampling:  # only when set, so other cells' fingerprints stay put
             config["task_sampling"] = dict(self.task.sampling)
+        if self.task.version != 1:
+            config["task_version"] = self.task.version
         if self.method.runner is not None:
             runner = self.method.runner
             config["runner"] = f"{runner.__module__}.{runner.__qualname__}"

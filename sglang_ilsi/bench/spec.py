@@ -96,6 +96,7 @@ class TaskSpec:
     items_quick: int = 6
     seed: int = 1
     sampling: Mapping[str, Any] = field(default_factory=dict)  # e.g. stop sequences
+    version: int = 1  # bump when prompts or scoring change, so old cells are not reused
 
 
 @dataclass(frozen=True)

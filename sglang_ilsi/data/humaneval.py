@@ -7,6 +7,10 @@ sides parse as Python (a literal for the expected value); 70 problems have
 some. They are what a method may execute before answering; the hidden
 ``test`` decides correctness.
 
+A model's reply is either a completion of the prompt (the function body, as
+base models write it) or, from a chat model, a whole function in a fenced
+block: :func:`solution` accepts both (a fenced function that defines the
+entry point replaces the prompt's stub; anything else continues the prompt).
 Nothing here runs code: :func:`program` only assembles the text that a
 sandbox (:mod:`sglang_ilsi.tools.sandbox`) executes.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import random
+import re
 
 from sglang_ilsi.data.synthetic import EVAL_SEED, Item
 
@@ -100,11 +105,30 @@ print(f"examples passed: {_passed}/{len(_EXAMPLES)}")
 '''
 
 
-def program(item: Item, completion: str, *, visible: bool) -> str:
-    """The code a sandbox runs: the prompt and completion, then either the
-    hidden tests (exits non-zero on failure) or the visible examples (prints
-    ``examples passed: k/n``)."""
-    code = item["prompt"] + completion + "\n\n"
+_FENCE = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.S)
+
+
+def extract_code(reply: str) -> str | None:
+    """The first fenced code block of ``reply`` (an unclosed one runs to the end)."""
+    found = _FENCE.search(reply)
+    return found.group(1) if found else None
+
+
+def solution(item: Item, reply: str) -> str:
+    """The program text for a reply: the prompt (imports, helpers) plus either the
+    reply's fenced function (when it defines the entry point; it replaces a stub)
+    or the reply itself as the continuation of the prompt."""
+    code = extract_code(reply)
+    if code is not None and re.search(rf"^def {re.escape(item['entry_point'])}\s*\(", code,
+                                      re.M):
+        return item["prompt"] + "    pass\n\n\n" + code
+    return item["prompt"] + reply
+
+
+def program(item: Item, reply: str, *, visible: bool) -> str:
+    """The code a sandbox runs: the solution, then either the hidden tests (exits
+    non-zero on failure) or the visible examples (prints ``examples passed: k/n``)."""
+    code = solution(item, reply) + "\n\n"
     if visible:
         return code + f"_EXAMPLES = {item['examples']!r}\n" + _EXAMPLES_CHECK
     return code + item["test"] + f"\n\ncheck({item['entry_point']})\n"

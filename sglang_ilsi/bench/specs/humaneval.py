@@ -1,5 +1,12 @@
 """HumanEval: pass@1 of greedy and of one sample vs best-of-N with execution feedback.
 
+SmolLM2-Instruct does not continue raw code (it closes the block and explains,
+even when its reply is pre-filled with the code), so on a chat model the
+prompt asks to complete the function and the reply's fenced function is the
+candidate (:func:`sglang_ilsi.data.humaneval.solution`); generation stops at
+the closing fence. A model without a chat template continues the raw prompt
+(up to the token limit).
+
 Every candidate runs in the sandbox of :mod:`sglang_ilsi.tools.sandbox`
 (separate process, no network, unprivileged user where possible, CPU, memory,
 output and wall-clock limits). ``exec_feedback@N`` samples N completions in
@@ -40,6 +47,9 @@ def _score(item: Item, gen: Generation) -> dict[str, float]:
     return {"pass": float(result.ok)}
 
 
+INSTRUCTION = "Complete the following Python function.\n```python\n{prompt}```"
+
+
 register_task(TaskSpec(
     name="humaneval",
     description="HumanEval code completion (seeded subset of the 164 problems); hidden tests "
@@ -50,11 +60,13 @@ register_task(TaskSpec(
     score=_score,
     primary="pass",
     higher_is_better={"pass": True},
-    max_new_tokens=160,
-    chat=False,
+    max_new_tokens=192,
+    prompt=lambda item, chat: INSTRUCTION.format(prompt=item["prompt"]) if chat
+    else item["prompt"],
     items_default=40,
     items_quick=2,
-    sampling={"stop": humaneval.STOP},
+    sampling={"stop": ["```\n"]},
+    version=3,
 ))
 
 
