@@ -89,7 +89,7 @@ def summarize(cells: list[Cell], run: RunFile, *, quick: bool,
                                                      cell.method.expected_sign)
                             if rank == 0 else "n/a",
                             "cost_ratio": ratios})
-        pub = cell.method.published
+        pub = cell.method.published_for(cell.task.name)
         out_cells.append({
             "key": cell.key, "task": cell.task.name, "model": cell.model,
             "method": cell.method.name, "family": cell.method.family,
@@ -98,7 +98,7 @@ def summarize(cells: list[Cell], run: RunFile, *, quick: bool,
             "config": cell.config(), "metric": metric, "metrics": metrics,
             "effects": effects, "cost": cost,
             "published": {"source": pub.source, "claim": pub.claim} if pub else None,
-            "notes": cell.method.notes,
+            "notes": cell.method.notes_for(cell.task.name),
             "examples": [r.get("text", "") for r in ok[:2]],
         })
     return {"schema": SCHEMA_VERSION, "bench": "sglang-ilsi bench", "quick": quick,
@@ -188,6 +188,8 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
         for col, (cost_key, label) in enumerate((("forward_tokens", "forward tokens per item"),
                                                  ("seconds_per_item", "wall seconds per item"))):
             ax = axes[row][col]
+            xs = [c["cost"].get(cost_key) or 0 for c in cells]
+            xs = [x for x in xs if x > 0]
             for c in cells:
                 m, x = c["metrics"][metric], c["cost"].get(cost_key)
                 if x is None or x <= 0:
@@ -197,8 +199,9 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
                 ax.errorbar([x], [m["mean"]], yerr=err, fmt=marker, capsize=3)
                 ax.annotate(f"{c['method']} ({c['model'].split('-')[0]})", (x, m["mean"]),
                             fontsize=7, xytext=(4, 2), textcoords="offset points")
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            if xs and max(xs) > 5 * min(xs):  # log only where costs span a wide range
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel(label)
             ax.set_ylabel(metric)
             ax.set_title(f"{task}: {metric}", fontsize=9)

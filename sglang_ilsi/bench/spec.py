@@ -141,8 +141,8 @@ class MethodSpec:
     baselines: tuple[str, ...] = ()
     metric: str | Mapping[str, str] | None = None  # None: the task's primary metric
     expected_sign: int = 1
-    published: Published | None = None
-    notes: str = ""
+    published: Published | Mapping[str, Published] | None = None  # or per task name
+    notes: str | Mapping[str, str] = ""  # or per task name
     server_args: Sequence[str] | Callable[[str], Sequence[str]] = ()
     metrics_hook: Callable[[Item, Generation], dict[str, float]] | None = None
     transform_item: Callable[[Item], Item] | None = None
@@ -157,6 +157,14 @@ class MethodSpec:
     def server_args_for(self, model: str) -> list[str]:
         args = self.server_args(model) if callable(self.server_args) else self.server_args
         return [str(a) for a in args]
+
+    def notes_for(self, task: str) -> str:
+        return self.notes.get(task, "") if isinstance(self.notes, Mapping) else self.notes
+
+    def published_for(self, task: str) -> Published | None:
+        if isinstance(self.published, Mapping):
+            return self.published.get(task)
+        return self.published
 
     def metric_for(self, task: TaskSpec) -> str:
         if isinstance(self.metric, Mapping):
