@@ -8,13 +8,14 @@ inside the server). Prints JSON: accuracy with a 95% bootstrap interval, mean
 samples per item and wall time per method.
 
     python benchmarks/selection_effect.py [--items 100] [--n 8]
+
+(`sglang-ilsi bench --tasks arithmetic` runs the same comparison, and more, resumably.)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,15 +23,9 @@ from typing import Any
 
 import requests
 
+from sglang_ilsi.bench.stats import mean_ci
 from sglang_ilsi.data import synthetic
 from sglang_ilsi.models import catalog
-
-
-def bootstrap_ci(values: list[int], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(rng.choice(values) for _ in range(n)) / n for _ in range(reps))
-    return means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
 
 
 def run(url: str, items: list[dict], ilsi: dict | None, temperature: float) -> dict[str, Any]:
@@ -49,7 +44,8 @@ def run(url: str, items: list[dict], ilsi: dict | None, temperature: float) -> d
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(one, items))
     correct = [c for c, _ in results]
-    low, high = bootstrap_ci(correct)
+    ci = mean_ci(correct)
+    low, high = ci["ci_low"], ci["ci_high"]
     return {"accuracy": round(sum(correct) / len(correct), 4), "ci95": [round(low, 4), round(high, 4)],
             "mean_samples": round(sum(s for _, s in results) / len(results), 2),
             "seconds": round(time.perf_counter() - start, 2)}
