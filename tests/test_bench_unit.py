@@ -286,3 +286,29 @@ def test_humaneval_solution_takes_a_fenced_function_or_a_continuation():
     # a fenced block that does not define the entry point continues the prompt instead
     assert humaneval.solution(item, "```python\nx = 1\n```") == item["prompt"] + \
         "```python\nx = 1\n```"
+
+
+def test_evidence_document_from_results(tmp_path):
+    from sglang_ilsi.bench import evidence
+
+    cells = runner.plan(tasks=["arithmetic"], methods=["self_consistency@8"], items=10)
+    run = runner.RunFile(tmp_path / runner.RUN_FILE)
+    for cell in cells:
+        runner.run_cell(FakeClient(), cell, run, concurrency=2, progress=False)
+    results = report.summarize(cells, runner.RunFile(tmp_path / runner.RUN_FILE), quick=False,
+                               command="sglang-ilsi bench --evidence")
+    doc = evidence.write(results, tmp_path / "docs" / "evidence.md")
+    text = doc.read_text()
+    assert "| selection | `self_consistency@8` | arithmetic (lab-target-early) | `sample` |" in text
+    assert "Wang et al. 2023" in text
+    # the fake answers every other item right whatever the method: no effect, said so
+    assert "0.000 [0.000, 0.000]" in text
+    assert "## Where the published sign does not reproduce, and why" in text
+    assert "- `self_consistency@8` on arithmetic (lab-target-early), accuracy vs `sample`" in text
+    assert "speculative decoding: acceptance and speed-up, identical outputs: **not landed yet**" \
+        in text
+    assert json.loads((tmp_path / "docs" / "evidence.json").read_text())["cells"]
+    # re-rendering from the saved results gives the same document
+    assert evidence.main(["--from", str(tmp_path / "docs" / "evidence.json"),
+                          "--doc", str(tmp_path / "again.md")]) == 0
+    assert (tmp_path / "again.md").read_text() == text
