@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -54,6 +55,8 @@ class IlsiConfig:
     trace_max_k: int = 20
     # Set from SGLang's own flags, for request-time refusals.
     speculative_algorithm: str | None = None
+    # Co-resident auxiliary models (amateur, expert, anti-expert): name → path.
+    aux_models: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -65,6 +68,7 @@ class IlsiConfig:
         data["tools"] = tuple(data.get("tools", ()))
         data["monitor_modules"] = tuple(data.get("monitor_modules", ()))
         data["plugin_files"] = tuple(data.get("plugin_files", ()))
+        data["aux_models"] = dict(data.get("aux_models", {}))
         return cls(**data)
 
     def method_allowed(self, name: str) -> bool:
@@ -107,6 +111,14 @@ def _parser() -> _Parser:
         help="Python file registering out-of-tree methods (repeatable)",
     )
     p.add_argument(
+        "--ilsi-aux-model",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="load a co-resident auxiliary model (same tokenizer as the target) under "
+        "NAME, for amateur/expert methods such as contrastive_decoding (repeatable)",
+    )
+    p.add_argument(
         "--ilsi-trace-max-k",
         type=int,
         default=20,
@@ -130,6 +142,7 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         "--ilsi-default-params",
         "--ilsi-plugin",
         "--ilsi-trace-max-k",
+        "--ilsi-aux-model",
     }
     takes_value |= tool_flags.TAKES_VALUE
     i = 0
@@ -220,6 +233,7 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
             f"--ilsi-default-method {default!r} runs in the logits stage, which SGLang skips "
             f"under --speculative-algorithm {spec}; drop one of the two"
         )
+    aux_models = _aux_models(ns.ilsi_aux_model, _sglang_flag(sglang_argv or [], "--model-path"))
     return IlsiConfig(
         methods=methods,
         default_method=default,
@@ -229,7 +243,39 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
         trace_max_k=ns.ilsi_trace_max_k,
         speculative_algorithm=spec.upper() if spec else None,
         **tool_flags.parse(ns),
+        aux_models=aux_models,
     )
+
+
+_AUX_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+def _aux_models(specs: list[str], target_path: str | None) -> dict[str, str]:
+    """``NAME=PATH`` flags → ``{name: absolute path}``, each checked to share
+    the target's vocabulary (:func:`sglang_ilsi.models.vocab.check_same_vocab`)."""
+    from sglang_ilsi.models.vocab import VocabMismatch, check_same_vocab
+
+    models: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not path:
+            raise IlsiConfigError(f"--ilsi-aux-model: expected NAME=PATH, got {spec!r}")
+        if not _AUX_NAME.match(name):
+            raise IlsiConfigError(
+                f"--ilsi-aux-model: bad name {name!r} (letters, digits, '_' and '-', "
+                "starting with a letter)"
+            )
+        if name in models:
+            raise IlsiConfigError(f"--ilsi-aux-model: name {name!r} given twice")
+        if not os.path.isdir(path):
+            raise IlsiConfigError(f"--ilsi-aux-model {name}: no model folder at {path!r}")
+        if target_path is not None and os.path.isdir(target_path):
+            try:
+                check_same_vocab(target_path, path)
+            except VocabMismatch as e:
+                raise IlsiConfigError(f"--ilsi-aux-model {name}: {e}") from None
+        models[name] = os.path.abspath(path)
+    return models
 
 
 def from_environment(argv: list[str]) -> tuple[IlsiConfig | None, list[str]]:

@@ -27,6 +27,7 @@ from sglang_ilsi.params import IlsiRequestError, validate_params
 REQUEST_KEY = "ilsi"  # what clients send inside custom_params
 ENCODED_KEY = "__ilsi"  # what travels to the scheduler
 SUFFIX_KEY = "__ilsi_suffix"  # set by the OpenAI model-suffix hook
+CHAT_SECOND_IDS_KEY = "__ilsi_second_ids"  # set by the OpenAI chat hook (second context)
 THEN_KEY = "then"  # further logits methods applied after the first, in order
 GRAMMAR_KEYS = ("grammar", "schema")  # a named grammar from the library (see api.py)
 RESERVED = ("method", "trace", THEN_KEY, *GRAMMAR_KEYS)
@@ -175,7 +176,8 @@ def rewrite_custom_params(
     """The ``custom_params`` to forward: our request keys replaced by the encoded spec."""
     if custom_params is None and choice is None:
         return None
-    out = {k: v for k, v in (custom_params or {}).items() if k not in (REQUEST_KEY, SUFFIX_KEY)}
+    out = {k: v for k, v in (custom_params or {}).items()
+           if k not in (REQUEST_KEY, SUFFIX_KEY, CHAT_SECOND_IDS_KEY)}
     if choice is not None:
         out[ENCODED_KEY] = choice.encode()
     return out

@@ -15,12 +15,14 @@ These functions are installed as hooks by :mod:`sglang_ilsi.engine.patches`:
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import OrderedDict
 from typing import Any
 
 from sglang_ilsi import request_spec
 from sglang_ilsi.config import IlsiConfig
+from sglang_ilsi.engine import request_needs
 from sglang_ilsi.params import IlsiRequestError
 
 _CONFIG: IlsiConfig | None = None
@@ -65,7 +67,20 @@ def apply_named_grammar(item: dict, custom: Any, backend: str) -> None:
     item.update(grammars.sampling_params_for(name, backend, raw.get("schema")))
 
 
-def prepare_generate_input(obj: Any, tokenizer: Any, grammar_backend: str = "xgrammar") -> None:
+def _prompts(obj: Any) -> tuple[list[Any], bool]:
+    """The request's prompts (texts or id lists) and whether it is a batch."""
+    prompt = obj.text if obj.text is not None else obj.input_ids
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
+        return list(prompt), True
+    return [prompt], False
+
+
+def _needs_second_context(choice: Any) -> bool:
+    return choice is not None and request_needs.requirements(choice).second_context
+
+
+def prepare_generate_input(obj: Any, tokenizer: Any, grammar_backend: str = "xgrammar",
+                           facts: request_needs.ModelFacts | None = None) -> None:
     """Validate and rewrite one ``GenerateReqInput`` in place."""
     cfg = config()
     client_processor = _has_client_processor(getattr(obj, "custom_logit_processor", None))
@@ -78,14 +93,25 @@ def prepare_generate_input(obj: Any, tokenizer: Any, grammar_backend: str = "xgr
         )
     if obj.sampling_params is None:
         obj.sampling_params = {}
+    prompts, batched = _prompts(obj)
+    if batched and isinstance(obj.sampling_params, dict) and _needs_second_context(
+            request_spec.resolve(obj.sampling_params.get("custom_params"), cfg, tokenizer)):
+        # each prompt gets its own second context: one sampling_params per prompt
+        obj.sampling_params = [copy.deepcopy(obj.sampling_params) for _ in prompts]
     items = obj.sampling_params if isinstance(obj.sampling_params, list) else [obj.sampling_params]
     chosen = False
-    for item in items:
+    for index, item in enumerate(items):
         if not isinstance(item, dict):
             continue
         custom = item.get("custom_params")
         apply_named_grammar(item, custom, grammar_backend)
         choice = request_spec.resolve(custom, cfg, tokenizer)
+        if choice is not None:
+            chat_ids = custom.get(request_needs.CHAT_SECOND_IDS_KEY) \
+                if isinstance(custom, dict) else None
+            request_needs.check_and_prepare(choice, cfg, facts or request_needs.ModelFacts(),
+                                            prompts[min(index, len(prompts) - 1)], tokenizer,
+                                            chat_ids)
         rewritten = request_spec.rewrite_custom_params(custom, choice)
         if rewritten is not None:
             item["custom_params"] = rewritten
@@ -113,8 +139,10 @@ def around_generate_request(original, tokenizer_manager: Any, obj: Any, *args: A
 
         backend = _grammar_backend(tokenizer_manager)
 
+        facts = request_needs.ModelFacts.of(tokenizer_manager)
+
         def prepare(o: Any, tokenizer: Any) -> None:
-            prepare_generate_input(o, tokenizer, backend)
+            prepare_generate_input(o, tokenizer, backend, facts)
 
         from sglang_ilsi.engine import tool_loop
 
@@ -213,7 +241,53 @@ async def around_openai_handle_request(original, serving: Any, request: Any, raw
                                              status_code=400)
     if adapted:
         return await original(serving, request, raw_request)
+    if getattr(request, "messages", None) is not None and hasattr(request, "custom_params"):
+        try:
+            _attach_chat_second_context(serving, request)
+        except IlsiRequestError as e:
+            return serving.create_error_response(message=str(e), err_type="BadRequest",
+                                                 status_code=400)
     return await original(serving, request, raw_request)
+
+
+def _names_second_context_method(custom: Any) -> bool:
+    """Whether the request (or the server default it falls back to) names a
+    method that needs a second context; full validation happens later."""
+    from sglang_ilsi import registry
+
+    raw = custom.get(request_spec.REQUEST_KEY) if isinstance(custom, dict) else None
+    if raw is None and isinstance(custom, dict):
+        raw = custom.get(request_spec.SUFFIX_KEY)
+    if raw is None:
+        raw = config().default_method
+    names = []
+    if isinstance(raw, str):
+        names.append(raw)
+    elif isinstance(raw, dict):
+        names.append(raw.get("method"))
+        then = raw.get(request_spec.THEN_KEY)
+        if isinstance(then, list):
+            names += [t.get("method") if isinstance(t, dict) else t for t in then]
+    classes = [registry.get(n) for n in names if isinstance(n, str)]
+    return any(c is not None and "second_context" in c.needs for c in classes)
+
+
+def _attach_chat_second_context(serving: Any, request: Any) -> None:
+    """Chat requests whose method needs a second context built from the
+    messages get its token ids here, where the messages still exist."""
+    custom = request.custom_params
+    if isinstance(custom, dict) and request_needs.CHAT_SECOND_IDS_KEY in custom:
+        raise IlsiRequestError("", f"custom_params key {request_needs.CHAT_SECOND_IDS_KEY!r} "
+                               "is reserved")
+    if not _names_second_context_method(custom):
+        return
+    tokenizer = getattr(serving.tokenizer_manager, "tokenizer", None)
+    choice = request_spec.resolve(custom, config(), tokenizer)
+    if not _needs_second_context(choice) or tokenizer is None:
+        return
+    ids = request_needs.chat_second_ids(choice, request, tokenizer)
+    if ids is not None:
+        request.custom_params = {**(custom or {}), request_needs.CHAT_SECOND_IDS_KEY: ids}
 
 
 def after_update_request_meta_info(result: Any, tokenizer_manager: Any, meta_info: dict, *a, **k):

@@ -31,7 +31,15 @@ import torch
 from sglang.srt.sampling.custom_logit_processor import CustomLogitProcessor
 
 from sglang_ilsi import registry
-from sglang_ilsi.methods.base import LogitsMethod, RowContext
+from sglang_ilsi.methods.base import (
+    SECOND,
+    LogitsMethod,
+    Requirements,
+    RowContext,
+    aux_key,
+    layer_key,
+)
+from sglang_ilsi.methods.disturbed_prompt.second_context import SECOND_IDS
 from sglang_ilsi.request_spec import ENCODED_KEY, MethodChoice, explain
 
 logger = logging.getLogger(__name__)
@@ -46,7 +54,8 @@ class RequestState:
     the shared token history, each method's private state, and accounting."""
 
     __slots__ = ("choice", "steps", "summary", "trace", "reports", "stage_seconds",
-                 "temperature", "output_ids")
+                 "temperature", "output_ids", "requirements", "input_keys", "inputs", "ready",
+                 "companions", "companion_seconds", "second_ids")
 
     def __init__(self, choice: MethodChoice, methods: list[type[LogitsMethod]], req: Any):
         self.choice = choice
@@ -63,10 +72,11 @@ class RequestState:
         ]
         first = self.steps[0][1]
         self.stage_seconds = 0.0
+        self._init_companions(methods, choice)
         self.summary: dict[str, Any] = {
             "method": choice.method,
             "family": methods[0].family,
-            "params": choice.params,
+            "params": _public(choice.params),
             "source": choice.source,
             "why": explain(choice),
             "cost": {
@@ -80,7 +90,8 @@ class RequestState:
         }
         if choice.then:
             self.summary["then"] = [
-                {"method": m.name, "family": m.family, "params": ctx.params, "stats": ctx.stats}
+                {"method": m.name, "family": m.family, "params": _public(ctx.params),
+                 "stats": ctx.stats}
                 for m, ctx in self.steps[1:]
             ]
         self.trace: list[dict[str, Any]] | None = [] if choice.trace_k > 0 else None
@@ -95,17 +106,51 @@ class RequestState:
             info[TRACE_KEY] = self.trace
         req.customized_info = info
 
+    def _init_companions(self, methods: list[type[LogitsMethod]], choice: MethodChoice) -> None:
+        """What this request needs beyond its logits (see :mod:`.companions`)."""
+        from sglang_ilsi.engine.companions import Companions
+
+        needs = Requirements()
+        self.second_ids: list[int] = []
+        for method, (_, params) in zip(methods, choice.steps()):
+            needs = needs.merged(method.requirements(params))
+            self.second_ids = self.second_ids or list(params.get(SECOND_IDS, ()))
+        self.requirements = needs
+        self.input_keys = frozenset(
+            [aux_key(n) for n in needs.aux_models] + [layer_key(i) for i in needs.layers]
+            + ([SECOND] if needs.second_context else []))
+        self.inputs: dict[str, torch.Tensor] = {}
+        for _, ctx in self.steps:
+            ctx.inputs = self.inputs
+        self.ready = not needs
+        self.companions = Companions()
+        self.companion_seconds = 0.0
+
     def account(self, seconds: float) -> None:
         self.stage_seconds += seconds
         cost = self.summary["cost"]
         cost["steps"] += 1
         cost["stage_ms"] = round(self.stage_seconds * 1000.0, 4)
+        if self.requirements:
+            cost["extra_distributions_ms"] = round(self.companion_seconds * 1000.0, 4)
+        self.reports.append(self.summary)
+
+    def skip(self) -> None:
+        """A step where this request's extra distributions were not available:
+        its logits pass through unchanged and the report counts the step."""
+        cost = self.summary["cost"]
+        cost["steps_without_method"] = cost.get("steps_without_method", 0) + 1
         self.reports.append(self.summary)
 
     def record(self, token: int) -> None:
         for method, ctx in self.steps:
             method.on_token(ctx, token)
         self.output_ids.append(token)
+
+
+def _public(params: dict[str, Any]) -> dict[str, Any]:
+    """Params as reported: without server-filled internals (``__second_ids``)."""
+    return {k: v for k, v in params.items() if not k.startswith("__")}
 
 
 def _request(params: Any) -> Any | None:
@@ -173,7 +218,10 @@ def apply_methods(logits: torch.Tensor, custom_params: Sequence[Any]) -> torch.T
     for row, params in enumerate(custom_params):
         state = state_of(params)
         if state is not None and not _in_chunked_prefill(params):
-            members.append((row, state))
+            if state.ready:
+                members.append((row, state))
+            else:
+                state.skip()
     if not members:
         return logits
     start = time.perf_counter()

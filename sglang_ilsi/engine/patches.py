@@ -51,6 +51,24 @@ def _around_model_runner_sample(original, model_runner, logits_output, forward_b
     return next_token_ids
 
 
+def _after_init_attention_backends(result: Any, model_runner: Any, *a: Any, **k: Any) -> None:
+    from sglang_ilsi.engine import api, companions
+
+    companions.on_runner_ready(model_runner, api.config().aux_models)
+
+
+def _around_model_runner_forward(original, model_runner, forward_batch, *a, **k):
+    from sglang_ilsi.engine import companions
+
+    return companions.around_forward(original, model_runner, forward_batch, *a, **k)
+
+
+def _before_req_to_token_free(pool: Any, req: Any, *a: Any, **k: Any) -> None:
+    from sglang_ilsi.engine import companions
+
+    companions.before_free(pool, req)
+
+
 def touch_points(config: IlsiConfig) -> list[TouchPoint]:
     from sglang_ilsi.engine import api, safety
 
@@ -108,6 +126,21 @@ def touch_points(config: IlsiConfig) -> list[TouchPoint]:
             "sglang.srt.model_executor.model_runner.ModelRunner.sample", "AROUND",
             _around_model_runner_sample, WORKER,
             "record each sampled token: exact histories under the overlap scheduler",
+        ),
+        TouchPoint(
+            "sglang.srt.model_executor.model_runner.ModelRunner.init_attention_backends",
+            "AFTER", _after_init_attention_backends, WORKER,
+            "load --ilsi-aux-model models beside the target, with their KV pools",
+        ),
+        TouchPoint(
+            "sglang.srt.model_executor.model_runner.ModelRunner.forward", "AROUND",
+            _around_model_runner_forward, WORKER,
+            "aux models, second contexts and early-layer logits after each target forward",
+        ),
+        TouchPoint(
+            "sglang.srt.mem_cache.memory_pool.ReqToTokenPool.free", "BEFORE",
+            _before_req_to_token_free, WORKER,
+            "free a request's second-context KV slots and row with its own",
         ),
     ]
 

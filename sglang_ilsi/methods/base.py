@@ -8,7 +8,7 @@ parameters, token history and private state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -89,6 +89,51 @@ class RowContext:
     eos_token_ids: Sequence[int] = ()
     state: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
+    # This step's extra next-token logits from the engine, ``[vocab]`` each,
+    # by the keys of :class:`Requirements`: ``aux_key(name)``, ``SECOND``,
+    # ``layer_key(i)``. Refreshed before every call of ``apply``.
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+SECOND = "second"
+
+
+def aux_key(name: str) -> str:
+    return f"aux:{name}"
+
+
+def layer_key(index: int) -> str:
+    return f"layer:{index}"
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """The extra distributions one request needs at every step, beyond its
+    own logits: auxiliary models by name, the second (disturbed) context,
+    and intermediate layers (0 = embeddings, i = after i decoder layers)."""
+
+    aux_models: tuple[str, ...] = ()
+    second_context: bool = False
+    layers: tuple[int, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.aux_models or self.second_context or self.layers)
+
+    def merged(self, other: Requirements) -> Requirements:
+        return Requirements(
+            aux_models=tuple(dict.fromkeys(self.aux_models + other.aux_models)),
+            second_context=self.second_context or other.second_context,
+            layers=tuple(sorted(set(self.layers) | set(other.layers))),
+        )
+
+
+def stacked(rows: Sequence[RowContext], key: str | Callable[[RowContext], str],
+            like: torch.Tensor) -> torch.Tensor:
+    """The rows' ``inputs[key]`` (``key(row)`` if callable) as one ``[n, vocab]``
+    float32 tensor on ``like``'s device."""
+    pick = key if callable(key) else (lambda _row: key)
+    return torch.stack([r.inputs[pick(r)] for r in rows]).to(device=like.device,
+                                                            dtype=torch.float32)
 
 
 class LogitsMethod:
@@ -120,6 +165,12 @@ class LogitsMethod:
         (keywords, phrases) turn it into token ids here; the result travels to
         the scheduler. Raise :class:`IlsiRequestError` for bad values."""
         return params
+
+    @classmethod
+    def requirements(cls, params: dict[str, Any]) -> Requirements:
+        """The extra distributions a request with these (validated) params
+        needs; methods whose ``needs`` go beyond ``logits`` override this."""
+        return Requirements()
 
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:

@@ -1,0 +1,234 @@
+"""HTTP-side checks and preparation of what a request's methods need from the
+scheduler beyond its own logits (auxiliary models, a second context, early
+layers), so that a request the scheduler cannot serve is a 400 naming the
+parameter, never a scheduler-side failure.
+
+The second context's token ids are built here (the tokenizer lives on this
+side) and travel with the request's encoded choice under
+:data:`~sglang_ilsi.methods.disturbed_prompt.second_context.SECOND_IDS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sglang_ilsi import registry
+from sglang_ilsi.config import IlsiConfig
+from sglang_ilsi.methods.base import Requirements
+from sglang_ilsi.methods.contrastive.dola import default_layers
+from sglang_ilsi.methods.disturbed_prompt.second_context import (
+    SECOND_IDS,
+    SPEC_NAMES,
+    SecondContextMethod,
+)
+from sglang_ilsi.params import IlsiRequestError
+from sglang_ilsi.request_spec import CHAT_SECOND_IDS_KEY, MethodChoice
+
+__all__ = ["CHAT_SECOND_IDS_KEY", "ModelFacts", "chat_second_ids", "check_and_prepare",
+           "requirements"]
+
+MAX_SECOND_IDS = 1 << 16
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the HTTP side knows of the served model."""
+
+    num_layers: int | None = None
+    vocab_size: int | None = None
+
+    @classmethod
+    def of(cls, tokenizer_manager: Any) -> ModelFacts:
+        hf = getattr(getattr(tokenizer_manager, "model_config", None), "hf_config", None)
+        text = getattr(hf, "text_config", None) or hf
+        return cls(
+            num_layers=getattr(text, "num_hidden_layers", None),
+            vocab_size=getattr(text, "vocab_size", None),
+        )
+
+
+def requirements(choice: MethodChoice) -> Requirements:
+    """Everything the request's chain of methods needs, merged."""
+    merged = Requirements()
+    for name, params in choice.steps():
+        merged = merged.merged(registry.get(name).requirements(params))
+    return merged
+
+
+def _param_naming(choice: MethodChoice, value: str) -> str:
+    for _, params in choice.steps():
+        for key, v in params.items():
+            if v == value or (isinstance(v, list) and value in v):
+                return key
+    return "method"
+
+
+def check_and_prepare(choice: MethodChoice, config: IlsiConfig, facts: ModelFacts,
+                      prompt: Any, tokenizer: Any, chat_second_ids: Any) -> None:
+    """Validate the request's needs against this server and fill in the
+    server-side parts of its params (default layers, second-context ids), in
+    place. ``prompt`` is the request's text or token ids."""
+    for name, params in choice.steps():
+        cls = registry.get(name)
+        if "layer_logits" in cls.needs and "layers" in params:
+            _check_layers(params, facts)
+        if issubclass(cls, SecondContextMethod) and SECOND_IDS not in params:
+            params[SECOND_IDS] = _second_ids(cls, params, prompt, tokenizer, chat_second_ids,
+                                             facts)
+    for aux in requirements(choice).aux_models:
+        if aux not in config.aux_models:
+            loaded = sorted(config.aux_models) or "none"
+            raise IlsiRequestError(
+                _param_naming(choice, aux),
+                f"no auxiliary model named {aux!r} is loaded on this server (loaded: "
+                f"{loaded}); start it with --ilsi-aux-model {aux}=PATH",
+            )
+
+
+def _check_layers(params: dict[str, Any], facts: ModelFacts) -> None:
+    n = facts.num_layers
+    if not params["layers"]:
+        if n is None:
+            raise IlsiRequestError("layers", "this server cannot tell the model's layer "
+                                   "count; list the candidate layers")
+        params["layers"] = default_layers(n)
+        return
+    if n is not None:
+        bad = [i for i in params["layers"] if i >= n]
+        if bad:
+            raise IlsiRequestError(
+                "layers", f"layer {bad[0]} does not exist: this model has {n} decoder "
+                f"layers, so early layers are 0 (embeddings) to {n - 1}")
+    if len(set(params["layers"])) != len(params["layers"]):
+        raise IlsiRequestError("layers", "a layer is listed twice")
+
+
+def _spec(cls: type[SecondContextMethod], params: dict[str, Any]) -> dict[str, Any]:
+    given = {k: params[k] for k in SPEC_NAMES if params.get(k)}
+    if len(given) > 1:
+        names = sorted(given)
+        raise IlsiRequestError(names[1], f"give only one of {list(SPEC_NAMES)} "
+                               f"(got {names})")
+    if given:
+        return given
+    if not cls.second_default:
+        raise IlsiRequestError(
+            "remove", f"{cls.name} needs a second context: give one of {list(SPEC_NAMES)} "
+            "(e.g. remove: [the context text])")
+    return dict(cls.second_default)
+
+
+def _encode(tokenizer: Any, text: str, add_special_tokens: bool = True) -> list[int]:
+    return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))
+
+
+def _second_ids(cls: type[SecondContextMethod], params: dict[str, Any], prompt: Any,
+                tokenizer: Any, chat_second_ids: Any, facts: ModelFacts) -> list[int]:
+    if chat_second_ids is not None:
+        ids = chat_second_ids
+    else:
+        if tokenizer is None:
+            raise IlsiRequestError("method", f"{cls.name} needs the server's tokenizer")
+        spec = _spec(cls, params)
+        explicit = {k for k in SPEC_NAMES if params.get(k)}
+        if "system" in spec:
+            if "system" in explicit:
+                raise IlsiRequestError("system", "only for chat requests; use prefix or "
+                                       "second_prompt with /generate and completions")
+            spec = {"prefix": spec["system"]}
+        ids = _second_ids_from_prompt(spec, prompt, tokenizer)
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids):
+        raise IlsiRequestError(SECOND_IDS, "expected a non-empty list of token ids")
+    if len(ids) > MAX_SECOND_IDS:
+        raise IlsiRequestError("second_prompt", f"at most {MAX_SECOND_IDS} tokens")
+    if facts.vocab_size is not None and any(not 0 <= i < facts.vocab_size for i in ids):
+        raise IlsiRequestError(SECOND_IDS, "token id out of the vocabulary")
+    return ids
+
+
+def _second_ids_from_prompt(spec: dict[str, Any], prompt: Any,
+                            tokenizer: Any) -> list[int]:
+    if "second_prompt" in spec:
+        return _encode(tokenizer, spec["second_prompt"])
+    from_ids = isinstance(prompt, list)
+    if spec.get("unconditional"):
+        bos = getattr(tokenizer, "bos_token_id", None)
+        probe = _encode(tokenizer, "a")
+        if bos is not None and probe and probe[0] == bos:
+            return [bos]
+        ids = prompt if from_ids else _encode(tokenizer, prompt)
+        if not ids:
+            raise IlsiRequestError("method", "empty prompt")
+        return [ids[-1]]
+    text = tokenizer.decode(prompt, skip_special_tokens=False) if from_ids else prompt
+    if not isinstance(text, str):
+        raise IlsiRequestError("method", "a second context needs a text or token-id prompt")
+    if "prefix" in spec:
+        if from_ids:
+            return _encode(tokenizer, spec["prefix"], add_special_tokens=False) + list(prompt)
+        return _encode(tokenizer, spec["prefix"] + text)
+    removed = _remove(text, spec["remove"])
+    return _encode(tokenizer, removed, add_special_tokens=not from_ids)
+
+
+def _remove(text: str, parts: list[str]) -> str:
+    for i, part in enumerate(parts):
+        if not part:
+            raise IlsiRequestError(f"remove[{i}]", "empty string")
+        if part not in text:
+            raise IlsiRequestError(f"remove[{i}]", "not found in the prompt")
+        text = text.replace(part, "", 1)
+    return text
+
+
+def chat_second_ids(choice: MethodChoice, request: Any, tokenizer: Any) -> list[int] | None:
+    """For an OpenAI chat request: the second prompt's ids, built from its
+    messages through the chat template (``system`` replaces or adds the system
+    message, ``prefix`` goes before the last user message's text, ``remove``
+    cuts text out of the messages). None when the spec is not message-based
+    (``second_prompt``, CFG's unconditional prompt): /generate-level rules apply."""
+    for name, params in choice.steps():
+        cls = registry.get(name)
+        if not issubclass(cls, SecondContextMethod):
+            continue
+        spec = _spec(cls, params)
+        if not {"system", "prefix", "remove"} & set(spec):
+            return None
+        messages = [_message_dict(m) for m in request.messages]
+        if "system" in spec:
+            rest = [m for m in messages if m["role"] != "system"]
+            messages = [{"role": "system", "content": spec["system"]}, *rest]
+        elif "prefix" in spec:
+            users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+            if not users:
+                raise IlsiRequestError("prefix", "the chat has no user message")
+            last = messages[users[-1]]
+            last["content"] = spec["prefix"] + last["content"]
+        else:
+            messages = _remove_from_messages(messages, spec["remove"])
+        return list(tokenizer.apply_chat_template(messages, tokenize=True,
+                                                  add_generation_prompt=True,
+                                                  return_dict=False))
+    return None
+
+
+def _message_dict(message: Any) -> dict[str, str]:
+    data = message.model_dump() if hasattr(message, "model_dump") else dict(message)
+    content = data.get("content")
+    if isinstance(content, list):  # content parts: keep the text ones
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return {"role": str(data.get("role")), "content": content or ""}
+
+
+def _remove_from_messages(messages: list[dict[str, str]], parts: list[str]) -> list[dict]:
+    for i, part in enumerate(parts):
+        if not part:
+            raise IlsiRequestError(f"remove[{i}]", "empty string")
+        for m in messages:
+            if part in m["content"]:
+                m["content"] = m["content"].replace(part, "", 1)
+                break
+        else:
+            raise IlsiRequestError(f"remove[{i}]", "not found in the messages")
+    return messages

@@ -1,0 +1,213 @@
+"""SGLang internals used to run extra forwards inside the scheduler: the one
+place (beside :mod:`.patches`) that builds SGLang objects by hand. Checked
+against SGLang 0.5.23 (:data:`CHECKED_SGLANG`); each function names the
+SGLang pieces it relies on.
+
+- :func:`extend_batch` builds an EXTEND-mode ``ForwardBatch`` for a few
+  sequences whose KV-cache slots the caller has set in the request-to-token
+  table (``forward_batch_info.ForwardBatch``; the torch-native attention backend
+  reads ``req_pool_indices``, ``seq_lens``, ``extend_prefix_lens``,
+  ``extend_seq_lens`` and ``out_cache_loc``; the logits processor keeps the last
+  position of each sequence, ``layers/logits_processor.py``).
+- :func:`run_forward` runs a model on it under SGLang's forward context
+  (``model_executor/forward_context.py``), returning last-position logits.
+- :func:`load_aux_model` loads a second model with SGLang's loader
+  (``model_loader.get_model``) and gives it its own KV pool
+  (``mem_cache.memory_pool.MHATokenToKVPool``, same slot count as the
+  target's, so the aux model can use the target's slot indices) and its own
+  torch-native attention backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+CHECKED_SGLANG = "0.5.23"
+
+
+def extend_batch(like: Any, *, req_pool_indices: list[int], prefix_lens: list[int],
+                 token_lists: list[list[int]], out_cache_loc: torch.Tensor) -> Any:
+    """An EXTEND ``ForwardBatch``: sequence i has ``prefix_lens[i]`` tokens already
+    in the KV cache and extends by ``token_lists[i]`` (whose slots are the
+    matching run of ``out_cache_loc``). ``like`` (the target's batch) gives the
+    device and index dtypes."""
+    from sglang.srt.model_executor.forward_batch_info import (
+        CaptureHiddenMode,
+        ForwardBatch,
+        ForwardMode,
+    )
+
+    device = like.input_ids.device
+    ext = [len(t) for t in token_lists]
+    seq = [p + e for p, e in zip(prefix_lens, ext)]
+    flat = [tok for toks in token_lists for tok in toks]
+    positions = [p + j for p, e in zip(prefix_lens, ext) for j in range(e)]
+    starts = [0]
+    for e in ext[:-1]:
+        starts.append(starts[-1] + e)
+    idx_dtype = like.seq_lens.dtype
+    return ForwardBatch(
+        forward_mode=ForwardMode.EXTEND,
+        batch_size=len(token_lists),
+        input_ids=torch.tensor(flat, dtype=like.input_ids.dtype, device=device),
+        req_pool_indices=torch.tensor(req_pool_indices, dtype=like.req_pool_indices.dtype,
+                                      device=device),
+        seq_lens=torch.tensor(seq, dtype=idx_dtype, device=device),
+        seq_lens_cpu=torch.tensor(seq, dtype=idx_dtype),
+        seq_lens_sum=sum(seq),
+        out_cache_loc=out_cache_loc.to(device=device, dtype=like.out_cache_loc.dtype),
+        positions=torch.tensor(positions, dtype=torch.int64, device=device),
+        extend_num_tokens=len(flat),
+        extend_seq_lens=torch.tensor(ext, dtype=torch.int32, device=device),
+        extend_prefix_lens=torch.tensor(prefix_lens, dtype=torch.int32, device=device),
+        extend_start_loc=torch.tensor(starts, dtype=torch.int32, device=device),
+        extend_seq_lens_cpu=ext,
+        extend_prefix_lens_cpu=list(prefix_lens),
+        extend_logprob_start_lens_cpu=list(ext),
+        return_logprob=False,
+        capture_hidden_mode=CaptureHiddenMode.NULL,
+        spec_algorithm=like.spec_algorithm,
+    )
+
+
+def run_forward(model: Any, attn_backend: Any, batch: Any) -> torch.Tensor:
+    """``model.forward`` on ``batch`` with ``attn_backend``; the ``[batch_size,
+    vocab]`` float32 logits of each sequence's last position."""
+    from sglang.srt.model_executor.forward_context import ForwardContext, forward_context
+
+    attn_backend.init_forward_metadata(batch)
+    with torch.inference_mode(), forward_context(ForwardContext(attn_backend=attn_backend),
+                                                 forward_batch=batch):
+        out = model.forward(batch.input_ids, batch.positions, batch)
+    return out.next_token_logits.float()
+
+
+@dataclass
+class AuxModel:
+    """A co-resident auxiliary model: weights, a KV pool indexed like the
+    target's, and the attention backend bound to that pool. ``valid[s]`` says
+    whether the aux KV in slot ``s`` was computed for the token the target
+    currently holds there (cleared for slots the target writes anew)."""
+
+    name: str
+    path: str
+    model: Any
+    kv_pool: Any
+    attn_backend: Any
+    valid: torch.Tensor
+    vocab_size: int
+    num_layers: int
+    kv_bytes: int
+
+
+def _kv_pool_for(model_config: Any, size: int, page_size: int, dtype: torch.dtype,
+                 device: str) -> Any:
+    from sglang.srt.mem_cache.memory_pool import MHATokenToKVPool
+
+    hf = model_config.hf_text_config
+    heads = model_config.get_num_kv_heads(1)
+    return MHATokenToKVPool(
+        size=size,
+        page_size=page_size,
+        dtype=dtype,
+        head_num=heads,
+        head_dim=model_config.head_dim,
+        layer_num=hf.num_hidden_layers,
+        device=device,
+        enable_memory_saver=False,
+    )
+
+
+def load_aux_model(name: str, path: str, target_runner: Any) -> AuxModel:
+    """Load ``path`` as an auxiliary model beside ``target_runner``'s model.
+
+    Raises ``SystemExit`` with a clear message when its vocabulary size
+    differs from the target's."""
+    from sglang.srt.configs.device_config import DeviceConfig
+    from sglang.srt.configs.load_config import LoadConfig
+    from sglang.srt.configs.model_config import ModelConfig
+    from sglang.srt.layers.attention.torch_native_backend import TorchNativeAttnBackend
+    from sglang.srt.model_loader import get_model
+
+    target_config = target_runner.model_config
+    config = ModelConfig.from_server_args(target_runner.server_args, model_path=path,
+                                          context_length=target_config.context_len)
+    if config.vocab_size != target_config.vocab_size:
+        raise SystemExit(
+            f"sglang-ilsi: --ilsi-aux-model {name}: vocabulary size {config.vocab_size} "
+            f"differs from the target's {target_config.vocab_size}; the auxiliary model "
+            "must use the target's tokenizer")
+    device = target_runner.device
+    model = get_model(model_config=config, load_config=LoadConfig(load_format="auto"),
+                      device_config=DeviceConfig(device))
+    model.eval()
+    target_pool = target_runner.token_to_kv_pool
+    size = int(target_pool.size)
+    pool = _kv_pool_for(config, size, int(getattr(target_pool, "page_size", 1)),
+                        target_pool.dtype, device)
+    shim = SimpleNamespace(device=device, req_to_token_pool=target_runner.req_to_token_pool,
+                           token_to_kv_pool=pool)
+    backend = TorchNativeAttnBackend(shim)
+    kv_bytes = sum(t.numel() * t.element_size()
+                   for t in (*pool.k_buffer, *pool.v_buffer))
+    logger.info("sglang-ilsi: auxiliary model %r loaded from %s (%d layers; KV pool of %d "
+                "slots, %.1f MB)", name, path, config.hf_text_config.num_hidden_layers, size,
+                kv_bytes / 2**20)
+    return AuxModel(
+        name=name, path=path, model=model, kv_pool=pool, attn_backend=backend,
+        valid=torch.zeros(size + page_size_pad(target_pool), dtype=torch.bool),
+        vocab_size=config.vocab_size,
+        num_layers=config.hf_text_config.num_hidden_layers,
+        kv_bytes=kv_bytes,
+    )
+
+
+def page_size_pad(pool: Any) -> int:
+    """Slots beyond ``size`` that SGLang's pools keep (slot 0 is padding, and
+    buffers hold ``size + page_size`` rows)."""
+    return int(getattr(pool, "page_size", 1))
+
+
+def decoder_layers(model: Any) -> Any:
+    """The model's list of decoder layers (Llama/Qwen/Gemma-style ``model.layers``)."""
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if layers is None:
+        raise RuntimeError(f"{type(model).__name__}: no model.layers to read early layers from")
+    return layers
+
+
+def early_exit_logits(model: Any, hidden: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``lm_head(final_norm(hidden))`` for early-layer hidden states ``[n, d]``."""
+    normed = model.model.norm(hidden)
+    if isinstance(normed, tuple):
+        normed = normed[0]
+    weight = model.lm_head.weight
+    return (normed.to(weight.dtype) @ weight.t())[:, :vocab_size].float()
+
+
+def capture_stream_before(model: Any, index: int, sink: dict[int, torch.Tensor]) -> Any:
+    """Register a hook that stores in ``sink[index]`` the complete residual
+    stream entering decoder layer ``index`` (= the hidden state after
+    ``index`` layers; 0 = the embeddings), ``[tokens, hidden]``. Returns the
+    hook handle (``.remove()``).
+
+    SGLang 0.5.23 defers each layer's residual add into a per-batch
+    ``ResidualStream`` (``layers/layer_boundary/residual``); ``snapshot`` gives
+    the completed value without disturbing it, as its own aux-hidden-state
+    capture does at the same point (the layer's ``attn_boundary.prepare``)."""
+    from sglang.srt.layers.layer_boundary.residual import batch as residual_batch
+
+    def hook(_module: Any, args: tuple, kwargs: dict) -> None:
+        hidden = args[1] if len(args) > 1 else kwargs["hidden_states"]
+        forward_batch = args[2] if len(args) > 2 else kwargs["forward_batch"]
+        sink[index] = residual_batch.snapshot(hidden, forward_batch)
+
+    return decoder_layers(model)[index].register_forward_pre_hook(hook, with_kwargs=True)

@@ -1,0 +1,61 @@
+"""Contrastive decoding in logit space with a β weight (the reasoning variant).
+
+O'Brien & Lewis, "Contrastive Decoding Improves Reasoning in Large Language
+Models", 2023 (arXiv:2309.09117).
+
+With s_e and s_a the expert's (target's) and the amateur's logits,
+
+    CD_β(x) = (1 + β) · s_e(x) − β · s_a(x)     for x with s_e(x) ≥ log α + max_w s_e(w),
+
+and −inf elsewhere (the α-mask is applied to the expert's logits, as in the
+paper). β = 0 is plain decoding over the α-head; the paper uses β = 0.5,
+α = 0.1. Returned as the row's new logits, so greedy decoding takes its argmax
+and sampling samples softmax(CD_β / T).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from sglang_ilsi.methods.base import (
+    LogitsMethod,
+    Requirements,
+    RowContext,
+    aux_key,
+    column,
+    stacked,
+)
+from sglang_ilsi.methods.model_aided.contrastive_decoding import AMATEUR
+from sglang_ilsi.params import Param
+from sglang_ilsi.registry import register
+
+
+@register
+class ContrastiveDecodingBeta(LogitsMethod):
+    """Contrastive decoding in logit space: (1+β)·s_expert − β·s_amateur, α-masked."""
+
+    name = "contrastive_decoding_beta"
+    family = "model-aided/small-lm"
+    paper = "O'Brien & Lewis 2023, Contrastive Decoding Improves Reasoning (arXiv:2309.09117)"
+    needs = frozenset({"logits", "aux_model"})
+    params = (
+        AMATEUR,
+        Param("alpha", "float", 0.1, "plausibility threshold α, applied in logit space",
+              minimum=0.0, maximum=1.0, exclusive_minimum=True),
+        Param("beta", "float", 0.5, "contrast weight β", minimum=0.0, maximum=10.0),
+    )
+
+    @classmethod
+    def requirements(cls, params: dict[str, Any]) -> Requirements:
+        return Requirements(aux_models=(params["amateur"],))
+
+    @classmethod
+    def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
+        amateur = stacked(rows, lambda r: aux_key(r.params["amateur"]), logits)
+        beta = column(rows, "beta", logits)
+        cutoff = column(rows, "alpha", logits).log() + logits.max(dim=-1, keepdim=True).values
+        score = (1.0 + beta) * logits - beta * amateur
+        return score.masked_fill_(logits < cutoff, float("-inf"))
