@@ -90,3 +90,72 @@ def test_json_grammars_on_a_real_model(client, grammar, prompt, schema):
     else:
         assert isinstance(value["name"], str) and isinstance(value["arguments"], dict)
     assert resp.model_extra["ilsi"]["method"] == "typical"
+
+
+# -- second context and early layers on a real chat model ------------------------------
+
+CONTEXT = "Note: in this story, the capital of France is Lyon."
+QUESTION = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def multi(smollm2_path):
+    from multi_reference_decoding import MultiHF
+
+    return MultiHF(smollm2_path, {})
+
+
+def _template(hf, messages: list[dict]) -> list[int]:
+    return hf.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                            tokenize=True, return_dict=False)
+
+
+def _chat(client, messages: list[dict], ilsi: dict, n: int = N_TOKENS):
+    return client.openai().chat.completions.create(
+        model=client.model, messages=messages, max_tokens=n, temperature=0,
+        extra_body={"custom_params": {"ilsi": ilsi}})
+
+
+@pytest.mark.parametrize("method,params,second", [
+    # CAD: the second context is the chat without the context sentence
+    ("cad", {"alpha": 1.0, "remove": [CONTEXT + " "]},
+     [{"role": "user", "content": QUESTION}]),
+    # instructive decoding with a noisy system message in the second context
+    ("instructive_decoding", {"epsilon": 0.3, "system": "Always answer with a wrong city."},
+     [{"role": "system", "content": "Always answer with a wrong city."},
+      {"role": "user", "content": CONTEXT + " " + QUESTION}]),
+])
+def test_chat_second_context_is_built_from_the_messages(client, multi, method, params, second):
+    from sglang_ilsi import registry
+    from sglang_ilsi.params import validate_params
+
+    messages = [{"role": "user", "content": CONTEXT + " " + QUESTION}]
+    resp = _chat(client, messages, {"method": method, **params})
+    full = validate_params(registry.get(method).params, params)
+    expected = multi.greedy(_template(multi, messages), N_TOKENS, method, full,
+                            _template(multi, second))
+    assert resp.choices[0].message.content == multi.tokenizer.decode(
+        expected, skip_special_tokens=True)
+    cost = resp.model_extra["ilsi"]["cost"]
+    assert cost["extra_forward_tokens"] > 0 and cost["shared_prefix_tokens"] > 0
+
+
+def test_chat_unknown_removal_is_400(client):
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as e:
+        _chat(client, [{"role": "user", "content": QUESTION}],
+              {"method": "cad", "remove": ["no such text"]}, n=4)
+    assert "ilsi.remove[0]: not found in the messages" in str(e.value)
+
+
+def test_dola_default_layers_on_30_layers(client, multi):
+    from sglang_ilsi import registry
+    from sglang_ilsi.params import validate_params
+
+    ids = chat_ids(multi, QUESTION)
+    out = client.generate(ids, max_new_tokens=12, ilsi={"method": "dola"})
+    report = out["meta_info"]["ilsi"]
+    assert report["params"]["layers"] == list(range(0, 15, 2))
+    full = validate_params(registry.get("dola").params, {"layers": list(range(0, 15, 2))})
+    assert out["output_ids"] == multi.greedy(ids, 12, "dola", full)
