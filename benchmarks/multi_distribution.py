@@ -144,7 +144,7 @@ def main() -> int:
     with ServerProcess(target, ["--ilsi", "--ilsi-aux-model", f"amateur={aux}"],
                        sglang_args) as server:
         ours = measure_server(server.base_url, METHODS, levels, args.tokens, args.rounds)
-    with ServerProcess(aux, None, sglang_args) as server:
+    with ServerProcess(aux, ["--ilsi"], sglang_args) as server:  # plain requests only
         aux_alone = measure_server(server.base_url, {"plain": None}, levels, args.tokens,
                                    args.rounds)
     hf = HFLoop(target, aux)
