@@ -234,6 +234,14 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
             f"under --speculative-algorithm {spec}; drop one of the two"
         )
     aux_models = _aux_models(ns.ilsi_aux_model, _sglang_flag(sglang_argv or [], "--model-path"))
+    if aux_models:
+        for flag in ("--tp-size", "--tensor-parallel-size", "--pp-size",
+                     "--pipeline-parallel-size", "--dp-size", "--data-parallel-size"):
+            value = _sglang_flag(sglang_argv or [], flag)
+            if value is not None and value.strip() != "1":
+                raise IlsiConfigError(
+                    f"--ilsi-aux-model runs auxiliary models on a single rank; it cannot be "
+                    f"combined with {flag} {value}")
     return IlsiConfig(
         methods=methods,
         default_method=default,

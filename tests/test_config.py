@@ -395,3 +395,14 @@ def test_flag_help_lists_every_flag():
     for flag in ("--ilsi", "--ilsi-methods", "--ilsi-default-method", "--ilsi-default-params",
                  "--ilsi-allow-custom-logit-processor", "--ilsi-plugin", "--ilsi-trace-max-k"):
         assert flag in text
+
+
+def test_aux_models_refuse_parallel_ranks(tmp_path):
+    aux = tmp_path / "aux"
+    aux.mkdir()
+    (aux / "config.json").write_text('{"vocab_size": 10}')
+    with pytest.raises(IlsiConfigError) as e:
+        parse(["--ilsi-aux-model", f"small={aux}"], ["--tp-size", "2"])
+    assert "cannot be combined with --tp-size 2" in str(e.value)
+    cfg = parse(["--ilsi-aux-model", f"small={aux}"], ["--tp-size", "1"])
+    assert cfg.aux_models == {"small": str(aux)}
