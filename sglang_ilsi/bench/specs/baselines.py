@@ -6,7 +6,7 @@ from sglang_ilsi.bench.spec import MethodSpec, register_method
 
 register_method(MethodSpec(
     name="greedy", family="baseline",
-    tasks=("arithmetic", "json", "open_text", "conflict", "humaneval"),
+    tasks=("arithmetic", "json", "open_text", "conflict", "humaneval", "facts"),
     temperature=0.0, quick=True,
 ))
 register_method(MethodSpec(
