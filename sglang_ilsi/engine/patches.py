@@ -69,11 +69,32 @@ def _before_req_to_token_free(pool: Any, req: Any, *a: Any, **k: Any) -> None:
     companions.before_free(pool, req)
 
 
+def _around_torch_native_forward_extend(original, backend, *a, **k):
+    from sglang_ilsi.engine import spec_verify_cpu
+
+    return spec_verify_cpu.around_forward_extend(original, backend, *a, **k)
+
+
+def _cpu_only_touch_points() -> list[TouchPoint]:
+    """Touch points for machines without CUDA (never installed next to a GPU)."""
+    from sglang_ilsi.engine import cpu_portability
+
+    if cpu_portability.cuda_available():
+        return []
+    return [
+        TouchPoint(
+            "sglang.srt.layers.attention.torch_native_backend.TorchNativeAttnBackend."
+            "forward_extend", "AROUND", _around_torch_native_forward_extend, WORKER,
+            "speculative TARGET_VERIFY (draft tree mask) on torch_native: NGRAM on CPU",
+        ),
+    ]
+
+
 def touch_points(config: IlsiConfig) -> list[TouchPoint]:
     from sglang_ilsi.engine import api, safety
 
     safe_from_str = safety.make_safe_cache_from_str(config.allow_custom_logit_processor)
-    return [
+    return _cpu_only_touch_points() + [
         TouchPoint(
             "sglang.srt.server_args.ServerArgs.resolve_once", "BEFORE",
             _before_server_args_resolve, MAIN,
