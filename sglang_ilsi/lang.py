@@ -7,6 +7,8 @@ Use them inside ``@sgl.function`` programs, on any SGLang server:
   prefix), then pick one with :mod:`sglang_ilsi.selection` and append it;
 - :func:`best_of_n`: the same, ranked by the model itself as a yes/no verifier
   through the server's ``/v1/score``;
+- :func:`skeleton_of_thought`: an outline first, then all its points expanded
+  in parallel in one batched request (:mod:`sglang_ilsi.skeleton`);
 - :func:`ilsi_gen`: one generation with any server-side method (a logits
   method such as ``typical``, or a selection method run inside the server),
   which needs the plugin on the server.
@@ -122,3 +124,31 @@ def ilsi_gen(s: Any, name: str, method: str | dict[str, Any], *, max_tokens: int
         raise ValueError(f"ilsi_gen: HTTP {r.status_code}: {r.text}")
     out = r.json()
     return _commit(s, name, out["text"], out["meta_info"].get("ilsi", {}))
+
+
+def skeleton_of_thought(s: Any, name: str, question: str, *, max_points: int = 6,
+                        skeleton_tokens: int = 96, point_tokens: int = 64,
+                        temperature: float = 0.0, chat_template: Any = None) -> str:
+    """Skeleton-of-thought (Ning et al., ICLR 2024; :mod:`sglang_ilsi.skeleton`):
+    one request for a numbered outline of ``question``, then every point
+    expanded in parallel in **one** batched ``/generate`` call; appends the
+    assembled answer. ``name + "_ilsi"`` holds the skeleton, points, expansions
+    and cost (tokens, seconds per stage, calls). Prompts use ``chat_template``
+    (a ``sglang.lang.chat_template.ChatTemplate``), else the backend's."""
+    from sglang_ilsi import skeleton
+
+    backend = _backend(s)
+    template = chat_template or backend.get_chat_template()
+
+    def render(messages: list[dict[str, str]]) -> str:
+        # the conversation, then the assistant turn's opening (the reply starts there)
+        return template.get_prompt(messages) + template.get_prefix_and_suffix(
+            "assistant", messages)[0]
+
+    result = skeleton.run(
+        question, render,
+        skeleton.http_generate(backend.base_url, _headers(backend)),
+        max_points=max_points, skeleton_tokens=skeleton_tokens, point_tokens=point_tokens,
+        temperature=temperature)
+    report = {"method": "skeleton_of_thought", **result.to_dict()}
+    return _commit(s, name, result.answer, report)
