@@ -119,6 +119,8 @@ def plan(*, tasks: Sequence[str] | None = None, models: Sequence[str] | None = N
         n = items or (task.items_quick if quick else task.items_default)
         for model in chosen:
             for m in sorted(rows, key=lambda r: (r.family != "baseline", r.name)):
+                if m.models is not None and model not in m.models:
+                    continue  # e.g. no amateur is known for this model
                 cells.append(Cell(task, model, m, n, task.seed if seed is None else seed))
     if not cells:
         raise BenchError("the selection leaves no cell to run (check --tasks/--models/--methods)")

@@ -147,6 +147,9 @@ class MethodSpec:
     metrics_hook: Callable[[Item, Generation], dict[str, float]] | None = None
     transform_item: Callable[[Item], Item] | None = None
     runner: Callable[..., Generation] | None = None
+    # the catalog models this row can run on (None: any), e.g. those with a
+    # known amateur; other models' grids leave the row out
+    models: tuple[str, ...] | None = None
     quick: bool = False  # part of ``--quick``
     evidence: bool = True  # part of the default (evidence) grid
 

@@ -182,7 +182,7 @@ register_method(MethodSpec(
     ilsi={"method": "contrastive_decoding", "amateur": "amateur", "alpha": 0.1},
     temperature=0.0, baselines=("greedy",),
     metric={"open_text": "diversity", "arithmetic": "accuracy"},
-    server_args=amateur_args, metrics_hook=cost_metrics,
+    server_args=amateur_args, models=tuple(AMATEURS), metrics_hook=cost_metrics,
     published={"open_text": CD_TEXT, "arithmetic": CD_REASONING}, notes=CD_NOTES,
 ))
 register_method(MethodSpec(
@@ -191,7 +191,7 @@ register_method(MethodSpec(
           "beta": 0.5},
     temperature=0.0, baselines=("greedy",),
     metric={"open_text": "diversity", "arithmetic": "accuracy"},
-    server_args=amateur_args, metrics_hook=cost_metrics,
+    server_args=amateur_args, models=tuple(AMATEURS), metrics_hook=cost_metrics,
     published={"open_text": CD_TEXT, "arithmetic": CD_REASONING}, notes=CD_NOTES,
 ))
 
