@@ -21,8 +21,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from sglang_ilsi.methods.base import SECOND, RowContext, column, stacked
-from sglang_ilsi.methods.disturbed_prompt.second_context import SPEC_PARAMS, SecondContextMethod
+from sglang_ilsi.methods.base import RowContext
+from sglang_ilsi.methods.disturbed_prompt.second_context import (
+    SPEC_PARAMS,
+    SecondContextMethod,
+    minus_second,
+)
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
@@ -46,4 +50,4 @@ class Rose(SecondContextMethod):
 
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
-        return logits - column(rows, "alpha", logits) * stacked(rows, SECOND, logits)
+        return minus_second(logits, rows, "alpha")

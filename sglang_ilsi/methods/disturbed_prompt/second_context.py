@@ -11,9 +11,12 @@ generates.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from sglang_ilsi.methods.base import LogitsMethod, Requirements
+import torch
+
+from sglang_ilsi.methods.base import SECOND, LogitsMethod, Requirements, RowContext, column, stacked
 from sglang_ilsi.params import Param
 
 SECOND_IDS = "__second_ids"  # filled in by the server, never by clients
@@ -46,3 +49,8 @@ class SecondContextMethod(LogitsMethod):
     @classmethod
     def requirements(cls, params: dict[str, Any]) -> Requirements:
         return Requirements(second_context=True)
+
+
+def minus_second(logits: torch.Tensor, rows: Sequence[RowContext], weight: str) -> torch.Tensor:
+    """``z − w · z_second`` with ``w`` each row's parameter ``weight``."""
+    return logits - column(rows, weight, logits) * stacked(rows, SECOND, logits)

@@ -48,14 +48,27 @@ def plausible(log_p: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return log_p >= alpha.log() + log_p.max(dim=-1, keepdim=True).values
 
 
+class AmateurMethod(LogitsMethod):
+    """Base of the methods that contrast the target with one named amateur."""
+
+    needs = frozenset({"logits", "aux_model"})
+
+    @classmethod
+    def requirements(cls, params: dict[str, Any]) -> Requirements:
+        return Requirements(aux_models=(params["amateur"],))
+
+    @staticmethod
+    def amateur_logits(rows: Sequence[RowContext], like: torch.Tensor) -> torch.Tensor:
+        return stacked(rows, lambda r: aux_key(r.params["amateur"]), like)
+
+
 @register
-class ContrastiveDecoding(LogitsMethod):
+class ContrastiveDecoding(AmateurMethod):
     """Contrastive decoding: log p_expert − log p_amateur over the α-plausible head."""
 
     name = "contrastive_decoding"
     family = "model-aided/small-lm"
     paper = "Li et al. 2023, Contrastive Decoding (arXiv:2210.15097)"
-    needs = frozenset({"logits", "aux_model"})
     params = (
         AMATEUR,
         Param("alpha", "float", 0.1, "plausibility threshold α (relative to the top token)",
@@ -65,13 +78,9 @@ class ContrastiveDecoding(LogitsMethod):
     )
 
     @classmethod
-    def requirements(cls, params: dict[str, Any]) -> Requirements:
-        return Requirements(aux_models=(params["amateur"],))
-
-    @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
         expert = torch.log_softmax(logits, dim=-1)
-        amateur_logits = stacked(rows, lambda r: aux_key(r.params["amateur"]), logits)
+        amateur_logits = cls.amateur_logits(rows, logits)
         amateur = torch.log_softmax(amateur_logits / column(rows, "amateur_temperature", logits),
                                     dim=-1)
         score = expert - amateur

@@ -16,31 +16,22 @@ and sampling samples softmax(CD_β / T).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
-from sglang_ilsi.methods.base import (
-    LogitsMethod,
-    Requirements,
-    RowContext,
-    aux_key,
-    column,
-    stacked,
-)
-from sglang_ilsi.methods.model_aided.contrastive_decoding import AMATEUR
+from sglang_ilsi.methods.base import RowContext, column
+from sglang_ilsi.methods.model_aided.contrastive_decoding import AMATEUR, AmateurMethod
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
 
 @register
-class ContrastiveDecodingBeta(LogitsMethod):
+class ContrastiveDecodingBeta(AmateurMethod):
     """Contrastive decoding in logit space: (1+β)·s_expert − β·s_amateur, α-masked."""
 
     name = "contrastive_decoding_beta"
     family = "model-aided/small-lm"
     paper = "O'Brien & Lewis 2023, Contrastive Decoding Improves Reasoning (arXiv:2309.09117)"
-    needs = frozenset({"logits", "aux_model"})
     params = (
         AMATEUR,
         Param("alpha", "float", 0.1, "plausibility threshold α, applied in logit space",
@@ -49,12 +40,8 @@ class ContrastiveDecodingBeta(LogitsMethod):
     )
 
     @classmethod
-    def requirements(cls, params: dict[str, Any]) -> Requirements:
-        return Requirements(aux_models=(params["amateur"],))
-
-    @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
-        amateur = stacked(rows, lambda r: aux_key(r.params["amateur"]), logits)
+        amateur = cls.amateur_logits(rows, logits)
         beta = column(rows, "beta", logits)
         cutoff = column(rows, "alpha", logits).log() + logits.max(dim=-1, keepdim=True).values
         score = (1.0 + beta) * logits - beta * amateur
