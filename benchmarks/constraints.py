@@ -20,13 +20,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import statistics
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import requests
+from throughput import against_plain, decode_tokens_per_s, interleaved, sampling
 
 PROMPT = "def fibonacci(n):"
 # Never complete: each request decodes exactly --tokens tokens under the grammar.
@@ -50,18 +47,9 @@ def configurations(lexical: bool) -> dict[str, dict[str, Any]]:
 
 def run_round(url: str, extra: dict[str, Any], concurrency: int, tokens: int) -> float:
     """Decode tokens/s of ``concurrency`` simultaneous requests."""
-    params = {"max_new_tokens": tokens, "temperature": 0.8, "ignore_eos": True, **extra}
-
-    def one(i: int) -> int:
-        body = {"text": f"{PROMPT} # {i}", "sampling_params": params}
-        r = requests.post(url + "/generate", json=body, timeout=600)
-        r.raise_for_status()
-        return r.json()["meta_info"]["completion_tokens"]
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        produced = sum(pool.map(one, range(concurrency)))
-    return produced / (time.perf_counter() - start)
+    params = sampling(tokens, **extra)
+    return decode_tokens_per_s(
+        url, concurrency, lambda i: {"text": f"{PROMPT} # {i}", "sampling_params": params})
 
 
 def measure(url: str, configs: dict[str, dict[str, Any]], levels: list[int], tokens: int,
@@ -70,20 +58,9 @@ def measure(url: str, configs: dict[str, dict[str, Any]], levels: list[int], tok
     for c in levels:
         for extra in configs.values():  # warm-up, and grammar compilation caches
             run_round(url, {**extra}, c, 4)
-        samples: dict[str, list[float]] = {name: [] for name in configs}
-        for _ in range(rounds):
-            for name, extra in configs.items():
-                samples[name].append(run_round(url, extra, c, tokens))
-        plain = statistics.median(samples["plain"])
-        results[str(c)] = {
-            name: {
-                "tokens_per_s": round(statistics.median(v), 1),
-                "ratio_to_plain": round(statistics.median(v) / plain, 3),
-                "overhead_pct": round(100 * (1 - statistics.median(v) / plain), 1),
-                "rounds": [round(x, 1) for x in v],
-            }
-            for name, v in samples.items()
-        }
+        samples = interleaved(configs, rounds,
+                              lambda name, c=c: run_round(url, configs[name], c, tokens))
+        results[str(c)] = against_plain(samples)
         print(f"[bench] concurrency {c} done", file=sys.stderr, flush=True)
     return results
 

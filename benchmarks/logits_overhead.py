@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import requests
+from throughput import against_plain, decode_tokens_per_s, interleaved, sampling
 
 from sglang_ilsi import registry
 
@@ -31,40 +28,20 @@ PROMPT = "def fibonacci(n):"
 
 def run_round(url: str, method: str | None, concurrency: int, tokens: int) -> float:
     """Decode tokens/s of ``concurrency`` simultaneous requests."""
-    params: dict[str, Any] = {"max_new_tokens": tokens, "temperature": 0.8, "ignore_eos": True}
-    if method is not None:
-        params["custom_params"] = {"ilsi": {"method": method, **PARAMS.get(method, {})}}
-
-    def one(i: int) -> int:
-        body = {"text": f"{PROMPT} # {i}", "sampling_params": params}
-        r = requests.post(url + "/generate", json=body, timeout=600)
-        r.raise_for_status()
-        return r.json()["meta_info"]["completion_tokens"]
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        produced = sum(pool.map(one, range(concurrency)))
-    return produced / (time.perf_counter() - start)
+    extra = {} if method is None else {
+        "custom_params": {"ilsi": {"method": method, **PARAMS.get(method, {})}}}
+    params = sampling(tokens, **extra)
+    return decode_tokens_per_s(
+        url, concurrency, lambda i: {"text": f"{PROMPT} # {i}", "sampling_params": params})
 
 
 def measure(url: str, methods: list[str], levels: list[int], tokens: int, rounds: int) -> dict:
     results: dict[str, Any] = {}
     for c in levels:
         run_round(url, None, c, 8)  # warm-up
-        samples: dict[str, list[float]] = {m: [] for m in ["plain", *methods]}
-        for _ in range(rounds):
-            for m in samples:
-                samples[m].append(run_round(url, None if m == "plain" else m, c, tokens))
-        plain = statistics.median(samples["plain"])
-        results[str(c)] = {
-            m: {
-                "tokens_per_s": round(statistics.median(v), 1),
-                "ratio_to_plain": round(statistics.median(v) / plain, 3),
-                "overhead_pct": round(100 * (1 - statistics.median(v) / plain), 1),
-                "rounds": [round(x, 1) for x in v],
-            }
-            for m, v in samples.items()
-        }
+        samples = interleaved(["plain", *methods], rounds, lambda m, c=c: run_round(
+            url, None if m == "plain" else m, c, tokens))
+        results[str(c)] = against_plain(samples)
         print(f"[bench] concurrency {c} done", file=sys.stderr, flush=True)
     return results
 

@@ -23,11 +23,10 @@ import json
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import requests
 import torch
+from throughput import decode_tokens_per_s, interleaved, sampling
 
 PROMPT = "Q: 23+45-12=?\nA:"
 CONTEXT = "23+"
@@ -40,20 +39,9 @@ METHODS: dict[str, dict[str, Any] | None] = {
 
 
 def run_round(url: str, ilsi: dict | None, concurrency: int, tokens: int) -> float:
-    params: dict[str, Any] = {"max_new_tokens": tokens, "temperature": 0.8, "ignore_eos": True}
-    if ilsi is not None:
-        params["custom_params"] = {"ilsi": ilsi}
-
-    def one(i: int) -> int:
-        body = {"text": f"{PROMPT}{' ' * (i % 3)}", "sampling_params": params}
-        r = requests.post(url + "/generate", json=body, timeout=600)
-        r.raise_for_status()
-        return r.json()["meta_info"]["completion_tokens"]
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        produced = sum(pool.map(one, range(concurrency)))
-    return produced / (time.perf_counter() - start)
+    params = sampling(tokens, **({} if ilsi is None else {"custom_params": {"ilsi": ilsi}}))
+    return decode_tokens_per_s(url, concurrency, lambda i: {
+        "text": f"{PROMPT}{' ' * (i % 3)}", "sampling_params": params})
 
 
 def measure_server(url: str, methods: dict[str, dict | None], levels: list[int], tokens: int,
@@ -61,10 +49,8 @@ def measure_server(url: str, methods: dict[str, dict | None], levels: list[int],
     out: dict[int, dict[str, float]] = {}
     for c in levels:
         run_round(url, None, c, 4)
-        samples: dict[str, list[float]] = {m: [] for m in methods}
-        for _ in range(rounds):
-            for name, ilsi in methods.items():
-                samples[name].append(run_round(url, ilsi, c, tokens))
+        samples = interleaved(methods, rounds,
+                              lambda name, c=c: run_round(url, methods[name], c, tokens))
         out[c] = {m: statistics.median(v) for m, v in samples.items()}
         print(f"[bench] {url} concurrency {c}: {out[c]}", file=sys.stderr, flush=True)
     return out

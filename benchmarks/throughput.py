@@ -1,0 +1,56 @@
+"""Shared pieces of the throughput benchmarks: concurrent decode rounds,
+interleaved over configurations, summarised against plain decoding."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+
+
+def sampling(tokens: int, **extra: Any) -> dict[str, Any]:
+    """The benchmarks' sampling params: T=0.8, exactly ``tokens`` new tokens."""
+    return {"max_new_tokens": tokens, "temperature": 0.8, "ignore_eos": True, **extra}
+
+
+def decode_tokens_per_s(url: str, concurrency: int, body: Callable[[int], dict]) -> float:
+    """Tokens/s of ``concurrency`` simultaneous ``/generate`` calls, ``body(i)`` each."""
+
+    def one(i: int) -> int:
+        r = requests.post(url + "/generate", json=body(i), timeout=600)
+        r.raise_for_status()
+        return r.json()["meta_info"]["completion_tokens"]
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        produced = sum(pool.map(one, range(concurrency)))
+    return produced / (time.perf_counter() - start)
+
+
+def interleaved(names: Iterable[str], rounds: int,
+                run: Callable[[str], float]) -> dict[str, list[float]]:
+    """``rounds`` rounds of ``run(name)`` for every name in turn, so that drift in
+    machine load hits all configurations alike."""
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in samples:
+            samples[name].append(run(name))
+    return samples
+
+
+def against_plain(samples: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+    """Median tokens/s per configuration and its ratio to ``samples["plain"]``."""
+    plain = statistics.median(samples["plain"])
+    return {
+        name: {
+            "tokens_per_s": round(statistics.median(v), 1),
+            "ratio_to_plain": round(statistics.median(v) / plain, 3),
+            "overhead_pct": round(100 * (1 - statistics.median(v) / plain), 1),
+            "rounds": [round(x, 1) for x in v],
+        }
+        for name, v in samples.items()
+    }
