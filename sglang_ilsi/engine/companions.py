@@ -39,7 +39,12 @@ from typing import Any
 import torch
 
 from sglang_ilsi.engine import sglang_forward
-from sglang_ilsi.engine.logits_stage import STATE_ATTR, RequestState, state_of
+from sglang_ilsi.engine.logits_stage import (
+    STATE_ATTR,
+    RequestState,
+    in_chunked_prefill,
+    state_of,
+)
 from sglang_ilsi.methods.base import SECOND, aux_key, layer_key
 
 logger = logging.getLogger(__name__)
@@ -54,13 +59,6 @@ class SecondSequence:
     done: int = 0  # tokens in its KV cache
     owned: list[torch.Tensor] = field(default_factory=list)  # slots we allocated
     shared: int = 0  # leading slots borrowed from the request's own row
-
-
-@dataclass
-class Companions:
-    """Per-request companion state (on the request's :class:`RequestState`)."""
-
-    second: SecondSequence | None = None
 
 
 class CompanionStage:
@@ -82,11 +80,10 @@ class CompanionStage:
             state = state_of(params)
             if state is None or not state.requirements:
                 continue
-            req = params["__req__"]
             state.ready = False
-            if getattr(req, "is_chunked", 0) > 0:
+            if in_chunked_prefill(params):
                 continue  # a middle chunk of a chunked prefill: nothing is sampled
-            out.append((row, req, state))
+            out.append((row, params["__req__"], state))
         return out
 
     def around_forward(self, original: Any, runner: Any, forward_batch: Any,
@@ -211,7 +208,7 @@ class CompanionStage:
         allocator = self.runner.token_to_kv_pool_allocator
         jobs = []
         for _, req, state, seq in users:
-            second = state.companions.second
+            second = state.second
             if second is None:
                 second = self._open_second(req, state, seq)
                 if second is None:
@@ -264,7 +261,7 @@ class CompanionStage:
         if shared:
             main_row = int(req.kv.req_pool_idx)
             pool.req_to_token[second.row, :shared] = pool.req_to_token[main_row, :shared]
-        state.companions.second = second
+        state.second = second
         state.summary["cost"]["shared_prefix_tokens"] = shared
         return second
 
@@ -289,14 +286,13 @@ class CompanionStage:
         being freed: finished, aborted or retracted), so that a resumed request
         starts its second context afresh."""
         state = getattr(req, STATE_ATTR, None)
-        if state is None or state.companions is None:
+        second = getattr(state, "second", None)
+        if second is None:
             return
-        second = state.companions.second
-        if second is not None:
-            if second.owned:
-                self.runner.token_to_kv_pool_allocator.free(torch.cat(second.owned))
-            self.runner.req_to_token_pool.free_rows([second.row])
-        state.companions = Companions()
+        if second.owned:
+            self.runner.token_to_kv_pool_allocator.free(torch.cat(second.owned))
+        self.runner.req_to_token_pool.free_rows([second.row])
+        state.second = None
 
 
 _STAGE: CompanionStage | None = None

@@ -55,7 +55,7 @@ class RequestState:
 
     __slots__ = ("choice", "steps", "summary", "trace", "reports", "stage_seconds",
                  "temperature", "output_ids", "requirements", "input_keys", "inputs", "ready",
-                 "companions", "companion_seconds", "second_ids")
+                 "second", "companion_seconds", "second_ids")
 
     def __init__(self, choice: MethodChoice, methods: list[type[LogitsMethod]], req: Any):
         self.choice = choice
@@ -108,8 +108,6 @@ class RequestState:
 
     def _init_companions(self, methods: list[type[LogitsMethod]], choice: MethodChoice) -> None:
         """What this request needs beyond its logits (see :mod:`.companions`)."""
-        from sglang_ilsi.engine.companions import Companions
-
         needs = Requirements()
         self.second_ids: list[int] = []
         for method, (_, params) in zip(methods, choice.steps()):
@@ -123,7 +121,7 @@ class RequestState:
         for _, ctx in self.steps:
             ctx.inputs = self.inputs
         self.ready = not needs
-        self.companions = Companions()
+        self.second: Any = None  # a companions.SecondSequence while one is open
         self.companion_seconds = 0.0
 
     def account(self, seconds: float) -> None:
@@ -177,7 +175,7 @@ def state_of(params: Any, create: bool = True) -> RequestState | None:
     return state
 
 
-def _in_chunked_prefill(params: dict) -> bool:
+def in_chunked_prefill(params: dict) -> bool:
     # A request still being prefilled chunk by chunk has its sampled token
     # discarded by SGLang; it is not a decoding step.
     return getattr(params["__req__"], "is_chunked", 0) > 0
@@ -217,7 +215,7 @@ def apply_methods(logits: torch.Tensor, custom_params: Sequence[Any]) -> torch.T
     members: list[tuple[int, RequestState]] = []
     for row, params in enumerate(custom_params):
         state = state_of(params)
-        if state is not None and not _in_chunked_prefill(params):
+        if state is not None and not in_chunked_prefill(params):
             if state.ready:
                 members.append((row, state))
             else:
@@ -281,7 +279,7 @@ def record_sampled_tokens(sampling_info: Any, next_token_ids: torch.Tensor) -> N
         for row, token in zip(entry.rows, tokens):
             params = sampling_info.custom_params[row]
             state = state_of(params, create=False)
-            if state is None or _in_chunked_prefill(params):
+            if state is None or in_chunked_prefill(params):
                 continue
             state.record(int(token))
 
