@@ -1,8 +1,10 @@
 """Every place sglang-ilsi touches SGLang internals, in one table.
 
 Each entry names a dotted target in SGLang 0.5.23, the hook type (SGLang's
-own ``HookRegistry``), and our function. :func:`install` registers them,
-applies them at once, and verifies that each target was really wrapped:
+own ``HookRegistry``, or ``PROVIDE``: a module attribute SGLang leaves as
+``None`` on this platform, which we fill), and our function. :func:`install`
+registers them, applies them at once, and verifies that each target was
+really wrapped (or provided):
 SGLang only logs hook failures, and a silently missing patch here could
 reopen the dill path or drop a method, so a failed patch stops the process.
 """
@@ -75,17 +77,45 @@ def _around_torch_native_forward_extend(original, backend, *a, **k):
     return spec_verify_cpu.around_forward_extend(original, backend, *a, **k)
 
 
+def _around_draft_backend_factory_create(original, factory, *a, **k):
+    from sglang_ilsi.engine import spec_draft_cpu
+
+    return spec_draft_cpu.around_create_backend(original, factory, *a, **k)
+
+
+PROVIDE = "PROVIDE"  # our kind: fill a module attribute that is None on this platform
+EAGLE_UTILS = "sglang.srt.speculative.eagle_utils."
+
+
 def _cpu_only_touch_points() -> list[TouchPoint]:
     """Touch points for machines without CUDA (never installed next to a GPU)."""
-    from sglang_ilsi.engine import cpu_portability
+    from sglang_ilsi.engine import cpu_portability, spec_sampling_cpu
 
     if cpu_portability.cuda_available():
         return []
     return [
         TouchPoint(
+            EAGLE_UTILS + "_verify_uses_greedy", "REPLACE", spec_sampling_cpu.verify_uses_greedy,
+            WORKER, "sampled requests under speculative decoding sample on CPU (not argmax)",
+        ),
+        *(
+            TouchPoint(
+                EAGLE_UTILS + name, PROVIDE, getattr(spec_sampling_cpu, name), WORKER,
+                "the speculative sampling verify path on CPU (SGLang has no CPU kernel)",
+            )
+            for name in (
+                "tree_speculative_sampling_target_only", "top_k_renorm_prob", "top_p_renorm_prob"
+            )
+        ),
+        TouchPoint(
             "sglang.srt.layers.attention.torch_native_backend.TorchNativeAttnBackend."
             "forward_extend", "AROUND", _around_torch_native_forward_extend, WORKER,
             "speculative TARGET_VERIFY (draft tree mask) on torch_native: NGRAM on CPU",
+        ),
+        TouchPoint(
+            "sglang.srt.speculative.draft_utils.DraftBackendFactory._create_backend", "AROUND",
+            _around_draft_backend_factory_create, WORKER,
+            "draft-model decode/extend attention on torch_native: STANDALONE on CPU",
         ),
     ]
 
@@ -184,6 +214,19 @@ def _resolve(target: str) -> Any:
     return getattr(raw, "__func__", raw)
 
 
+def _provide(target: str, value: Any) -> None:
+    """Set a module attribute that SGLang left as ``None`` (never overwrite one it has)."""
+    import pkgutil
+
+    owner, _, attr = target.rpartition(".")
+    module = pkgutil.resolve_name(owner)
+    current = getattr(module, attr)
+    if current is None:
+        setattr(module, attr, value)
+    elif current is not value:
+        raise RuntimeError(f"SGLang already provides {attr}; not replacing it")
+
+
 def install(config: IlsiConfig, role: str) -> list[str]:
     """Register, apply and verify the touch points for this process's role."""
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
@@ -197,16 +240,21 @@ def install(config: IlsiConfig, role: str) -> list[str]:
         )
     chosen = [tp for tp in touch_points(config) if tp.where in (role, BOTH)]
     for tp in chosen:
-        HookRegistry.register(tp.target, tp.hook, HookType[tp.kind])
+        if tp.kind != PROVIDE:
+            HookRegistry.register(tp.target, tp.hook, HookType[tp.kind])
     HookRegistry.apply_hooks()
     broken = []
     for tp in chosen:
         try:
+            if tp.kind == PROVIDE:
+                _provide(tp.target, tp.hook)
             current = _resolve(tp.target)
         except Exception as e:  # target moved or renamed
             broken.append(f"{tp.target} ({e})")
             continue
-        if getattr(current, "__wrapped__", None) is None:
+        ok = current is tp.hook if tp.kind == PROVIDE else (
+            getattr(current, "__wrapped__", None) is not None)
+        if not ok:
             broken.append(tp.target)
     if broken:
         raise SystemExit(
