@@ -57,6 +57,8 @@ class IlsiConfig:
     speculative_algorithm: str | None = None
     # Co-resident auxiliary models (amateur, expert, anti-expert): name → path.
     aux_models: dict[str, str] = field(default_factory=dict)
+    # Layers the SELF_SPECULATIVE draft skips; empty = the default rule.
+    self_spec_skip: tuple[int, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -69,6 +71,7 @@ class IlsiConfig:
         data["monitor_modules"] = tuple(data.get("monitor_modules", ()))
         data["plugin_files"] = tuple(data.get("plugin_files", ()))
         data["aux_models"] = dict(data.get("aux_models", {}))
+        data["self_spec_skip"] = tuple(data.get("self_spec_skip", ()))
         return cls(**data)
 
     def method_allowed(self, name: str) -> bool:
@@ -119,6 +122,13 @@ def _parser() -> _Parser:
         "NAME, for amateur/expert methods such as contrastive_decoding (repeatable)",
     )
     p.add_argument(
+        "--ilsi-self-spec-skip",
+        default=None,
+        metavar="L1,L2,...",
+        help="decoder layers the draft skips under --speculative-algorithm SELF_SPECULATIVE "
+        "(default: every other layer, first and last kept)",
+    )
+    p.add_argument(
         "--ilsi-trace-max-k",
         type=int,
         default=20,
@@ -143,6 +153,7 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         "--ilsi-plugin",
         "--ilsi-trace-max-k",
         "--ilsi-aux-model",
+        "--ilsi-self-spec-skip",
     }
     takes_value |= tool_flags.TAKES_VALUE
     i = 0
@@ -242,6 +253,8 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
                 raise IlsiConfigError(
                     f"--ilsi-aux-model runs auxiliary models on a single rank; it cannot be "
                     f"combined with {flag} {value}")
+    self_spec_skip = _self_spec_skip(ns.ilsi_self_spec_skip, spec,
+                                     _sglang_flag(sglang_argv or [], "--model-path"))
     return IlsiConfig(
         methods=methods,
         default_method=default,
@@ -252,7 +265,34 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
         speculative_algorithm=spec.upper() if spec else None,
         **tool_flags.parse(ns),
         aux_models=aux_models,
+        self_spec_skip=self_spec_skip,
     )
+
+
+def _self_spec_skip(value: str | None, spec: str | None,
+                    target_path: str | None) -> tuple[int, ...]:
+    """``--ilsi-self-spec-skip`` → layer ids, checked against the target's layer count."""
+    from sglang_ilsi.engine.self_speculative import ALGORITHM
+    from sglang_ilsi.models import layer_skip
+
+    if value is None:
+        return ()
+    if (spec or "").upper() != ALGORITHM:
+        raise IlsiConfigError(
+            f"--ilsi-self-spec-skip needs --speculative-algorithm {ALGORITHM}")
+    try:
+        layers = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise IlsiConfigError(
+            f"--ilsi-self-spec-skip: expected comma-separated layer numbers, got {value!r}"
+        ) from None
+    count = None
+    if target_path is not None and os.path.isfile(os.path.join(target_path, "config.json")):
+        count = layer_skip.num_layers(target_path)
+    try:
+        return layer_skip.check_skip(layers, count if count is not None else max(layers, default=0) + 2)
+    except ValueError as e:
+        raise IlsiConfigError(f"--ilsi-self-spec-skip: {e}") from None
 
 
 _AUX_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")

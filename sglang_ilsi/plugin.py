@@ -50,8 +50,9 @@ def register() -> None:
     for path in cfg.plugin_files:
         registry.load_plugin_file(path)
 
-    from sglang_ilsi.engine import api, patches
+    from sglang_ilsi.engine import api, patches, self_speculative
 
     api.configure(cfg)
     installed = patches.install(cfg, _role())
+    self_speculative.register()
     logger.info("sglang-ilsi enabled (%d touch points)", len(installed))

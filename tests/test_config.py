@@ -406,3 +406,29 @@ def test_aux_models_refuse_parallel_ranks(tmp_path):
     assert "cannot be combined with --tp-size 2" in str(e.value)
     cfg = parse(["--ilsi-aux-model", f"small={aux}"], ["--tp-size", "1"])
     assert cfg.aux_models == {"small": str(aux)}
+
+
+# -- --ilsi-self-spec-skip ------------------------------------------------------------
+
+SELF_SPEC = ["--speculative-algorithm", "SELF_SPECULATIVE"]
+
+
+def test_self_spec_skip_parsed_and_checked_against_the_target(tiny_model_path):
+    cfg = parse(["--ilsi-self-spec-skip", "1, 1"], [*SELF_SPEC, "--model-path", tiny_model_path])
+    assert cfg.self_spec_skip == (1,)
+    assert IlsiConfig.from_json(cfg.to_json()) == cfg
+
+
+@pytest.mark.parametrize("value, sglang, fragment", [
+    ("1", [], "needs --speculative-algorithm SELF_SPECULATIVE"),
+    ("1", ["--speculative-algorithm", "NGRAM"], "needs --speculative-algorithm"),
+    ("one", SELF_SPEC, "comma-separated layer numbers"),
+    ("", SELF_SPEC, "no layer to skip"),
+    ("9", None, "do not exist"),
+    ("0,1", None, "skipping all 2 layers"),
+])
+def test_self_spec_skip_bad_values(value, sglang, fragment, tiny_model_path):
+    argv = sglang if sglang is not None else [*SELF_SPEC, "--model-path", tiny_model_path]
+    with pytest.raises(IlsiConfigError, match=fragment) as e:
+        parse(["--ilsi-self-spec-skip", value], argv)
+    assert "--ilsi-self-spec-skip" in str(e.value)

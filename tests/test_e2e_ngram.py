@@ -6,7 +6,8 @@ adds it. Greedy output must equal plain (non-speculative) greedy decoding,
 checked against the transformers reference that plain serving already matches
 token for token, on the lab target and on the tiny model, one request at a
 time and as one batch; drafts must really be accepted on repetitive text; and
-logits-stage methods must be refused with a 400 while plain requests are served.
+sampled tokens must follow the target distribution (SGLang's CPU verify
+step used to take the argmax of every batch); logits-stage methods must be refused with a 400 while plain requests are served.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import pytest
 from conftest import start_server
 from reference_decoding import HFReference
+from spec_checks import check_sampled_second_token
 
 from sglang_ilsi.models import catalog
 
@@ -72,6 +74,12 @@ def test_drafts_are_accepted_on_repetitive_text(tiny):
     assert meta["spec_num_correct_drafts"] > 0
     # fewer verify forwards than tokens: several tokens per target forward
     assert meta["spec_verify_ct"] < meta["completion_tokens"]
+
+
+def test_sampled_tokens_follow_the_target_distribution(lab):
+    # SGLang verified every CPU batch by argmax, temperature or not.
+    client, hf = lab
+    check_sampled_second_token(client, hf)
 
 
 def test_logits_methods_are_refused_plain_requests_served(lab):

@@ -1,0 +1,142 @@
+"""Speculative decoding on the CPU, side by side in one run.
+
+Starts one SGLang server per configuration on the same target model (plain,
+STANDALONE with the pair's draft model, NGRAM, ...), all at once (idle
+servers sleep), then measures greedy decode tokens/s in interleaved rounds on
+the same prompts, so drift in machine load hits every configuration alike.
+Also reports the mean accepted length (tokens per target forward, from
+``meta_info.spec_accept_length``) and checks that every configuration
+produced the same greedy tokens as plain decoding.
+
+    python benchmarks/speculative.py [--pair lab|smollm2] [--levels 1,4] [--rounds 3]
+
+Prints JSON: per pair and concurrency, tokens/s, ratio to plain, accepted
+length and acceptance rate per configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+from throughput import against_plain, interleaved
+
+from sglang_ilsi.models import catalog
+from sglang_ilsi.server_process import ServerProcess
+
+PAIRS = {
+    "lab": ("lab-target", "lab-draft", [
+        "Q: 23+45-12=?\nA:", "Q: 7*8+1=?\nA:", "Q: 90-41+3=?\nA:", "Q: 15+27=?\nA:"]),
+    "smollm2": ("smollm2-135m-instruct", "smollm2-amateur", [
+        "The capital of France is", "def fibonacci(n):\n", "Once upon a time,",
+        "Photosynthesis is the process"]),
+}
+
+
+def configurations(draft: str, steps: int, draft_tokens: int) -> dict[str, list[str]]:
+    return {
+        "plain": [],
+        "standalone": [
+            "--speculative-algorithm", "STANDALONE", "--speculative-draft-model-path", draft,
+            "--speculative-num-steps", str(steps), "--speculative-eagle-topk", "1",
+            "--speculative-num-draft-tokens", str(steps + 1),
+        ],
+        "ngram": ["--speculative-algorithm", "NGRAM",
+                  "--speculative-num-draft-tokens", str(draft_tokens)],
+    }
+
+
+def run_round(url: str, prompts: list[str], concurrency: int, tokens: int,
+              accepted: list[tuple[float, float]]) -> float:
+    """Greedy tokens/s of ``concurrency`` simultaneous requests; appends each
+    request's (accepted length, acceptance rate)."""
+    import time
+
+    def one(i: int) -> dict[str, Any]:
+        r = requests.post(url + "/generate", json={
+            "text": prompts[i % len(prompts)],
+            "sampling_params": {"max_new_tokens": tokens, "temperature": 0, "ignore_eos": True},
+        }, timeout=600)
+        r.raise_for_status()
+        return r.json()["meta_info"]
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        metas = list(pool.map(one, range(concurrency)))
+    elapsed = time.perf_counter() - start
+    accepted.extend((m["spec_accept_length"], m.get("spec_accept_rate", float("nan")))
+                    for m in metas if "spec_accept_length" in m)
+    return sum(m["completion_tokens"] for m in metas) / elapsed
+
+
+def greedy_outputs(url: str, prompts: list[str], tokens: int) -> list[list[int]]:
+    r = requests.post(url + "/generate", json={"text": prompts, "sampling_params": {
+        "max_new_tokens": tokens, "temperature": 0}}, timeout=600)
+    r.raise_for_status()
+    return [o["output_ids"] for o in r.json()]
+
+
+def bench_pair(pair: str, levels: list[int], rounds: int, tokens: int, steps: int,
+               draft_tokens: int) -> dict[str, Any]:
+    target_name, draft_name, prompts = PAIRS[pair]
+    target = str(catalog.prepare(target_name))
+    draft = str(catalog.prepare(draft_name))
+    configs = configurations(draft, steps, draft_tokens)
+    servers = {name: ServerProcess(target, ["--ilsi"], ["--dtype", "float32", *args])
+               for name, args in configs.items()}
+    try:
+        for name, server in servers.items():
+            print(f"[bench] starting {name}", file=sys.stderr, flush=True)
+            server.start()
+        urls = {name: s.base_url for name, s in servers.items()}
+        reference = greedy_outputs(urls["plain"], prompts, tokens)
+        identical = {name: greedy_outputs(url, prompts, tokens) == reference
+                     for name, url in urls.items()}
+        result: dict[str, Any] = {"target": target_name, "draft": draft_name,
+                                  "greedy_identical_to_plain": identical, "levels": {}}
+        for c in levels:
+            for url in urls.values():  # warm-up
+                run_round(url, prompts, c, 4, [])
+            accepted: dict[str, list[tuple[float, float]]] = {name: [] for name in urls}
+            samples = interleaved(urls, rounds, lambda name, c=c, acc=accepted: run_round(
+                urls[name], prompts, c, tokens, acc[name]))
+            summary = against_plain(samples)
+            for name, row in summary.items():
+                if accepted[name]:
+                    row["mean_accept_length"] = round(
+                        statistics.mean(a for a, _ in accepted[name]), 3)
+                    row["acceptance_rate"] = round(
+                        statistics.mean(r for _, r in accepted[name]), 3)
+            result["levels"][c] = summary
+            print(f"[bench] {pair} concurrency {c}: {json.dumps(summary)}",
+                  file=sys.stderr, flush=True)
+        return result
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pair", action="append", choices=sorted(PAIRS),
+                        help="target/draft pair (repeatable; default: lab)")
+    parser.add_argument("--levels", default="1,4", help="concurrency levels")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=3, help="STANDALONE draft steps")
+    parser.add_argument("--ngram-draft-tokens", type=int, default=4)
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    out = {pair: bench_pair(pair, levels, args.rounds, args.tokens, args.steps,
+                            args.ngram_draft_tokens)
+           for pair in (args.pair or ["lab"])}
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""``--speculative-algorithm SELF_SPECULATIVE``, registered with SGLang's registry.
+
+Self-speculative decoding (Zhang et al. 2024, Draft & Verify): the target
+model with some layers skipped drafts ``k`` tokens, the full target verifies
+them in one forward; lossless, no second model to train or ship. Registered
+through SGLang's supported extension point
+(``SpeculativeAlgorithm.register``); selected by flag like a built-in::
+
+    python -m sglang.launch_server --model-path M --ilsi \\
+        --speculative-algorithm SELF_SPECULATIVE [--ilsi-self-spec-skip 1,3,5] \\
+        [--speculative-num-steps 3 --speculative-eagle-topk 1 --speculative-num-draft-tokens 4]
+
+At launch, :meth:`SelfSpeculative.handle_server_args` derives the layer-skipped
+draft from the target (:mod:`sglang_ilsi.models.layer_skip`, cached) and
+points ``speculative_draft_model_path`` at it; the worker is SGLang's own
+draft-model worker (``StandaloneWorkerV2``), so verification, the KV cache
+and the radix cache are SGLang's, and on a CPU the draft runs on
+``engine/spec_draft_cpu.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+ALGORITHM = "SELF_SPECULATIVE"
+DEFAULT_SHAPE = {"speculative_num_steps": 3, "speculative_eagle_topk": 1,
+                 "speculative_num_draft_tokens": 4}
+
+
+def draft_for(model_path: str, skip: tuple[int, ...] | None) -> Path:
+    """The layer-skipped draft folder for ``model_path`` (built on first use)."""
+    from sglang_ilsi.models import layer_skip
+
+    target = Path(model_path)
+    chosen = skip or layer_skip.default_skip(layer_skip.num_layers(target))
+    return layer_skip.derive(target, chosen)
+
+
+def _worker(server_args: Any) -> type:
+    from sglang.srt.speculative.standalone_worker_v2 import StandaloneWorkerV2
+
+    return StandaloneWorkerV2
+
+
+def register() -> None:
+    """Register the algorithm in this process (idempotent)."""
+    from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+    from sglang.srt.speculative.spec_registry import CustomSpecAlgo, get_spec
+
+    if get_spec(ALGORITHM) is not None:
+        return
+
+    class SelfSpeculative(CustomSpecAlgo):
+        """SGLang's draft-model path (``is_standalone``) with a derived draft."""
+
+        def is_standalone(self) -> bool:
+            return True
+
+        # SGLang 0.5.23 calls these on the algorithm, but its CustomSpecAlgo
+        # lacks them; they answer as the built-in STANDALONE does.
+        def need_topk(self) -> bool:
+            return True
+
+        def carries_draft_hidden_states(self) -> bool:
+            return False
+
+        def create_future_map(self, device: Any, req_to_token_pool: Any,
+                              needs_cpu_seq_lens: bool = True,
+                              needs_confidence_relay: bool = False) -> Any:
+            from sglang.srt.managers.overlap_utils import FutureMap
+
+            return FutureMap(device, self, req_to_token_pool, needs_cpu_seq_lens,
+                             needs_confidence_relay)
+
+        def handle_server_args(self, server_args: Any) -> None:
+            from sglang_ilsi.engine import api, cpu_portability
+
+            if getattr(server_args, "speculative_draft_model_path", None):
+                raise ValueError(
+                    f"--speculative-algorithm {ALGORITHM} derives its draft from the target; "
+                    "drop --speculative-draft-model-path (or use STANDALONE)")
+            draft = draft_for(server_args.model_path, api.config().self_spec_skip or None)
+            logger.info("sglang-ilsi: self-speculative draft %s", draft)
+            server_args.speculative_draft_model_path = str(draft)
+            for name, value in DEFAULT_SHAPE.items():
+                if getattr(server_args, name, None) is None:
+                    setattr(server_args, name, value)
+            if getattr(server_args, "max_running_requests", None) is None:
+                server_args.max_running_requests = 48  # as SGLang does for STANDALONE
+            if not cpu_portability.cuda_available():
+                server_args.disable_overlap_schedule = True  # as SGLang does on CPU
+
+    SpeculativeAlgorithm.register(
+        ALGORITHM, supports_overlap=True, spec_class=SelfSpeculative)(_worker)
