@@ -1,7 +1,7 @@
 """Speculative decoding on the CPU, side by side in one run.
 
 Starts one SGLang server per configuration on the same target model (plain,
-STANDALONE with the pair's draft model, NGRAM, ...), all at once (idle
+STANDALONE with the pair's draft model, NGRAM, SELF_SPECULATIVE), all at once (idle
 servers sleep), then measures greedy decode tokens/s in interleaved rounds on
 the same prompts, so drift in machine load hits every configuration alike.
 Also reports the mean accepted length (tokens per target forward, from
@@ -38,16 +38,21 @@ PAIRS = {
 }
 
 
-def configurations(draft: str, steps: int, draft_tokens: int) -> dict[str, list[str]]:
+def configurations(draft: str, steps: int, draft_tokens: int,
+                   self_skip: str | None) -> dict[str, list[str]]:
+    """SGLang flags (and ours) per configuration."""
+    shape = ["--speculative-num-steps", str(steps), "--speculative-eagle-topk", "1",
+             "--speculative-num-draft-tokens", str(steps + 1)]
     return {
         "plain": [],
         "standalone": [
             "--speculative-algorithm", "STANDALONE", "--speculative-draft-model-path", draft,
-            "--speculative-num-steps", str(steps), "--speculative-eagle-topk", "1",
-            "--speculative-num-draft-tokens", str(steps + 1),
+            *shape,
         ],
         "ngram": ["--speculative-algorithm", "NGRAM",
                   "--speculative-num-draft-tokens", str(draft_tokens)],
+        "self_speculative": ["--speculative-algorithm", "SELF_SPECULATIVE", *shape,
+                             *(["--ilsi-self-spec-skip", self_skip] if self_skip else [])],
     }
 
 
@@ -82,11 +87,11 @@ def greedy_outputs(url: str, prompts: list[str], tokens: int) -> list[list[int]]
 
 
 def bench_pair(pair: str, levels: list[int], rounds: int, tokens: int, steps: int,
-               draft_tokens: int) -> dict[str, Any]:
+               draft_tokens: int, self_skip: str | None) -> dict[str, Any]:
     target_name, draft_name, prompts = PAIRS[pair]
     target = str(catalog.prepare(target_name))
     draft = str(catalog.prepare(draft_name))
-    configs = configurations(draft, steps, draft_tokens)
+    configs = configurations(draft, steps, draft_tokens, self_skip)
     servers = {name: ServerProcess(target, ["--ilsi"], ["--dtype", "float32", *args])
                for name, args in configs.items()}
     try:
@@ -130,10 +135,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3, help="STANDALONE draft steps")
     parser.add_argument("--ngram-draft-tokens", type=int, default=4)
+    parser.add_argument("--self-spec-skip", default=None,
+                        help="layers SELF_SPECULATIVE skips (default: the plugin's rule)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     out = {pair: bench_pair(pair, levels, args.rounds, args.tokens, args.steps,
-                            args.ngram_draft_tokens)
+                            args.ngram_draft_tokens, args.self_spec_skip)
            for pair in (args.pair or ["lab"])}
     print(json.dumps(out, indent=2))
 
