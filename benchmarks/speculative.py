@@ -29,13 +29,23 @@ from throughput import against_plain, interleaved
 from sglang_ilsi.models import catalog
 from sglang_ilsi.server_process import ServerProcess
 
+# pair -> (target, draft, prompts, chat): SmolLM2's amateur was distilled on chat-formatted
+# prompts, so its prompts go through the chat template.
 PAIRS = {
     "lab": ("lab-target", "lab-draft", [
-        "Q: 23+45-12=?\nA:", "Q: 7*8+1=?\nA:", "Q: 90-41+3=?\nA:", "Q: 15+27=?\nA:"]),
+        "Q: 23+45-12=?\nA:", "Q: 7*8+1=?\nA:", "Q: 90-41+3=?\nA:", "Q: 15+27=?\nA:"], False),
     "smollm2": ("smollm2-135m-instruct", "smollm2-amateur", [
-        "The capital of France is", "def fibonacci(n):\n", "Once upon a time,",
-        "Photosynthesis is the process"]),
+        "What is the capital of France?", "Write a Python function for Fibonacci numbers.",
+        "Tell me a short story about a cat.", "Explain photosynthesis in two sentences."], True),
 }
+
+
+def chat_prompts(model_dir: str, prompts: list[str]) -> list[str]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                          add_generation_prompt=True) for p in prompts]
 
 
 def configurations(draft: str, steps: int, draft_tokens: int,
@@ -88,9 +98,11 @@ def greedy_outputs(url: str, prompts: list[str], tokens: int) -> list[list[int]]
 
 def bench_pair(pair: str, levels: list[int], rounds: int, tokens: int, steps: int,
                draft_tokens: int, self_skip: str | None) -> dict[str, Any]:
-    target_name, draft_name, prompts = PAIRS[pair]
+    target_name, draft_name, prompts, chat = PAIRS[pair]
     target = str(catalog.prepare(target_name))
     draft = str(catalog.prepare(draft_name))
+    if chat:
+        prompts = chat_prompts(target, prompts)
     configs = configurations(draft, steps, draft_tokens, self_skip)
     servers = {name: ServerProcess(target, ["--ilsi"], ["--dtype", "float32", *args])
                for name, args in configs.items()}

@@ -244,6 +244,14 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
             f"--ilsi-default-method {default!r} runs in the logits stage, which SGLang skips "
             f"under --speculative-algorithm {spec}; drop one of the two"
         )
+    if "--speculative-use-rejection-sampling" in (sglang_argv or []):
+        from sglang_ilsi.engine import cpu_portability
+
+        if not cpu_portability.cuda_available():
+            raise IlsiConfigError(
+                "--speculative-use-rejection-sampling needs SGLang's Triton kernels, which do "
+                "not run on this machine (no CUDA); without it, sampled requests are verified "
+                "by target-only speculative sampling, which is exact as well")
     aux_models = _aux_models(ns.ilsi_aux_model, _sglang_flag(sglang_argv or [], "--model-path"))
     if aux_models:
         for flag in ("--tp-size", "--tensor-parallel-size", "--pp-size",

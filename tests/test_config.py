@@ -432,3 +432,10 @@ def test_self_spec_skip_bad_values(value, sglang, fragment, tiny_model_path):
     with pytest.raises(IlsiConfigError, match=fragment) as e:
         parse(["--ilsi-self-spec-skip", value], argv)
     assert "--ilsi-self-spec-skip" in str(e.value)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="refused only without CUDA")
+def test_rejection_sampling_flag_is_refused_without_cuda():
+    with pytest.raises(IlsiConfigError, match="--speculative-use-rejection-sampling"):
+        parse(["--ilsi"], ["--speculative-algorithm", "STANDALONE",
+                           "--speculative-use-rejection-sampling"])

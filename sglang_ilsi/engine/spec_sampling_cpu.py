@@ -145,7 +145,8 @@ def verify_uses_greedy(
     """SGLang's predicate without its CPU clause: sampled CPU batches really sample.
 
     ``--speculative-use-rejection-sampling`` needs a Triton kernel, so on a CPU
-    it still falls back to greedy, as SGLang's own predicate would.
+    it would still fall back to greedy; ``config.parse`` refuses that flag at
+    launch when there is no CUDA device.
     """
     if is_cpu:
         return is_all_greedy or use_rejection_sampling
