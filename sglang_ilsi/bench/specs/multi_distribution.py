@@ -44,20 +44,25 @@ AMATEURS = {SMOLLM2: "smollm2-amateur", "lab-target-early": "lab-draft",
             "lab-target": "lab-draft"}
 
 
-def amateur_args(model: str) -> list[str]:
-    """``--ilsi-aux-model amateur=PATH`` for ``model``'s amateur (built if missing:
-    ``smollm2-amateur`` takes a few CPU minutes, once, into the user cache)."""
+def companion_path(model: str, role: str = "amateur") -> str:
+    """The folder of ``model``'s same-tokenizer companion (its amateur, or its
+    speculative draft), built if missing: ``smollm2-amateur`` takes a few CPU
+    minutes, once, into the user cache."""
     from sglang_ilsi.models import catalog
 
     name = AMATEURS.get(model)
     if name is None:
-        raise SpecError(f"no same-tokenizer amateur is known for {model!r} "
+        raise SpecError(f"no same-tokenizer {role} is known for {model!r} "
                         f"(known: {', '.join(AMATEURS)})")
     try:
-        path = catalog.prepare(name)
+        return str(catalog.prepare(name))
     except catalog.ModelError as exc:
-        raise SpecError(f"the amateur {name!r} for {model} cannot be prepared: {exc}") from None
-    return ["--ilsi-aux-model", f"amateur={path}"]
+        raise SpecError(f"the {role} {name!r} for {model} cannot be prepared: {exc}") from None
+
+
+def amateur_args(model: str) -> list[str]:
+    """``--ilsi-aux-model amateur=PATH`` for ``model``'s amateur."""
+    return ["--ilsi-aux-model", f"amateur={companion_path(model)}"]
 
 
 def cost_metrics(item: Item, gen: Generation) -> dict[str, float]:

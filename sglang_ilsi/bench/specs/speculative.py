@@ -14,17 +14,11 @@ share of drafted tokens) come from SGLang's ``meta_info``.
 
 from __future__ import annotations
 
-from sglang_ilsi.bench.spec import (
-    Generation,
-    Item,
-    MethodSpec,
-    Published,
-    SpecError,
-    register_method,
-)
+from sglang_ilsi.bench.spec import Generation, Item, MethodSpec, Published, register_method
+from sglang_ilsi.bench.specs.multi_distribution import AMATEURS, companion_path
 
-SMOLLM2 = "smollm2-135m-instruct"
-DRAFTS = {"lab-target-early": "lab-draft", "lab-target": "lab-draft", SMOLLM2: "smollm2-amateur"}
+# the same-tokenizer companion of each target doubles as its draft
+DRAFTS = AMATEURS
 SHAPE = ["--speculative-num-steps", "3", "--speculative-eagle-topk", "1",
          "--speculative-num-draft-tokens", "4"]
 TASKS = ("arithmetic", "open_text")
@@ -32,18 +26,8 @@ TASKS = ("arithmetic", "open_text")
 
 def draft_args(model: str) -> list[str]:
     """STANDALONE flags with ``model``'s same-tokenizer draft (built if missing)."""
-    from sglang_ilsi.models import catalog
-
-    name = DRAFTS.get(model)
-    if name is None:
-        raise SpecError(f"no same-tokenizer draft is known for {model!r} "
-                        f"(known: {', '.join(DRAFTS)})")
-    try:
-        path = catalog.prepare(name)
-    except catalog.ModelError as exc:
-        raise SpecError(f"the draft {name!r} for {model} cannot be prepared: {exc}") from None
     return ["--speculative-algorithm", "STANDALONE", "--speculative-draft-model-path",
-            str(path), *SHAPE]
+            companion_path(model, "draft"), *SHAPE]
 
 
 def acceptance(item: Item, gen: Generation) -> dict[str, float]:
