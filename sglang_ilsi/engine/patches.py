@@ -7,6 +7,11 @@ registers them, applies them at once, and verifies that each target was
 really wrapped (or provided):
 SGLang only logs hook failures, and a silently missing patch here could
 reopen the dill path or drop a method, so a failed patch stops the process.
+
+Besides these patches, the plugin uses one supported extension point:
+``engine/self_speculative.py`` registers ``SELF_SPECULATIVE`` with SGLang's
+speculative-algorithm registry (and answers the three predicates SGLang
+0.5.23's ``CustomSpecAlgo`` lacks).
 """
 
 from __future__ import annotations
