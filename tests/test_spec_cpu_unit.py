@@ -151,22 +151,24 @@ def test_cpu_batches_sample_unless_all_greedy():
 
 
 @pytest.mark.parametrize("topk", [2, 3])
-def test_branch_tables_match_the_cpu_stand_in(topk):
+def test_branch_tables_list_prefix_then_the_branchs_draft_slots(topk):
     sys.path.insert(0, cpu_portability.SHIM_DIR)
     try:
-        from sgl_kernel import build_draft_decode_metadata_cpu
+        g = torch.Generator().manual_seed(topk)
+        steps, pool_len = 3, 40
+        req_to_token = torch.randint(1, 500, (6, pool_len), generator=g, dtype=torch.int32)
+        rows, lens = torch.tensor([4, 1]), torch.tensor([7, 12])
+        table, index = spec_draft_cpu.branch_tables(req_to_token, rows, lens, topk, steps)
     finally:
         sys.path.remove(cpu_portability.SHIM_DIR)
-    g = torch.Generator().manual_seed(topk)
-    steps, pool_len = 3, 40
-    req_to_token = torch.randint(1, 500, (6, pool_len), generator=g, dtype=torch.int32)
-    rows, lens = torch.tensor([4, 1]), torch.tensor([7, 12])
-    table, index = spec_draft_cpu.branch_tables(req_to_token, rows, lens, topk, steps)
-    expected = build_draft_decode_metadata_cpu(req_to_token, rows, lens, topk, steps, pool_len)
     assert index.tolist() == list(range(2 * topk))
     for q in range(2 * topk):
-        visible = int(lens[q // topk]) + steps  # everything a draft step may read
-        assert table[q, :visible].tolist() == expected[q, :visible].tolist()
+        b, t = divmod(q, topk)
+        row, length = int(rows[b]), int(lens[b])
+        # what draft step i of branch t reads: the prefix, then its own slots
+        expected = (req_to_token[row, :length].tolist()
+                    + req_to_token[row, length + t * steps: length + (t + 1) * steps].tolist())
+        assert table[q, :length + steps].tolist() == expected
 
 
 def test_branch_tables_topk1_is_the_request_table():

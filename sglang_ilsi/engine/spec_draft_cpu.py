@@ -93,17 +93,13 @@ def branch_tables(
     """
     if topk == 1:
         return req_to_token, req_pool_indices
-    bs = seq_lens.numel()
-    pool_len = req_to_token.shape[1]
-    lens = seq_lens.to(torch.int64)[:, None, None]
-    col = torch.arange(pool_len, device=req_to_token.device)[None, None, :]
-    branch = torch.arange(topk, device=req_to_token.device)[None, :, None]
-    source_col = torch.where(col < lens, col, col + branch * num_steps).clamp_(max=pool_len - 1)
-    rows = req_to_token[req_pool_indices.to(torch.int64)]  # [bs, pool_len]
-    table = torch.gather(
-        rows[:, None, :].expand(bs, topk, pool_len), 2, source_col.expand(bs, topk, pool_len)
-    )
-    return table.reshape(bs * topk, pool_len), torch.arange(bs * topk, device=table.device)
+    # The same per-branch table SGLang's intel_amx draft backend builds; on this
+    # machine sgl_kernel is our CPU stand-in (engine/cpu_shim).
+    from sgl_kernel import build_draft_decode_metadata_cpu
+
+    table = build_draft_decode_metadata_cpu(
+        req_to_token, req_pool_indices, seq_lens, topk, num_steps, req_to_token.shape[1])
+    return table, torch.arange(table.shape[0], device=table.device)
 
 
 class TorchNativeMultiStepDraftBackend:
