@@ -20,11 +20,10 @@ import argparse
 import json
 import statistics
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
-from throughput import against_plain, interleaved
+from throughput import against_plain, decode_tokens_per_s, interleaved
 
 from sglang_ilsi.models import catalog
 from sglang_ilsi.server_process import ServerProcess
@@ -70,23 +69,14 @@ def run_round(url: str, prompts: list[str], concurrency: int, tokens: int,
               accepted: list[tuple[float, float]]) -> float:
     """Greedy tokens/s of ``concurrency`` simultaneous requests; appends each
     request's (accepted length, acceptance rate)."""
-    import time
-
-    def one(i: int) -> dict[str, Any]:
-        r = requests.post(url + "/generate", json={
-            "text": prompts[i % len(prompts)],
-            "sampling_params": {"max_new_tokens": tokens, "temperature": 0, "ignore_eos": True},
-        }, timeout=600)
-        r.raise_for_status()
-        return r.json()["meta_info"]
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        metas = list(pool.map(one, range(concurrency)))
-    elapsed = time.perf_counter() - start
+    metas: list[dict[str, Any]] = []
+    rate = decode_tokens_per_s(url, concurrency, lambda i: {
+        "text": prompts[i % len(prompts)],
+        "sampling_params": {"max_new_tokens": tokens, "temperature": 0, "ignore_eos": True},
+    }, metas)
     accepted.extend((m["spec_accept_length"], m.get("spec_accept_rate", float("nan")))
                     for m in metas if "spec_accept_length" in m)
-    return sum(m["completion_tokens"] for m in metas) / elapsed
+    return rate
 
 
 def greedy_outputs(url: str, prompts: list[str], tokens: int) -> list[list[int]]:

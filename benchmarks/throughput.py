@@ -17,13 +17,18 @@ def sampling(tokens: int, **extra: Any) -> dict[str, Any]:
     return {"max_new_tokens": tokens, "temperature": 0.8, "ignore_eos": True, **extra}
 
 
-def decode_tokens_per_s(url: str, concurrency: int, body: Callable[[int], dict]) -> float:
-    """Tokens/s of ``concurrency`` simultaneous ``/generate`` calls, ``body(i)`` each."""
+def decode_tokens_per_s(url: str, concurrency: int, body: Callable[[int], dict],
+                        metas: list[dict[str, Any]] | None = None) -> float:
+    """Tokens/s of ``concurrency`` simultaneous ``/generate`` calls, ``body(i)`` each;
+    each response's ``meta_info`` is appended to ``metas`` when given."""
 
     def one(i: int) -> int:
         r = requests.post(url + "/generate", json=body(i), timeout=600)
         r.raise_for_status()
-        return r.json()["meta_info"]["completion_tokens"]
+        meta = r.json()["meta_info"]
+        if metas is not None:
+            metas.append(meta)
+        return meta["completion_tokens"]
 
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
