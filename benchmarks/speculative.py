@@ -1,7 +1,7 @@
 """Speculative decoding on the CPU, side by side in one run.
 
 Starts one SGLang server per configuration on the same target model (plain,
-STANDALONE with the pair's draft model, NGRAM, SELF_SPECULATIVE), all at once (idle
+STANDALONE with the pair's draft model, NGRAM, SELF_SPECULATIVE, LOOKAHEAD), all at once (idle
 servers sleep), then measures greedy decode tokens/s in interleaved rounds on
 the same prompts, so drift in machine load hits every configuration alike.
 Also reports the mean accepted length (tokens per target forward, from
@@ -9,6 +9,7 @@ Also reports the mean accepted length (tokens per target forward, from
 produced the same greedy tokens as plain decoding.
 
     python benchmarks/speculative.py [--pair lab|smollm2] [--levels 1,4] [--rounds 3]
+        [--configs plain,ngram,lookahead] [--lookahead 4,3] [--lookahead-draft-tokens 12]
 
 Prints JSON: per pair and concurrency, tokens/s, ratio to plain, accepted
 length and acceptance rate per configuration.
@@ -47,8 +48,8 @@ def chat_prompts(model_dir: str, prompts: list[str]) -> list[str]:
                                           add_generation_prompt=True) for p in prompts]
 
 
-def configurations(draft: str, steps: int, draft_tokens: int,
-                   self_skip: str | None) -> dict[str, list[str]]:
+def configurations(draft: str, steps: int, draft_tokens: int, self_skip: str | None,
+                   window: str, window_draft_tokens: int) -> dict[str, list[str]]:
     """SGLang flags (and ours) per configuration."""
     shape = ["--speculative-num-steps", str(steps), "--speculative-eagle-topk", "1",
              "--speculative-num-draft-tokens", str(steps + 1)]
@@ -62,6 +63,8 @@ def configurations(draft: str, steps: int, draft_tokens: int,
                   "--speculative-num-draft-tokens", str(draft_tokens)],
         "self_speculative": ["--speculative-algorithm", "SELF_SPECULATIVE", *shape,
                              *(["--ilsi-self-spec-skip", self_skip] if self_skip else [])],
+        "lookahead": ["--speculative-algorithm", "LOOKAHEAD", "--ilsi-lookahead", window,
+                      "--speculative-num-draft-tokens", str(window_draft_tokens)],
     }
 
 
@@ -86,14 +89,12 @@ def greedy_outputs(url: str, prompts: list[str], tokens: int) -> list[list[int]]
     return [o["output_ids"] for o in r.json()]
 
 
-def bench_pair(pair: str, levels: list[int], rounds: int, tokens: int, steps: int,
-               draft_tokens: int, self_skip: str | None) -> dict[str, Any]:
+def bench_pair(pair: str, levels: list[int], rounds: int, tokens: int,
+               configs: dict[str, list[str]]) -> dict[str, Any]:
     target_name, draft_name, prompts, chat = PAIRS[pair]
     target = str(catalog.prepare(target_name))
-    draft = str(catalog.prepare(draft_name))
     if chat:
         prompts = chat_prompts(target, prompts)
-    configs = configurations(draft, steps, draft_tokens, self_skip)
     servers = {name: ServerProcess(target, ["--ilsi"], ["--dtype", "float32", *args])
                for name, args in configs.items()}
     try:
@@ -139,11 +140,24 @@ def main() -> None:
     parser.add_argument("--ngram-draft-tokens", type=int, default=4)
     parser.add_argument("--self-spec-skip", default=None,
                         help="layers SELF_SPECULATIVE skips (default: the plugin's rule)")
+    parser.add_argument("--lookahead", default="4,3", help="LOOKAHEAD window W,N")
+    parser.add_argument("--lookahead-draft-tokens", type=int, default=12,
+                        help="LOOKAHEAD's verified tokens per step (window + n-gram pool)")
+    parser.add_argument("--configs", default="plain,standalone,ngram,self_speculative,lookahead",
+                        help="configurations to run (plain is always run)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
-    out = {pair: bench_pair(pair, levels, args.rounds, args.tokens, args.steps,
-                            args.ngram_draft_tokens, args.self_spec_skip)
-           for pair in (args.pair or ["lab"])}
+    chosen = {"plain", *args.configs.split(",")}
+    out = {}
+    for pair in args.pair or ["lab"]:
+        draft = str(catalog.prepare(PAIRS[pair][1]))
+        every = configurations(draft, args.steps, args.ngram_draft_tokens, args.self_spec_skip,
+                               args.lookahead, args.lookahead_draft_tokens)
+        unknown = chosen - set(every)
+        if unknown:
+            parser.error(f"--configs: unknown {sorted(unknown)}; known: {sorted(every)}")
+        configs = {name: flags for name, flags in every.items() if name in chosen}
+        out[pair] = bench_pair(pair, levels, args.rounds, args.tokens, configs)
     print(json.dumps(out, indent=2))
 
 

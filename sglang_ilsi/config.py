@@ -59,6 +59,8 @@ class IlsiConfig:
     aux_models: dict[str, str] = field(default_factory=dict)
     # Layers the SELF_SPECULATIVE draft skips; empty = the default rule.
     self_spec_skip: tuple[int, ...] = ()
+    # LOOKAHEAD's window (W, N); empty = the default shape.
+    lookahead: tuple[int, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -72,6 +74,7 @@ class IlsiConfig:
         data["plugin_files"] = tuple(data.get("plugin_files", ()))
         data["aux_models"] = dict(data.get("aux_models", {}))
         data["self_spec_skip"] = tuple(data.get("self_spec_skip", ()))
+        data["lookahead"] = tuple(data.get("lookahead", ()))
         return cls(**data)
 
     def method_allowed(self, name: str) -> bool:
@@ -129,6 +132,13 @@ def _parser() -> _Parser:
         "(default: every other layer, first and last kept)",
     )
     p.add_argument(
+        "--ilsi-lookahead",
+        default=None,
+        metavar="W,N",
+        help="window columns and n-gram size under --speculative-algorithm LOOKAHEAD "
+        "(default 4,3)",
+    )
+    p.add_argument(
         "--ilsi-trace-max-k",
         type=int,
         default=20,
@@ -154,6 +164,7 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         "--ilsi-trace-max-k",
         "--ilsi-aux-model",
         "--ilsi-self-spec-skip",
+        "--ilsi-lookahead",
     }
     takes_value |= tool_flags.TAKES_VALUE
     i = 0
@@ -263,6 +274,8 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
                     f"combined with {flag} {value}")
     self_spec_skip = _self_spec_skip(ns.ilsi_self_spec_skip, spec,
                                      _sglang_flag(sglang_argv or [], "--model-path"))
+    lookahead = _lookahead(ns.ilsi_lookahead, spec,
+                           _sglang_flag(sglang_argv or [], "--speculative-num-draft-tokens"))
     return IlsiConfig(
         methods=methods,
         default_method=default,
@@ -274,7 +287,27 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
         **tool_flags.parse(ns),
         aux_models=aux_models,
         self_spec_skip=self_spec_skip,
+        lookahead=lookahead,
     )
+
+
+def _lookahead(value: str | None, spec: str | None,
+               draft_tokens: str | None) -> tuple[int, ...]:
+    """``--ilsi-lookahead W,N`` → ``(W, N)``, checked against the draft-token budget."""
+    from sglang_ilsi.engine import lookahead
+
+    is_lookahead = (spec or "").upper() == lookahead.ALGORITHM
+    if value is not None and not is_lookahead:
+        raise IlsiConfigError(f"--ilsi-lookahead needs --speculative-algorithm {lookahead.ALGORITHM}")
+    if not is_lookahead:
+        return ()
+    try:
+        shape = lookahead.parse_shape(value) if value is not None else lookahead.WindowShape()
+        if draft_tokens is not None and draft_tokens.strip().isdigit():
+            lookahead.pool_size(int(draft_tokens), shape)
+    except ValueError as e:
+        raise IlsiConfigError(f"--ilsi-lookahead: {e}") from None
+    return (shape.window, shape.ngram) if value is not None else ()
 
 
 def _self_spec_skip(value: str | None, spec: str | None,

@@ -50,9 +50,10 @@ def register() -> None:
     for path in cfg.plugin_files:
         registry.load_plugin_file(path)
 
-    from sglang_ilsi.engine import api, patches, self_speculative
+    from sglang_ilsi.engine import api, lookahead, patches, self_speculative
 
     api.configure(cfg)
     installed = patches.install(cfg, _role())
     self_speculative.register()
+    lookahead.register()
     logger.info("sglang-ilsi enabled (%d touch points)", len(installed))

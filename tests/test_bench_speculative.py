@@ -31,7 +31,8 @@ def test_acceptance_metrics_come_from_meta_info():
 
 def test_rows_are_lossless_claims_against_greedy():
     rows = {name: m for name, m in specs.methods().items() if m.family == "speculative"}
-    assert set(rows) == {"speculative_standalone", "speculative_ngram", "self_speculative"}
+    assert set(rows) == {"speculative_standalone", "speculative_ngram", "self_speculative",
+                         "lookahead"}
     for row in rows.values():
         assert row.expected_sign == 0 and row.baselines == ("greedy",)
         assert row.temperature == 0.0 and row.published is not None

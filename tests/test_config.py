@@ -439,3 +439,35 @@ def test_rejection_sampling_flag_is_refused_without_cuda():
     with pytest.raises(IlsiConfigError, match="--speculative-use-rejection-sampling"):
         parse(["--ilsi"], ["--speculative-algorithm", "STANDALONE",
                            "--speculative-use-rejection-sampling"])
+
+
+# -- --ilsi-lookahead ----------------------------------------------------------------
+
+LOOKAHEAD = ["--speculative-algorithm", "LOOKAHEAD"]
+
+
+def test_lookahead_window_parsed():
+    cfg = parse(["--ilsi-lookahead", "5, 4"], [*LOOKAHEAD, "--speculative-num-draft-tokens", "17"])
+    assert cfg.lookahead == (5, 4)
+    assert IlsiConfig.from_json(cfg.to_json()) == cfg
+    assert parse(["--ilsi"], LOOKAHEAD).lookahead == ()  # the default shape
+
+
+@pytest.mark.parametrize("value, sglang, fragment", [
+    ("4,3", [], "needs --speculative-algorithm LOOKAHEAD"),
+    ("4,3", ["--speculative-algorithm", "NGRAM"], "needs --speculative-algorithm LOOKAHEAD"),
+    ("4", LOOKAHEAD, "expected W,N"),
+    ("a,b", LOOKAHEAD, "expected W,N"),
+    ("0,3", LOOKAHEAD, "window must be between 1 and 64"),
+    ("4,1", LOOKAHEAD, "n-gram size must be between 2 and 16"),
+    ("4,3", [*LOOKAHEAD, "--speculative-num-draft-tokens", "9"], "leaves 1 for the n-gram pool"),
+])
+def test_lookahead_bad_values(value, sglang, fragment):
+    with pytest.raises(IlsiConfigError, match=fragment) as e:
+        parse(["--ilsi-lookahead", value], sglang)
+    assert "--ilsi-lookahead" in str(e.value)
+
+
+def test_lookahead_default_window_checked_against_the_draft_budget():
+    with pytest.raises(IlsiConfigError, match="needs at least 10"):
+        parse(["--ilsi"], [*LOOKAHEAD, "--speculative-num-draft-tokens", "8"])

@@ -8,10 +8,12 @@ really wrapped (or provided):
 SGLang only logs hook failures, and a silently missing patch here could
 reopen the dill path or drop a method, so a failed patch stops the process.
 
-Besides these patches, the plugin uses one supported extension point:
-``engine/self_speculative.py`` registers ``SELF_SPECULATIVE`` with SGLang's
-speculative-algorithm registry (and answers the three predicates SGLang
-0.5.23's ``CustomSpecAlgo`` lacks).
+Besides these patches, the plugin uses one supported extension point, SGLang's
+speculative-algorithm registry: ``engine/self_speculative.py`` registers
+``SELF_SPECULATIVE`` and ``engine/lookahead.py`` registers ``LOOKAHEAD`` (each
+answers the three predicates SGLang 0.5.23's ``CustomSpecAlgo`` lacks).
+``LOOKAHEAD``'s worker subclasses SGLang's ``NGRAMWorker``; the methods it
+overrides are listed in ``engine/lookahead_worker.py``.
 """
 
 from __future__ import annotations
