@@ -65,6 +65,9 @@ def configurations(draft: str, steps: int, draft_tokens: int, self_skip: str | N
                              *(["--ilsi-self-spec-skip", self_skip] if self_skip else [])],
         "lookahead": ["--speculative-algorithm", "LOOKAHEAD", "--ilsi-lookahead", window,
                       "--speculative-num-draft-tokens", str(window_draft_tokens)],
+        # the ablation: LOOKAHEAD's whole verify budget given to NGRAM's pool
+        "ngram_lookahead_budget": ["--speculative-algorithm", "NGRAM",
+                                   "--speculative-num-draft-tokens", str(window_draft_tokens)],
     }
 
 
@@ -143,7 +146,8 @@ def main() -> None:
     parser.add_argument("--lookahead", default="4,3", help="LOOKAHEAD window W,N")
     parser.add_argument("--lookahead-draft-tokens", type=int, default=12,
                         help="LOOKAHEAD's verified tokens per step (window + n-gram pool)")
-    parser.add_argument("--configs", default="plain,standalone,ngram,self_speculative,lookahead",
+    parser.add_argument("--configs", default="plain,standalone,ngram,self_speculative,lookahead,"
+                        "ngram_lookahead_budget",
                         help="configurations to run (plain is always run)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]

@@ -30,7 +30,8 @@ LOOKAHEAD = ["--speculative-algorithm", "LOOKAHEAD"]
 @pytest.fixture(scope="module")
 def lab():
     path = str(catalog.prepare("lab-target"))
-    for client in start_server(path, ["--ilsi"], LOOKAHEAD):
+    env = {"SGLANG_ILSI_LOOKAHEAD_REPORT_EVERY": "8"}  # the draft-source log line
+    for client in start_server(path, ["--ilsi"], LOOKAHEAD, extra_env=env):
         yield client, HFReference(path)
 
 

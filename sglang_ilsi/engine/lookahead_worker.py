@@ -12,6 +12,7 @@ The method itself is in :mod:`sglang_ilsi.engine.lookahead`.
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import torch
@@ -22,7 +23,8 @@ from sglang.srt.speculative.ngram_worker import NGRAMWorker
 from sglang_ilsi.engine import lookahead
 
 logger = logging.getLogger(__name__)
-REPORT_EVERY = 64  # verify steps between the source-of-drafts log lines
+# verify steps between the source-of-drafts log lines
+REPORT_EVERY = int(os.environ.get("SGLANG_ILSI_LOOKAHEAD_REPORT_EVERY", "64"))
 
 
 class LookaheadWorker(NGRAMWorker):
