@@ -6,8 +6,14 @@ unconstrained decoding and the same requests under a regex and a JSON schema;
 the first server also serves hard lexical constraints
 (``lexical_constraints``: one required and one banned phrase). Per concurrency
 level the configurations are measured in interleaved rounds (plain, regex,
-json, ...), so drift in machine load hits all alike; each request decodes a
-fixed number of tokens (``ignore_eos``; the grammars never terminate early).
+json, ...), so drift in machine load hits all alike; each request decodes
+exactly ``--tokens`` tokens (checked): ``min_new_tokens`` keeps the end of
+sequence masked, and the JSON schema's ``minItems`` keeps the array open past
+that. (Without both, a grammar request could end after a few tokens, when the
+matcher accepts the end of sequence, and the shorter requests' prefill and
+stragglers showed up as grammar overhead: the earlier 38.8% for xgrammar's
+JSON schema at 8 concurrent came from arrays closed after 7-64 tokens, mean
+38.)
 Prints JSON: decode tokens/s per configuration (median over rounds), its ratio
 to unconstrained decoding on the same server in the same rounds, and the
 overhead in percent.
@@ -26,9 +32,10 @@ from typing import Any
 from throughput import against_plain, decode_tokens_per_s, interleaved, sampling
 
 PROMPT = "def fibonacci(n):"
-# Never complete: each request decodes exactly --tokens tokens under the grammar.
+# Neither can end within --tokens (run_round checks): the regex never has to end, and
+# 256 integers with their commas are far more text than the default 64 tokens.
 REGEX = r"[a-z0-9_ ,.():=+\-*\n]+"
-JSON_SCHEMA = json.dumps({"type": "array", "items": {"type": "integer"}})
+JSON_SCHEMA = json.dumps({"type": "array", "items": {"type": "integer"}, "minItems": 256})
 LEXICAL = {"method": "lexical_constraints", "include": ["return"], "exclude": ["self"],
            "force_after": 1_000_000}
 BACKENDS = ("xgrammar", "outlines", "llguidance")
@@ -46,10 +53,17 @@ def configurations(lexical: bool) -> dict[str, dict[str, Any]]:
 
 
 def run_round(url: str, extra: dict[str, Any], concurrency: int, tokens: int) -> float:
-    """Decode tokens/s of ``concurrency`` simultaneous requests."""
-    params = sampling(tokens, **extra)
-    return decode_tokens_per_s(
-        url, concurrency, lambda i: {"text": f"{PROMPT} # {i}", "sampling_params": params})
+    """Decode tokens/s of ``concurrency`` simultaneous requests of exactly ``tokens``."""
+    params = sampling(tokens, min_new_tokens=tokens, **extra)
+    metas: list[dict[str, Any]] = []
+    rate = decode_tokens_per_s(
+        url, concurrency, lambda i: {"text": f"{PROMPT} # {i}", "sampling_params": params},
+        metas)
+    lengths = sorted({m["completion_tokens"] for m in metas})
+    if lengths != [tokens]:
+        raise RuntimeError(f"requests under {sorted(extra)} decoded {lengths} tokens, not "
+                           f"{tokens}: the comparison would not be per token")
+    return rate
 
 
 def measure(url: str, configs: dict[str, dict[str, Any]], levels: list[int], tokens: int,
@@ -91,7 +105,7 @@ def main() -> int:
         model, sglang_args = str(tiny.ensure()), ["--dtype", "float32"]
     out: dict[str, Any] = {
         "benchmark": "constraints", "model": model, "tokens_per_request": args.tokens,
-        "rounds": args.rounds, "sampling": "temperature 0.8, ignore_eos",
+        "rounds": args.rounds, "sampling": "temperature 0.8, ignore_eos, min_new_tokens",
         "regex": REGEX, "json_schema": JSON_SCHEMA, "lexical_constraints": LEXICAL,
         "backends": {}, "not_installed": [b for b in wanted if b not in available],
     }

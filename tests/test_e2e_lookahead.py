@@ -1,7 +1,7 @@
 """End-to-end: ``--speculative-algorithm LOOKAHEAD``, our registered lookahead decoding.
 
-On the lab target, with a 4x2 window (4 columns, 3-grams) and a 4-token pool
-tree (12 verified tokens per step), and on the tiny model with a 3x3 window:
+On the lab target, with the default window (4 columns, 3-grams: 8 nodes) and
+an 8-token pool tree (16 verified tokens per step), and on the tiny model with a 3x3 window:
 - greedy output equals the transformers reference that plain serving matches
   token for token, one request at a time and as one batch, and several tokens
   are accepted per verify forward;

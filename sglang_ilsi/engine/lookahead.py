@@ -29,7 +29,7 @@ trajectories.
 Flags: ``--speculative-algorithm LOOKAHEAD [--ilsi-lookahead W,N]`` (default
 ``4,3``); ``--speculative-num-draft-tokens`` is the whole verified tree, so
 the pool's tree gets what the window's ``W * (N - 1)`` nodes leave (default
-4, root included). ``--speculative-ngram-*`` flags shape the pool's tree as
+8, root included: 16 verified tokens with the default window). ``--speculative-ngram-*`` flags shape the pool's tree as
 they do for NGRAM.
 
 This module holds the window and the tree layout (pure NumPy);
@@ -48,7 +48,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 ALGORITHM = "LOOKAHEAD"
-DEFAULT_POOL_TOKENS = 4  # the verification branch's tree, root included
+DEFAULT_POOL_TOKENS = 8  # the verification branch's tree, root included
 
 
 @dataclass(frozen=True)

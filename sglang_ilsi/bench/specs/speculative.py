@@ -87,6 +87,6 @@ register_method(MethodSpec(
         "Decoding",
         "identical outputs, 1.5-2.3x faster than greedy decoding on MT-Bench and code "
         "(LLaMA-2 7B-70B, W=15 N=5 on A100)"),
-    notes="window W=4, N=3 (8 nodes) plus a 4-token pool tree, 12 tokens verified per "
+    notes="window W=4, N=3 (8 nodes) plus an 8-token pool tree, 16 tokens verified per "
           "step" + LOSSLESS,
 ))
