@@ -1,4 +1,5 @@
-"""Shared check for speculative servers: sampled tokens follow the target."""
+"""Shared checks for speculative servers: greedy identity, sampled tokens follow
+the target, logits-stage methods refused."""
 
 from __future__ import annotations
 
@@ -41,3 +42,33 @@ def check_sampled_second_token(
         observed, expected = observed[:-1], expected[:-1]
     assert len(observed) >= 2, "the distribution is too peaked for a test at this temperature"
     assert chisquare(observed, expected).pvalue > 1e-3, (observed, expected)
+
+
+def check_greedy_identity(client, hf, prompts: list[str], max_new_tokens: int) -> list[float]:
+    """Greedy output equals the transformers reference, one request at a time and
+    as one batch; returns each single request's mean accepted length."""
+    expected = [hf.greedy(hf.encode(p), max_new_tokens, None) for p in prompts]
+    accepted = []
+    for prompt, ids in zip(prompts, expected, strict=True):
+        out = client.generate(prompt, max_new_tokens=max_new_tokens)
+        assert out["output_ids"] == ids, prompt
+        accepted.append(out["meta_info"]["spec_accept_length"])
+    r = client.post("/generate", {"text": prompts, "sampling_params": {
+        "max_new_tokens": max_new_tokens, "temperature": 0}})
+    assert r.status_code == 200, r.text
+    assert [o["output_ids"] for o in r.json()] == expected
+    return accepted
+
+
+def check_logits_methods_refused(client, algorithm: str, prompts: list[str]) -> None:
+    """Logits-stage methods get a 400 naming the method and the algorithm, on
+    ``/generate`` and OpenAI completions; plain requests are still served."""
+    r = client.post("/generate", {"text": prompts[0], "sampling_params": {
+        "max_new_tokens": 8, "temperature": 0, "custom_params": {"ilsi": {"method": "typical"}}}})
+    assert r.status_code == 400, r.text
+    assert "typical" in r.text and "speculative" in r.text and algorithm in r.text
+    completion = client.post("/v1/completions", {
+        "model": client.model + "+eta", "max_tokens": 8, "prompt": prompts[1]})
+    assert completion.status_code == 400, completion.text
+    assert "'eta'" in completion.text and "speculative" in completion.text
+    assert client.generate(prompts[0], max_new_tokens=8)["output_ids"]

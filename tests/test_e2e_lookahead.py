@@ -16,7 +16,11 @@ import numpy as np
 import pytest
 from conftest import start_server
 from reference_decoding import HFReference
-from spec_checks import check_sampled_second_token
+from spec_checks import (
+    check_greedy_identity,
+    check_logits_methods_refused,
+    check_sampled_second_token,
+)
 
 from sglang_ilsi.models import catalog
 
@@ -42,29 +46,15 @@ def tiny(tiny_model_path):
         yield client, HFReference(tiny_model_path)
 
 
-def _check_identity(client, hf, prompts, max_new_tokens) -> list[float]:
-    expected = [hf.greedy(hf.encode(p), max_new_tokens, None) for p in prompts]
-    accepted = []
-    for prompt, ids in zip(prompts, expected, strict=True):
-        out = client.generate(prompt, max_new_tokens=max_new_tokens)
-        assert out["output_ids"] == ids, prompt
-        accepted.append(out["meta_info"]["spec_accept_length"])
-    r = client.post("/generate", {"text": prompts, "sampling_params": {
-        "max_new_tokens": max_new_tokens, "temperature": 0}})
-    assert r.status_code == 200, r.text
-    assert [o["output_ids"] for o in r.json()] == expected
-    return accepted
-
-
 def test_lab_greedy_equals_plain_greedy(lab):
     client, hf = lab
-    accepted = _check_identity(client, hf, ARITHMETIC, 32)
+    accepted = check_greedy_identity(client, hf, ARITHMETIC, 32)
     assert np.mean(accepted) > 1.5, accepted
 
 
 def test_tiny_greedy_equals_plain_greedy(tiny):
     client, hf = tiny
-    _check_identity(client, hf, CODE, 48)
+    check_greedy_identity(client, hf, CODE, 48)
     # the random model loops; once seen, the pool proposes the loop again
     again = client.generate(CODE[0], max_new_tokens=48)
     assert again["meta_info"]["spec_accept_length"] > 1.5, again["meta_info"]
@@ -77,11 +67,7 @@ def test_sampled_tokens_follow_the_target_distribution(lab):
 
 def test_logits_methods_are_refused_plain_requests_served(lab):
     client, _ = lab
-    r = client.post("/generate", {"text": ARITHMETIC[0], "sampling_params": {
-        "max_new_tokens": 8, "temperature": 0, "custom_params": {"ilsi": {"method": "typical"}}}})
-    assert r.status_code == 400, r.text
-    assert "typical" in r.text and "LOOKAHEAD" in r.text
-    assert client.generate(ARITHMETIC[0], max_new_tokens=8)["output_ids"]
+    check_logits_methods_refused(client, "LOOKAHEAD", ARITHMETIC)
 
 
 def test_the_window_supplies_accepted_drafts_on_new_text(lab):

@@ -15,7 +15,11 @@ from __future__ import annotations
 import pytest
 from conftest import start_server
 from reference_decoding import HFReference
-from spec_checks import check_sampled_second_token
+from spec_checks import (
+    check_greedy_identity,
+    check_logits_methods_refused,
+    check_sampled_second_token,
+)
 
 from sglang_ilsi.models import catalog
 
@@ -24,18 +28,6 @@ pytestmark = pytest.mark.server
 NGRAM = ["--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens", "4"]
 ARITHMETIC = ["Q: 23+45-12=?\nA:", "Q: 7*8+1=?\nA:", "Q: 90-41+3=?\nA:"]
 CODE = ["def hello(world):", "import os\nclass Foo:", "the cat sat on the mat. the cat"]
-
-
-def _check_identity(client, hf, prompts, max_new_tokens):
-    expected = [hf.greedy(hf.encode(p), max_new_tokens, None) for p in prompts]
-    for prompt, ids in zip(prompts, expected, strict=True):
-        out = client.generate(prompt, max_new_tokens=max_new_tokens)
-        assert out["output_ids"] == ids, prompt
-        assert "spec_accept_length" in out["meta_info"]
-    r = client.post("/generate", {"text": prompts, "sampling_params": {
-        "max_new_tokens": max_new_tokens, "temperature": 0}})
-    assert r.status_code == 200, r.text
-    assert [o["output_ids"] for o in r.json()] == expected
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +45,12 @@ def tiny(tiny_model_path):
 
 def test_lab_target_greedy_equals_plain_greedy(lab):
     client, hf = lab
-    _check_identity(client, hf, ARITHMETIC, 32)
+    check_greedy_identity(client, hf, ARITHMETIC, 32)
 
 
 def test_tiny_model_greedy_equals_plain_greedy(tiny):
     client, hf = tiny
-    _check_identity(client, hf, CODE, 48)
+    check_greedy_identity(client, hf, CODE, 48)
 
 
 def test_drafts_are_accepted_on_repetitive_text(tiny):
@@ -84,13 +76,4 @@ def test_sampled_tokens_follow_the_target_distribution(lab):
 
 def test_logits_methods_are_refused_plain_requests_served(lab):
     client, _ = lab
-    r = client.post("/generate", {"text": ARITHMETIC[0], "sampling_params": {
-        "max_new_tokens": 8, "temperature": 0, "custom_params": {"ilsi": {"method": "typical"}}}})
-    assert r.status_code == 400, r.text
-    assert "typical" in r.text and "speculative" in r.text and "NGRAM" in r.text
-    completion = client.post("/v1/completions", {
-        "model": client.model + "+eta", "max_tokens": 8, "prompt": ARITHMETIC[1]})
-    assert completion.status_code == 400, completion.text
-    assert "'eta'" in completion.text and "speculative" in completion.text
-    plain = client.generate(ARITHMETIC[0], max_new_tokens=8)
-    assert plain["output_ids"]
+    check_logits_methods_refused(client, "NGRAM", ARITHMETIC)

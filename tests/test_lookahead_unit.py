@@ -177,6 +177,18 @@ corpus.synchronize()
 tokens, mask = corpus.batch_get(["r"], [[1, 2, 5]], [3])
 assert tokens.shape == (4,) and tokens[0] == 5 and mask.shape == (16,), (tokens, mask)
 assert mask.reshape(4, 4)[:, 0].all()
+# both registered algorithms answer the scheduler's predicates as their built-in paths do
+from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+
+from sglang_ilsi.engine import lookahead, self_speculative
+
+lookahead.register()
+self_speculative.register()
+la = SpeculativeAlgorithm.from_string("LOOKAHEAD")
+assert la.is_ngram() and not la.has_draft_kv() and not la.need_topk()
+assert not la.carries_draft_hidden_states() and not la.is_standalone()
+ss = SpeculativeAlgorithm.from_string("SELF_SPECULATIVE")
+assert ss.is_standalone() and ss.need_topk() and ss.has_draft_kv() and not ss.is_ngram()
 print("ok")
 """
 

@@ -10,8 +10,9 @@ reopen the dill path or drop a method, so a failed patch stops the process.
 
 Besides these patches, the plugin uses one supported extension point, SGLang's
 speculative-algorithm registry: ``engine/self_speculative.py`` registers
-``SELF_SPECULATIVE`` and ``engine/lookahead.py`` registers ``LOOKAHEAD`` (each
-answers the three predicates SGLang 0.5.23's ``CustomSpecAlgo`` lacks).
+``SELF_SPECULATIVE`` and ``engine/lookahead.py`` registers ``LOOKAHEAD``, both on
+``engine/spec_algorithm_base.py`` (the three predicates SGLang 0.5.23's
+``CustomSpecAlgo`` lacks).
 ``LOOKAHEAD``'s worker subclasses SGLang's ``NGRAMWorker``; the methods it
 overrides are listed in ``engine/lookahead_worker.py``.
 """

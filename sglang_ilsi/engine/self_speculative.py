@@ -49,32 +49,18 @@ def _worker(server_args: Any) -> type:
 def register() -> None:
     """Register the algorithm in this process (idempotent)."""
     from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
-    from sglang.srt.speculative.spec_registry import CustomSpecAlgo, get_spec
+    from sglang.srt.speculative.spec_registry import get_spec
+
+    from sglang_ilsi.engine.spec_algorithm_base import plugin_algorithm_base
 
     if get_spec(ALGORITHM) is not None:
         return
 
-    class SelfSpeculative(CustomSpecAlgo):
+    class SelfSpeculative(plugin_algorithm_base()):
         """SGLang's draft-model path (``is_standalone``) with a derived draft."""
 
         def is_standalone(self) -> bool:
             return True
-
-        # SGLang 0.5.23 calls these on the algorithm, but its CustomSpecAlgo
-        # lacks them; they answer as the built-in STANDALONE does.
-        def need_topk(self) -> bool:
-            return True
-
-        def carries_draft_hidden_states(self) -> bool:
-            return False
-
-        def create_future_map(self, device: Any, req_to_token_pool: Any,
-                              needs_cpu_seq_lens: bool = True,
-                              needs_confidence_relay: bool = False) -> Any:
-            from sglang.srt.managers.overlap_utils import FutureMap
-
-            return FutureMap(device, self, req_to_token_pool, needs_cpu_seq_lens,
-                             needs_confidence_relay)
 
         def handle_server_args(self, server_args: Any) -> None:
             from sglang_ilsi.engine import api, cpu_portability
