@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -85,15 +86,18 @@ def parse_shape(text: str) -> WindowShape:
     return WindowShape(int(parts[0]), int(parts[1]))
 
 
+@cache
 def window_mask(shape: WindowShape) -> np.ndarray:
     """``mask[i, j]``: window node ``j`` is ``i`` itself or one of its ancestors
-    (the current token, the tree's root, is not in the window)."""
+    (the current token, the tree's root, is not in the window). Built once per
+    shape, read-only: every verify step reuses it."""
     mask = np.zeros((shape.nodes, shape.nodes), dtype=bool)
     for level in range(shape.levels):
         for column in range(shape.window):
             row = mask[shape.index(level, column)]
             row[[shape.index(0, c) for c in range(column + 1)]] = True
             row[[shape.index(lv, column) for lv in range(1, level + 1)]] = True
+    mask.setflags(write=False)
     return mask
 
 
@@ -190,7 +194,9 @@ def greedy_walk(tokens: np.ndarray, ancestors: np.ndarray, argmax: np.ndarray,
     when the path leaves the root through a window node (index ``>= pool_tokens``),
     ``"pool"`` otherwise, ``None`` when nothing is accepted."""
     total = len(tokens)
-    parent = [max((j for j in range(i) if ancestors[i, j]), default=-1) for i in range(total)]
+    # a node's parent is its last ancestor before it (-1: the root has none)
+    earlier = ancestors & np.tri(total, k=-1, dtype=bool)
+    parent = np.where(earlier.any(axis=1), total - 1 - earlier[:, ::-1].argmax(axis=1), -1)
     node, length, first = 0, 0, None
     while True:
         child = next((i for i in range(node + 1, total)
