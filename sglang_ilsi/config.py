@@ -61,6 +61,10 @@ class IlsiConfig:
     self_spec_skip: tuple[int, ...] = ()
     # LOOKAHEAD's window (W, N); empty = the default shape.
     lookahead: tuple[int, ...] = ()
+    # SPECULATIVE_CONTRASTIVE's plausibility threshold and contrast weight
+    # (None = the defaults of engine/spec_contrastive.py).
+    scd_alpha: float | None = None
+    scd_beta: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -139,6 +143,20 @@ def _parser() -> _Parser:
         "(default 4,3)",
     )
     p.add_argument(
+        "--ilsi-scd-alpha",
+        type=float,
+        default=None,
+        help="plausibility threshold alpha under --speculative-algorithm "
+        "SPECULATIVE_CONTRASTIVE (default 0.1)",
+    )
+    p.add_argument(
+        "--ilsi-scd-beta",
+        type=float,
+        default=None,
+        help="contrast weight beta under --speculative-algorithm SPECULATIVE_CONTRASTIVE "
+        "(default 0.5)",
+    )
+    p.add_argument(
         "--ilsi-trace-max-k",
         type=int,
         default=20,
@@ -165,6 +183,8 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         "--ilsi-aux-model",
         "--ilsi-self-spec-skip",
         "--ilsi-lookahead",
+        "--ilsi-scd-alpha",
+        "--ilsi-scd-beta",
     }
     takes_value |= tool_flags.TAKES_VALUE
     i = 0
@@ -276,6 +296,7 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
                                      _sglang_flag(sglang_argv or [], "--model-path"))
     lookahead = _lookahead(ns.ilsi_lookahead, spec,
                            _sglang_flag(sglang_argv or [], "--speculative-num-draft-tokens"))
+    _speculative_contrastive(ns, spec, sglang_argv or [])
     return IlsiConfig(
         methods=methods,
         default_method=default,
@@ -288,7 +309,34 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
         aux_models=aux_models,
         self_spec_skip=self_spec_skip,
         lookahead=lookahead,
+        scd_alpha=ns.ilsi_scd_alpha,
+        scd_beta=ns.ilsi_scd_beta,
     )
+
+
+def _speculative_contrastive(ns: argparse.Namespace, spec: str | None,
+                             sglang_argv: list[str]) -> None:
+    """``--ilsi-scd-*`` and SGLang's flags under ``SPECULATIVE_CONTRASTIVE``."""
+    from sglang_ilsi.engine.spec_contrastive import ALGORITHM
+
+    chosen = (spec or "").upper() == ALGORITHM
+    for flag, value in (("--ilsi-scd-alpha", ns.ilsi_scd_alpha),
+                        ("--ilsi-scd-beta", ns.ilsi_scd_beta)):
+        if value is not None and not chosen:
+            raise IlsiConfigError(f"{flag} needs --speculative-algorithm {ALGORITHM}")
+    if ns.ilsi_scd_alpha is not None and not 0.0 < ns.ilsi_scd_alpha <= 1.0:
+        raise IlsiConfigError("--ilsi-scd-alpha: must be in (0, 1]")
+    if ns.ilsi_scd_beta is not None and not 0.0 <= ns.ilsi_scd_beta <= 10.0:
+        raise IlsiConfigError("--ilsi-scd-beta: must be between 0 and 10")
+    if not chosen:
+        return
+    if _sglang_flag(sglang_argv, "--speculative-draft-model-path") is None:
+        raise IlsiConfigError(f"--speculative-algorithm {ALGORITHM} needs the amateur as "
+                              "--speculative-draft-model-path")
+    topk = _sglang_flag(sglang_argv, "--speculative-eagle-topk")
+    if topk is not None and topk.strip() != "1":
+        raise IlsiConfigError(f"--speculative-algorithm {ALGORITHM} verifies a chain of "
+                              f"drafts: --speculative-eagle-topk must be 1, not {topk}")
 
 
 def _lookahead(value: str | None, spec: str | None,

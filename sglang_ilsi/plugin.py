@@ -50,10 +50,11 @@ def register() -> None:
     for path in cfg.plugin_files:
         registry.load_plugin_file(path)
 
-    from sglang_ilsi.engine import api, lookahead, patches, self_speculative
+    from sglang_ilsi.engine import api, lookahead, patches, self_speculative, spec_contrastive
 
     api.configure(cfg)
     installed = patches.install(cfg, _role())
     self_speculative.register()
     lookahead.register()
+    spec_contrastive.register()
     logger.info("sglang-ilsi enabled (%d touch points)", len(installed))

@@ -8,14 +8,16 @@ from scipy.stats import chisquare
 
 
 def check_sampled_second_token(
-    client, hf, prompt: str = "Q:", temperature: float = 1.5, samples: int = 400
+    client, hf, prompt: str = "Q:", temperature: float = 1.5, samples: int = 400,
+    logits_of=None,
 ) -> None:
     """Draw ``samples`` two-token continuations in one batch and test the second.
 
     The first token comes from the prefill, the second from the speculative
     verify step. Among the samples sharing the most frequent first token, the
     second token must pass a chi-square test against transformers'
-    ``softmax(logits / T)`` given that first token (rare tokens pooled). With
+    ``softmax(logits / T)`` given that first token (rare tokens pooled;
+    ``logits_of(ids)`` gives the reference logits, the target's by default). With
     the default prompt the lab target's first token is near-certain and its
     second is spread out, so a verify step that fell back to argmax fails.
     """
@@ -30,7 +32,8 @@ def check_sampled_second_token(
     seconds = [b for a, b in pairs if a == first]
     assert len(seconds) >= 100, f"only {len(seconds)} samples share the first token"
 
-    logits = hf.logits([*hf.encode(prompt), first]).astype(np.float64) / temperature
+    logits_of = logits_of or hf.logits
+    logits = np.asarray(logits_of([*hf.encode(prompt), first]), dtype=np.float64) / temperature
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
     frequent = [t for t in np.argsort(-probs) if probs[t] * len(seconds) >= 5]

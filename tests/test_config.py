@@ -471,3 +471,34 @@ def test_lookahead_bad_values(value, sglang, fragment):
 def test_lookahead_default_window_checked_against_the_draft_budget():
     with pytest.raises(IlsiConfigError, match="needs at least 10"):
         parse(["--ilsi"], [*LOOKAHEAD, "--speculative-num-draft-tokens", "8"])
+
+
+# -- SPECULATIVE_CONTRASTIVE --------------------------------------------------------
+
+SCD = ["--speculative-algorithm", "SPECULATIVE_CONTRASTIVE",
+       "--speculative-draft-model-path", "/models/amateur"]
+
+
+def test_speculative_contrastive_flags_parsed():
+    cfg = parse(["--ilsi-scd-alpha", "0.2", "--ilsi-scd-beta", "1.5"], SCD)
+    assert (cfg.scd_alpha, cfg.scd_beta) == (0.2, 1.5)
+    assert IlsiConfig.from_json(cfg.to_json()) == cfg
+    defaults = parse(["--ilsi"], [*SCD, "--speculative-eagle-topk", "1"])
+    assert (defaults.scd_alpha, defaults.scd_beta) == (None, None)
+    assert defaults.speculative_algorithm == "SPECULATIVE_CONTRASTIVE"
+
+
+@pytest.mark.parametrize("ours, sglang, fragment", [
+    (["--ilsi-scd-beta", "1"], [], "--ilsi-scd-beta needs --speculative-algorithm "
+     "SPECULATIVE_CONTRASTIVE"),
+    (["--ilsi-scd-alpha", "0.1"], ["--speculative-algorithm", "STANDALONE"],
+     "--ilsi-scd-alpha needs --speculative-algorithm SPECULATIVE_CONTRASTIVE"),
+    (["--ilsi-scd-alpha", "0"], SCD, "--ilsi-scd-alpha: must be in"),
+    (["--ilsi-scd-alpha", "nan"], SCD, "--ilsi-scd-alpha: must be in"),
+    (["--ilsi-scd-beta", "-1"], SCD, "--ilsi-scd-beta: must be between 0 and 10"),
+    (["--ilsi-scd-beta", "x"], SCD, "--ilsi-scd-beta"),
+    (["--ilsi"], SCD[:2], "needs the amateur as --speculative-draft-model-path"),
+    (["--ilsi"], [*SCD, "--speculative-eagle-topk", "2"], "--speculative-eagle-topk must be 1"),
+])
+def test_speculative_contrastive_bad_flags(ours, sglang, fragment):
+    assert fragment in parse_error(ours, sglang)

@@ -180,10 +180,8 @@ class CompanionStage:
                 # a prefix the radix cache shares, and the request's own earlier
                 # steps. Checked every step, because SGLang may re-point a row's
                 # slots to identical tokens cached in the tree.
-                held = aux.valid[table[pool_row, :seq_len].long()]
-                stale = (~held).nonzero()
-                done = int(stale[0]) if len(stale) else seq_len
-                done = min(done, seq_len - 1)  # always recompute the last token
+                done = min(sglang_forward.valid_prefix(aux.valid, table[pool_row, :seq_len]),
+                           seq_len - 1)  # always recompute the last token
                 pool_rows.append(pool_row)
                 prefixes.append(done)
                 token_lists.append(seq[done:])

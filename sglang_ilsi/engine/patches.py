@@ -10,11 +10,14 @@ reopen the dill path or drop a method, so a failed patch stops the process.
 
 Besides these patches, the plugin uses one supported extension point, SGLang's
 speculative-algorithm registry: ``engine/self_speculative.py`` registers
-``SELF_SPECULATIVE`` and ``engine/lookahead.py`` registers ``LOOKAHEAD``, both on
+``SELF_SPECULATIVE``, ``engine/lookahead.py`` registers ``LOOKAHEAD`` and
+``engine/spec_contrastive.py`` registers ``SPECULATIVE_CONTRASTIVE``, all on
 ``engine/spec_algorithm_base.py`` (the three predicates SGLang 0.5.23's
 ``CustomSpecAlgo`` lacks).
 ``LOOKAHEAD``'s worker subclasses SGLang's ``NGRAMWorker``; the methods it
-overrides are listed in ``engine/lookahead_worker.py``.
+overrides are listed in ``engine/lookahead_worker.py``;
+``SPECULATIVE_CONTRASTIVE``'s subclasses ``StandaloneWorkerV2``
+(``engine/spec_contrastive_worker.py``).
 """
 
 from __future__ import annotations
@@ -68,9 +71,11 @@ def _after_init_attention_backends(result: Any, model_runner: Any, *a: Any, **k:
 
 
 def _around_model_runner_forward(original, model_runner, forward_batch, *a, **k):
-    from sglang_ilsi.engine import companions
+    from sglang_ilsi.engine import companions, spec_contrastive
 
-    return companions.around_forward(original, model_runner, forward_batch, *a, **k)
+    output = companions.around_forward(original, model_runner, forward_batch, *a, **k)
+    spec_contrastive.after_forward(model_runner, forward_batch, output)
+    return output
 
 
 def _before_req_to_token_free(pool: Any, req: Any, *a: Any, **k: Any) -> None:
@@ -194,7 +199,8 @@ def touch_points(config: IlsiConfig) -> list[TouchPoint]:
         TouchPoint(
             "sglang.srt.model_executor.model_runner.ModelRunner.forward", "AROUND",
             _around_model_runner_forward, WORKER,
-            "aux models, second contexts and early-layer logits after each target forward",
+            "aux models, second contexts and early-layer logits after each target forward; "
+            "SPECULATIVE_CONTRASTIVE's contrastive logits",
         ),
         TouchPoint(
             "sglang.srt.mem_cache.memory_pool.ReqToTokenPool.free", "BEFORE",

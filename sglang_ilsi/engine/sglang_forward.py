@@ -13,9 +13,12 @@ SGLang pieces it relies on.
   (``model_executor/forward_context.py``), returning last-position logits.
 - :func:`load_aux_model` loads a second model with SGLang's loader
   (``model_loader.get_model``) and gives it its own KV pool
-  (``mem_cache.memory_pool.MHATokenToKVPool``, same slot count as the
-  target's, so the aux model can use the target's slot indices) and its own
-  torch-native attention backend.
+  (:func:`kv_cache_beside`: ``mem_cache.memory_pool.MHATokenToKVPool``, same
+  slot count as the target's, so the aux model can use the target's slot
+  indices) and its own torch-native attention backend.
+- :func:`all_positions_view` turns the target's ``TARGET_VERIFY`` batch into
+  one a second model can run (``spec_info.draft_token_num``; the logits
+  processor keeps every position in verify mode).
 """
 
 from __future__ import annotations
@@ -125,6 +128,25 @@ def _kv_pool_for(model_config: Any, size: int, page_size: int, dtype: torch.dtyp
     )
 
 
+def kv_cache_beside(model_config: Any, target_runner: Any) -> tuple[Any, Any, torch.Tensor, int]:
+    """A KV pool for a second model, indexed like ``target_runner``'s (same slot
+    count, so the model writes at the target's slot indices), the
+    ``torch_native`` attention backend bound to it, an all-false ``valid``
+    mask per slot, and the pool's size in bytes."""
+    from sglang.srt.layers.attention.torch_native_backend import TorchNativeAttnBackend
+
+    target_pool = target_runner.token_to_kv_pool
+    size = int(target_pool.size)
+    pool = _kv_pool_for(model_config, size, int(getattr(target_pool, "page_size", 1)),
+                        target_pool.dtype, target_runner.device)
+    shim = SimpleNamespace(device=target_runner.device,
+                           req_to_token_pool=target_runner.req_to_token_pool,
+                           token_to_kv_pool=pool)
+    kv_bytes = sum(t.numel() * t.element_size() for t in (*pool.k_buffer, *pool.v_buffer))
+    valid = torch.zeros(size + page_size_pad(target_pool), dtype=torch.bool)
+    return pool, TorchNativeAttnBackend(shim), valid, kv_bytes
+
+
 def load_aux_model(name: str, path: str, target_runner: Any) -> AuxModel:
     """Load ``path`` as an auxiliary model beside ``target_runner``'s model.
 
@@ -133,7 +155,6 @@ def load_aux_model(name: str, path: str, target_runner: Any) -> AuxModel:
     from sglang.srt.configs.device_config import DeviceConfig
     from sglang.srt.configs.load_config import LoadConfig
     from sglang.srt.configs.model_config import ModelConfig
-    from sglang.srt.layers.attention.torch_native_backend import TorchNativeAttnBackend
     from sglang.srt.model_loader import get_model
 
     target_config = target_runner.model_config
@@ -148,25 +169,52 @@ def load_aux_model(name: str, path: str, target_runner: Any) -> AuxModel:
     model = get_model(model_config=config, load_config=LoadConfig(load_format="auto"),
                       device_config=DeviceConfig(device))
     model.eval()
-    target_pool = target_runner.token_to_kv_pool
-    size = int(target_pool.size)
-    pool = _kv_pool_for(config, size, int(getattr(target_pool, "page_size", 1)),
-                        target_pool.dtype, device)
-    shim = SimpleNamespace(device=device, req_to_token_pool=target_runner.req_to_token_pool,
-                           token_to_kv_pool=pool)
-    backend = TorchNativeAttnBackend(shim)
-    kv_bytes = sum(t.numel() * t.element_size()
-                   for t in (*pool.k_buffer, *pool.v_buffer))
+    pool, backend, valid, kv_bytes = kv_cache_beside(config, target_runner)
     logger.info("sglang-ilsi: auxiliary model %r loaded from %s (%d layers; KV pool of %d "
-                "slots, %.1f MB)", name, path, config.hf_text_config.num_hidden_layers, size,
-                kv_bytes / 2**20)
+                "slots, %.1f MB)", name, path, config.hf_text_config.num_hidden_layers,
+                int(pool.size), kv_bytes / 2**20)
     return AuxModel(
         name=name, path=path, model=model, kv_pool=pool, attn_backend=backend,
-        valid=torch.zeros(size + page_size_pad(target_pool), dtype=torch.bool),
-        vocab_size=config.vocab_size,
+        valid=valid, vocab_size=config.vocab_size,
         num_layers=config.hf_text_config.num_hidden_layers,
         kv_bytes=kv_bytes,
     )
+
+
+def valid_prefix(valid: torch.Tensor, slots: torch.Tensor) -> int:
+    """How many leading ``slots`` (a sequence's first tokens, in order) hold
+    valid KV of a second model: it recomputes from there."""
+    held = valid[slots.to(valid.device).long()]
+    stale = (~held).nonzero()
+    return int(stale[0]) if len(stale) else len(slots)
+
+
+def all_positions_view(verify_batch: Any) -> Any:
+    """A shallow copy of a ``TARGET_VERIFY`` batch to run a second model on
+    the same draft tokens, positions and slots, keeping logits of every
+    position (the logits processor's verify mode) in a fresh tensor. The
+    draft tree must be a chain (``topk == 1``): then it is also a causal
+    extend of ``draft_token_num`` tokens after ``seq_lens``, which the view
+    states as well, for attention backends without a verify mode."""
+    import copy
+
+    from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode
+
+    view = copy.copy(verify_batch)
+    n = int(verify_batch.spec_info.draft_token_num)
+    bs = int(verify_batch.batch_size)
+    device = verify_batch.seq_lens.device
+    prefix = verify_batch.seq_lens.to(torch.int32)
+    view.next_token_logits_buffer = None
+    view.return_logprob = False
+    view.capture_hidden_mode = CaptureHiddenMode.NULL
+    view.extend_prefix_lens = prefix
+    view.extend_seq_lens = torch.full((bs,), n, dtype=torch.int32, device=device)
+    view.extend_prefix_lens_cpu = prefix.tolist()
+    view.extend_seq_lens_cpu = [n] * bs
+    view.extend_start_loc = torch.arange(0, bs * n, n, dtype=torch.int32, device=device)
+    view.extend_num_tokens = bs * n
+    return view
 
 
 def page_size_pad(pool: Any) -> int:

@@ -41,8 +41,17 @@ class ContrastiveDecodingBeta(AmateurMethod):
 
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
-        amateur = cls.amateur_logits(rows, logits)
-        beta = column(rows, "beta", logits)
-        cutoff = column(rows, "alpha", logits).log() + logits.max(dim=-1, keepdim=True).values
-        score = (1.0 + beta) * logits - beta * amateur
-        return score.masked_fill_(logits < cutoff, float("-inf"))
+        return contrast_beta(logits, cls.amateur_logits(rows, logits),
+                             column(rows, "alpha", logits), column(rows, "beta", logits))
+
+
+def contrast_beta(expert: torch.Tensor, amateur: torch.Tensor,
+                  alpha: torch.Tensor | float, beta: torch.Tensor | float) -> torch.Tensor:
+    """CD_β over rows of logits (``[rows, vocab]``): ``(1+β)·s_e − β·s_a`` where
+    ``s_e ≥ log α + max s_e``, −inf elsewhere. ``alpha``/``beta`` are floats
+    or ``[rows, 1]`` columns. Also the verified distribution of speculative
+    contrastive decoding (``engine/spec_contrastive.py``)."""
+    alpha = torch.as_tensor(alpha, dtype=expert.dtype, device=expert.device)
+    cutoff = alpha.log() + expert.max(dim=-1, keepdim=True).values
+    score = (1.0 + beta) * expert - beta * amateur
+    return score.masked_fill_(expert < cutoff, float("-inf"))
