@@ -11,6 +11,8 @@ plain transformers contrastive decoding (CD_β of O'Brien & Lewis, α = 0.1,
   contrast is visible in the tokens;
 - sampled output follows ``softmax(s_cd / T)``: the second token, drawn by the
   verify step, passes a chi-square test against the oracle's distribution;
+- ``meta_info.ilsi`` and the OpenAI ``ilsi`` field name the method, α, β
+  and what the amateur ran;
 - logits-stage methods are refused with a 400 naming the algorithm.
 """
 
@@ -87,6 +89,22 @@ def test_greedy_equals_contrastive_decoding(scd, oracle):
         "max_new_tokens": TOKENS, "temperature": 0}})
     assert r.status_code == 200, r.text
     assert [o["output_ids"] for o in r.json()] == expected
+
+
+def test_responses_report_the_method_and_its_cost(scd, oracle):
+    prompt = PROMPTS[0]
+    out = scd.generate(prompt, max_new_tokens=TOKENS)
+    report = out["meta_info"]["ilsi"]
+    assert report["method"] == "speculative_contrastive_decoding"
+    assert report["params"] == {"alpha": ALPHA, "beta": BETA}
+    assert ALGORITHM in report["why"]
+    # the amateur ran at least the prompt (or its uncached part) and every verified position
+    verified = out["meta_info"]["spec_verify_ct"] * 4
+    assert report["cost"]["amateur_tokens"] >= verified > 0, report
+    completion = scd.post("/v1/completions", {"model": scd.model, "prompt": prompt,
+                                              "max_tokens": 8, "temperature": 0})
+    assert completion.status_code == 200, completion.text
+    assert completion.json()["ilsi"]["method"] == "speculative_contrastive_decoding"
 
 
 def test_greedy_unchanged_beside_sampled_requests(scd, oracle):

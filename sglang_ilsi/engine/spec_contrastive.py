@@ -35,6 +35,9 @@ How it runs in SGLang (0.5.23):
   amateur's distribution over the full sequence); ``valid`` marks the slots
   whose amateur KV belongs to the token the target holds there, so a prefix
   the radix cache shares is not recomputed;
+* every response's ``meta_info.ilsi`` (and the OpenAI ``ilsi`` field) names
+  the method, α and β, and its cost: the tokens the amateur ran for the
+  request and its share of the stage's time;
 * the overlap scheduler is off (the stage reads each request's tokens as the
   scheduler recorded them), and so are CUDA graphs (the amateur runs eagerly).
 """
@@ -42,16 +45,19 @@ How it runs in SGLang (0.5.23):
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import torch
 
 from sglang_ilsi.engine import sglang_forward
+from sglang_ilsi.engine.logits_stage import META_KEY
 from sglang_ilsi.methods.model_aided.contrastive_decoding_beta import contrast_beta
 
 logger = logging.getLogger(__name__)
 
 ALGORITHM = "SPECULATIVE_CONTRASTIVE"
+METHOD = "speculative_contrastive_decoding"  # as reported in meta_info.ilsi
 DEFAULT_SHAPE = {"speculative_num_steps": 3, "speculative_eagle_topk": 1,
                  "speculative_num_draft_tokens": 4}
 DEFAULT_ALPHA = 0.1
@@ -72,7 +78,6 @@ class ContrastStage:
         self.alpha = alpha
         self.beta = beta
         self.reqs: list[Any] | None = None  # the batch's requests, row order
-        self.amateur_tokens = 0
         logger.info("sglang-ilsi: %s alpha=%g beta=%g; amateur KV pool %.1f MB",
                     ALGORITHM, alpha, beta, kv_bytes / 2**20)
 
@@ -86,6 +91,7 @@ class ContrastStage:
         if self.reqs is None or len(self.reqs) != forward_batch.batch_size:
             raise RuntimeError(f"sglang-ilsi: {ALGORITHM} saw a target forward outside its "
                                "worker's step; the contrastive distribution cannot be formed")
+        start = time.perf_counter()
         self._invalidate(forward_batch.out_cache_loc)
         if mode.is_target_verify():
             amateur = self._verify(forward_batch)
@@ -93,6 +99,41 @@ class ContrastStage:
             amateur = self._extend(forward_batch)
         logits_output.next_token_logits = contrast_beta(
             target.float(), amateur.to(target.device), self.alpha, self.beta).to(target.dtype)
+        share = (time.perf_counter() - start) * 1000.0 / forward_batch.batch_size
+        for req in self.reqs:
+            cost = self.report(req)["cost"]
+            cost["contrast_ms"] = round(cost["contrast_ms"] + share, 4)
+
+    # -- per-request reports ------------------------------------------------------
+    def report(self, req: Any) -> dict[str, Any]:
+        """The request's ``meta_info.ilsi`` report (live; created on first use)."""
+        info = req.customized_info if req.customized_info is not None else {}
+        reports = info.get(META_KEY)
+        if reports:
+            return reports[0]
+        summary = {
+            "method": METHOD,
+            "family": "model-aided/draft",
+            "params": {"alpha": self.alpha, "beta": self.beta},
+            "source": "server",
+            "why": f"the server decodes every request with --speculative-algorithm {ALGORITHM}: "
+                   "the draft model is also the contrastive amateur",
+            "cost": {"amateur_tokens": 0, "contrast_ms": 0.0},
+        }
+        info[META_KEY] = [summary]
+        req.customized_info = info
+        return summary
+
+    def cover_next_tokens(self, reqs: list[Any], tokens_per_step: int) -> None:
+        """SGLang slices ``customized_info`` per output token: one reference to
+        the live report for every token the request has, or may get this step."""
+        for req in reqs:
+            info = req.customized_info or {}
+            reports = info.get(META_KEY)
+            if reports:
+                want = len(req.output_ids) + tokens_per_step + 1
+                if len(reports) < want:
+                    reports.extend([reports[0]] * (want - len(reports)))
 
     # -- the amateur's forwards ---------------------------------------------------
     def _invalidate(self, loc: torch.Tensor | None) -> None:
@@ -125,6 +166,7 @@ class ContrastStage:
             prefixes.append(done)
             token_lists.append(self._tokens(b, length)[done:])
             slots.append(table[pool_row, done:length])
+            self.report(self.reqs[b])["cost"]["amateur_tokens"] += length - done
         if not rows:
             return None
         out_loc = torch.cat(slots)
@@ -132,7 +174,6 @@ class ContrastStage:
                                             token_lists=token_lists, out_cache_loc=out_loc)
         logits = sglang_forward.run_forward(self.model, self.backend, batch)
         self.valid[out_loc.to(self.valid.device).long()] = True
-        self.amateur_tokens += int(out_loc.numel())
         return logits
 
     def _extend(self, fb: Any) -> torch.Tensor:
@@ -148,7 +189,9 @@ class ContrastStage:
         view = sglang_forward.all_positions_view(fb)
         logits = sglang_forward.run_forward(self.model, self.backend, view)
         self.valid[fb.out_cache_loc.to(self.valid.device).long()] = True
-        self.amateur_tokens += int(fb.out_cache_loc.numel())
+        n = int(fb.spec_info.draft_token_num)
+        for req in self.reqs:
+            self.report(req)["cost"]["amateur_tokens"] += n
         return logits
 
 

@@ -33,8 +33,11 @@ class SpeculativeContrastiveWorker(StandaloneWorkerV2):
         if self.contrast is None:  # the KV pools exist once the scheduler runs
             self.contrast = spec_contrastive.open_stage(
                 self.target_worker.model_runner, self.draft_worker.draft_runner)
-        self.contrast.reqs = list(getattr(batch, "reqs", None) or [])
+        reqs = list(getattr(batch, "reqs", None) or [])
+        self.contrast.reqs = reqs
         try:
-            return super().forward_batch_generation(batch, *args, **kwargs)
+            result = super().forward_batch_generation(batch, *args, **kwargs)
         finally:
             self.contrast.reqs = None
+        self.contrast.cover_next_tokens(reqs, self.speculative_num_draft_tokens)
+        return result
