@@ -5,11 +5,19 @@ STANDALONE with the pair's draft model, NGRAM, SELF_SPECULATIVE, LOOKAHEAD), all
 servers sleep), then measures greedy decode tokens/s in interleaved rounds on
 the same prompts, so drift in machine load hits every configuration alike.
 Also reports the mean accepted length (tokens per target forward, from
-``meta_info.spec_accept_length``) and checks that every configuration
+``meta_info.spec_accept_length``) and checks that every lossless configuration
 produced the same greedy tokens as plain decoding.
+
+Contrastive decoding is compared the same way: ``contrastive`` is the plain
+server with the draft loaded as an auxiliary amateur and every request asking
+for ``contrastive_decoding_beta``; ``speculative_contrastive`` is
+SPECULATIVE_CONTRASTIVE, the draft doubling as the amateur. Its greedy tokens
+must equal ``contrastive``'s (``greedy_identical_to_contrastive``), and its
+ratio to ``contrastive`` is its speed-up over contrastive decoding.
 
     python benchmarks/speculative.py [--pair lab|smollm2] [--levels 1,4] [--rounds 3]
         [--configs plain,ngram,lookahead] [--lookahead 4,3] [--lookahead-draft-tokens 16]
+        [--scd 0.1,1.0]
 
 Prints JSON: per pair and concurrency, tokens/s, ratio to plain, accepted
 length and acceptance rate per configuration.
@@ -48,8 +56,12 @@ def chat_prompts(model_dir: str, prompts: list[str]) -> list[str]:
                                           add_generation_prompt=True) for p in prompts]
 
 
+CONTRASTIVE = ("contrastive", "speculative_contrastive")
+
+
 def configurations(draft: str, steps: int, draft_tokens: int, self_skip: str | None,
-                   window: str, window_draft_tokens: int) -> dict[str, list[str]]:
+                   window: str, window_draft_tokens: int,
+                   contrast: tuple[float, float]) -> dict[str, list[str]]:
     """SGLang flags (and ours) per configuration."""
     shape = ["--speculative-num-steps", str(steps), "--speculative-eagle-topk", "1",
              "--speculative-num-draft-tokens", str(steps + 1)]
@@ -68,28 +80,43 @@ def configurations(draft: str, steps: int, draft_tokens: int, self_skip: str | N
         # the ablation: LOOKAHEAD's whole verify budget given to NGRAM's pool
         "ngram_lookahead_budget": ["--speculative-algorithm", "NGRAM",
                                    "--speculative-num-draft-tokens", str(window_draft_tokens)],
+        "contrastive": ["--ilsi-aux-model", f"amateur={draft}"],
+        "speculative_contrastive": [
+            "--speculative-algorithm", "SPECULATIVE_CONTRASTIVE",
+            "--speculative-draft-model-path", draft, *shape,
+            "--ilsi-scd-alpha", str(contrast[0]), "--ilsi-scd-beta", str(contrast[1])],
     }
 
 
+def request_params(name: str, contrast: tuple[float, float]) -> dict[str, Any]:
+    """Extra sampling params of a configuration's requests."""
+    if name != "contrastive":
+        return {}
+    return {"custom_params": {"ilsi": {"method": "contrastive_decoding_beta", "amateur": "amateur",
+                                       "alpha": contrast[0], "beta": contrast[1]}}}
+
+
 def run_round(url: str, prompts: list[str], concurrency: int, tokens: int,
-              accepted: list[tuple[float, float]]) -> float:
+              accepted: list[tuple[float, float]], extra: dict[str, Any] | None = None) -> float:
     """Greedy tokens/s of ``concurrency`` simultaneous requests; appends each
     request's (accepted length, acceptance rate)."""
     metas: list[dict[str, Any]] = []
     rate = decode_tokens_per_s(url, concurrency, lambda i: {
         "text": prompts[i % len(prompts)],
-        "sampling_params": {"max_new_tokens": tokens, "temperature": 0, "ignore_eos": True},
+        "sampling_params": {"max_new_tokens": tokens, "temperature": 0, "ignore_eos": True,
+                            **(extra or {})},
     }, metas)
     accepted.extend((m["spec_accept_length"], m.get("spec_accept_rate", float("nan")))
                     for m in metas if "spec_accept_length" in m)
     return rate
 
 
-def greedy_outputs(url: str, prompts: list[str], tokens: int) -> tuple[list[list[int]], float]:
+def greedy_outputs(url: str, prompts: list[str], tokens: int,
+                   extra: dict[str, Any] | None = None) -> tuple[list[list[int]], float]:
     """Greedy outputs of the prompts' first pass and its mean accepted length
     (the n-gram pools hold only the prompts then; NaN without speculation)."""
     r = requests.post(url + "/generate", json={"text": prompts, "sampling_params": {
-        "max_new_tokens": tokens, "temperature": 0}}, timeout=600)
+        "max_new_tokens": tokens, "temperature": 0, **(extra or {})}}, timeout=600)
     r.raise_for_status()
     out = r.json()
     accepted = [o["meta_info"]["spec_accept_length"] for o in out
@@ -99,7 +126,8 @@ def greedy_outputs(url: str, prompts: list[str], tokens: int) -> tuple[list[list
 
 
 def bench_pair(pair: str, levels: list[int], rounds: int, tokens: int,
-               configs: dict[str, list[str]]) -> dict[str, Any]:
+               configs: dict[str, list[str]],
+               contrast: tuple[float, float] = (0.1, 1.0)) -> dict[str, Any]:
     target_name, draft_name, prompts, chat = PAIRS[pair]
     target = str(catalog.prepare(target_name))
     if chat:
@@ -111,20 +139,31 @@ def bench_pair(pair: str, levels: list[int], rounds: int, tokens: int,
             print(f"[bench] starting {name}", file=sys.stderr, flush=True)
             server.start()
         urls = {name: s.base_url for name, s in servers.items()}
-        first = {name: greedy_outputs(url, prompts, tokens) for name, url in urls.items()}
-        identical = {name: ids == first["plain"][0] for name, (ids, _) in first.items()}
+        extra = {name: request_params(name, contrast) for name in urls}
+        first = {name: greedy_outputs(url, prompts, tokens, extra[name])
+                 for name, url in urls.items()}
+        identical = {name: ids == first["plain"][0] for name, (ids, _) in first.items()
+                     if name not in CONTRASTIVE}
         result: dict[str, Any] = {
             "target": target_name, "draft": draft_name, "greedy_identical_to_plain": identical,
             "first_pass_accept_length": {name: acc for name, (_, acc) in first.items()
                                          if name != "plain"},
             "levels": {}}
+        if all(name in first for name in CONTRASTIVE):
+            result["contrast"] = {"alpha": contrast[0], "beta": contrast[1]}
+            result["greedy_identical_to_contrastive"] = (
+                first["speculative_contrastive"][0] == first["contrastive"][0])
         for c in levels:
-            for url in urls.values():  # warm-up
-                run_round(url, prompts, c, 4, [])
+            for name, url in urls.items():  # warm-up
+                run_round(url, prompts, c, 4, [], extra[name])
             accepted: dict[str, list[tuple[float, float]]] = {name: [] for name in urls}
             samples = interleaved(urls, rounds, lambda name, c=c, acc=accepted: run_round(
-                urls[name], prompts, c, tokens, acc[name]))
+                urls[name], prompts, c, tokens, acc[name], extra[name]))
             summary = against_plain(samples)
+            if all(name in summary for name in CONTRASTIVE):
+                summary["speculative_contrastive"]["ratio_to_contrastive"] = round(
+                    summary["speculative_contrastive"]["tokens_per_s"]
+                    / summary["contrastive"]["tokens_per_s"], 3)
             for name, row in summary.items():
                 if accepted[name]:
                     row["mean_accept_length"] = round(
@@ -154,8 +193,10 @@ def main() -> None:
     parser.add_argument("--lookahead", default="4,3", help="LOOKAHEAD window W,N")
     parser.add_argument("--lookahead-draft-tokens", type=int, default=16,
                         help="LOOKAHEAD's verified tokens per step (window + n-gram pool)")
+    parser.add_argument("--scd", default="0.1,1.0",
+                        help="alpha,beta of contrastive and speculative_contrastive")
     parser.add_argument("--configs", default="plain,standalone,ngram,self_speculative,lookahead,"
-                        "ngram_lookahead_budget",
+                        "ngram_lookahead_budget,contrastive,speculative_contrastive",
                         help="configurations to run (plain is always run)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -163,13 +204,14 @@ def main() -> None:
     out = {}
     for pair in args.pair or ["lab"]:
         draft = str(catalog.prepare(PAIRS[pair][1]))
+        alpha, beta = (float(x) for x in args.scd.split(","))
         every = configurations(draft, args.steps, args.ngram_draft_tokens, args.self_spec_skip,
-                               args.lookahead, args.lookahead_draft_tokens)
+                               args.lookahead, args.lookahead_draft_tokens, (alpha, beta))
         unknown = chosen - set(every)
         if unknown:
             parser.error(f"--configs: unknown {sorted(unknown)}; known: {sorted(every)}")
         configs = {name: flags for name, flags in every.items() if name in chosen}
-        out[pair] = bench_pair(pair, levels, args.rounds, args.tokens, configs)
+        out[pair] = bench_pair(pair, levels, args.rounds, args.tokens, configs, (alpha, beta))
     print(json.dumps(out, indent=2))
 
 

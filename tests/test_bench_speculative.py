@@ -32,10 +32,21 @@ def test_acceptance_metrics_come_from_meta_info():
 def test_rows_are_lossless_claims_against_greedy():
     rows = {name: m for name, m in specs.methods().items() if m.family == "speculative"}
     assert set(rows) == {"speculative_standalone", "speculative_ngram", "self_speculative",
-                         "lookahead"}
-    for row in rows.values():
-        assert row.expected_sign == 0 and row.baselines == ("greedy",)
+                         "lookahead", "speculative_contrastive"}
+    for name, row in rows.items():
+        # speculative contrastive decoding is lossless against contrastive decoding
+        first = "contrastive_decoding_beta" if name == "speculative_contrastive" else "greedy"
+        assert row.expected_sign == 0 and row.baselines[0] == first
         assert row.temperature == 0.0 and row.published is not None
     cells = runner.plan(tasks=["arithmetic"], methods=sorted(rows), items=4)
     planned = {c.method.name for c in cells if c.model == "lab-target-early"}
-    assert planned == set(rows) | {"greedy"}
+    assert planned == set(rows) | {"greedy", "contrastive_decoding_beta"}
+
+
+def test_speculative_contrastive_verifies_against_the_cd_row():
+    cd = specs.methods()["contrastive_decoding_beta"].ilsi_for("arithmetic")
+    args = sp.contrastive_args("lab-target-early")
+    assert args[args.index("--speculative-draft-model-path") + 1] == str(
+        catalog.prepare("lab-draft"))
+    assert float(args[args.index("--ilsi-scd-alpha") + 1]) == cd["alpha"]
+    assert float(args[args.index("--ilsi-scd-beta") + 1]) == cd["beta"]

@@ -100,7 +100,7 @@ def test_responses_report_the_method_and_its_cost(scd, oracle):
     assert ALGORITHM in report["why"]
     # the amateur ran at least the prompt (or its uncached part) and every verified position
     verified = out["meta_info"]["spec_verify_ct"] * 4
-    assert report["cost"]["amateur_tokens"] >= verified > 0, report
+    assert report["cost"]["aux_model_tokens"] >= verified > 0, report
     completion = scd.post("/v1/completions", {"model": scd.model, "prompt": prompt,
                                               "max_tokens": 8, "temperature": 0})
     assert completion.status_code == 200, completion.text

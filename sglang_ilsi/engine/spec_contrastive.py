@@ -118,7 +118,7 @@ class ContrastStage:
             "source": "server",
             "why": f"the server decodes every request with --speculative-algorithm {ALGORITHM}: "
                    "the draft model is also the contrastive amateur",
-            "cost": {"amateur_tokens": 0, "contrast_ms": 0.0},
+            "cost": {"aux_model_tokens": 0, "contrast_ms": 0.0},
         }
         info[META_KEY] = [summary]
         req.customized_info = info
@@ -166,7 +166,7 @@ class ContrastStage:
             prefixes.append(done)
             token_lists.append(self._tokens(b, length)[done:])
             slots.append(table[pool_row, done:length])
-            self.report(self.reqs[b])["cost"]["amateur_tokens"] += length - done
+            self.report(self.reqs[b])["cost"]["aux_model_tokens"] += length - done
         if not rows:
             return None
         out_loc = torch.cat(slots)
@@ -191,7 +191,7 @@ class ContrastStage:
         self.valid[fb.out_cache_loc.to(self.valid.device).long()] = True
         n = int(fb.spec_info.draft_token_num)
         for req in self.reqs:
-            self.report(req)["cost"]["amateur_tokens"] += n
+            self.report(req)["cost"]["aux_model_tokens"] += n
         return logits
 
 
