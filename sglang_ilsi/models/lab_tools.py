@@ -103,9 +103,9 @@ def training_items(n: int, seed: int, arithmetic_share: float = 0.7) -> list[dic
 
 def run_loop(model, tokenizer, prompt: str, max_calls: int = 2,
              max_new_tokens: int = lab.MAX_NEW_TOKENS) -> tuple[str, list[dict]]:
-    """The tool loop without a server (greedy; the call is the first line the model
-    writes after ``<tool_call>``, with no grammar): (the text after the last tool
-    response, the calls made)."""
+    """The tool loop without a server (greedy, no call grammar: the call is the first
+    JSON value the model writes after ``<tool_call>``): (the text after the last
+    tool response, the calls made)."""
     import torch
 
     from sglang_ilsi.tools import Calculator, ToolError, check_arguments
@@ -126,13 +126,16 @@ def run_loop(model, tokenizer, prompt: str, max_calls: int = 2,
         if OPEN not in text or len(calls) >= max_calls:
             return text.split(OPEN)[0], calls
         transcript += text.split(OPEN)[0] + f"{OPEN}\n"
-        call_text = generate().split("\n")[0].strip()
-        record: dict = {"call": call_text}
+        # the server's call grammar ends the call with its JSON object; here the
+        # first JSON value the model writes is the call
+        written = generate().lstrip()
+        record: dict = {"call": written.split("\n")[0]}
         try:
-            call = json.loads(call_text)
+            call, end = json.JSONDecoder().raw_decode(written)
+            record["call"] = written[:end]
             arguments = check_arguments(Calculator, call.get("arguments"))
             record["result"] = Calculator({}).run(arguments)
         except (json.JSONDecodeError, AttributeError, ToolError) as exc:
             record["result"] = f"error: {exc}"
         calls.append(record)
-        transcript += response_block(call_text, record["result"])
+        transcript += response_block(record["call"], record["result"])
