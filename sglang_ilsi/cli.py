@@ -119,6 +119,37 @@ def _grammars(as_json: bool) -> int:
     return 0
 
 
+CALIBRATION_PROMPTS = (
+    "What is the capital of France?", "Write a Python function for Fibonacci numbers.",
+    "Tell me a short story about a cat.", "Explain photosynthesis in two sentences.",
+    "List three uses of copper.", "Why is the sky blue?",
+    "Q: 23+45-12=?\nA:", "Extract JSON: Alice is a 34-year-old teacher from Paris.\nJSON:",
+)
+
+
+def _self_spec_search(ns: argparse.Namespace) -> int:
+    import json
+
+    from sglang_ilsi.models import skip_search
+
+    if ns.prompts_file is not None:
+        with open(ns.prompts_file, encoding="utf-8") as f:
+            prompts = [line.rstrip("\n").replace("\\n", "\n") for line in f if line.strip()]
+    else:
+        prompts = list(CALIBRATION_PROMPTS)
+    if ns.steps < 1 or ns.max_new_tokens < 1:
+        print("sglang-ilsi: --steps and --max-new-tokens must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        report = skip_search.search(ns.model_path, prompts, steps=ns.steps,
+                                    max_new_tokens=ns.max_new_tokens, max_skip=ns.max_skip)
+    except (OSError, ValueError) as exc:
+        print(f"sglang-ilsi: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":  # everything after 'serve' goes to SGLang
@@ -143,6 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     p_prepare = models_sub.add_parser(
         "prepare", help="convert a catalog model (from its installed package) and print its folder")
     p_prepare.add_argument("name", help="catalog model name (see 'models list')")
+    p_skip = sub.add_parser(
+        "self-spec-search", help="choose the layers SELF_SPECULATIVE's draft skips (greedy "
+        "search on calibration prompts, scored by the expected speed-up)")
+    p_skip.add_argument("--model-path", required=True, help="the target model folder")
+    p_skip.add_argument("--prompts-file", default=None,
+                        help="calibration prompts, one per line (default: a built-in set)")
+    p_skip.add_argument("--steps", type=int, default=3, help="draft tokens per step (gamma)")
+    p_skip.add_argument("--max-new-tokens", type=int, default=32,
+                        help="length of each calibration continuation")
+    p_skip.add_argument("--max-skip", type=int, default=None, help="largest set to try")
     p_grammars = sub.add_parser("grammars", help="list the grammars library")
     p_grammars.add_argument("--json", action="store_true", help="machine-readable output")
     from sglang_ilsi.bench import cli as bench_cli
@@ -174,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if ns.command == "bench":
         return bench_cli.run(ns, argv[1:])
+    if ns.command == "self-spec-search":
+        return _self_spec_search(ns)
     if ns.command == "models":
         if ns.models_command == "list":
             return _models_list(ns.json)

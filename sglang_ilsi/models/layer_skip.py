@@ -11,8 +11,9 @@ straight from the target's safetensors (no model is instantiated), so that
 SGLang's own draft-model speculative worker can serve it.
 
 The paper picks S by Bayesian optimisation on a small set; :func:`default_skip`
-is a fixed rule instead (every other layer, first and last kept), and operators
-choose S with ``--ilsi-self-spec-skip``. The derived weights are a copy: the
+is a fixed rule instead (every other layer, first and last kept), operators
+choose S with ``--ilsi-self-spec-skip``, and ``sglang-ilsi self-spec-search``
+(:mod:`sglang_ilsi.models.skip_search`) proposes one. The derived weights are a copy: the
 draft does not share the target's weight memory.
 """
 
