@@ -23,7 +23,7 @@ from sglang_ilsi.models import catalog, lab_tools
 
 pytestmark = pytest.mark.server
 
-ARITHMETIC = synthetic.arithmetic(6, seed=1) + synthetic.arithmetic(4, seed=1, difficulty=4)
+ARITHMETIC = synthetic.arithmetic(3, seed=1) + synthetic.arithmetic(3, seed=1, difficulty=4)
 
 
 @pytest.fixture(scope="module")
