@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shlex
 import sys
 from typing import Any
 
@@ -91,23 +92,25 @@ def main() -> int:
     ap.add_argument("--levels", default="1,8")
     ap.add_argument("--tokens", type=int, default=64, help="new tokens per request")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--server-args", default="",
+                    help="extra SGLang launch flags, e.g. '--disable-overlap-schedule'")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     wanted = [b for b in args.backends.split(",") if b]
     available = installed_backends()
     from sglang_ilsi.server_process import ServerProcess
 
-    sglang_args: list[str] = []
+    sglang_args: list[str] = shlex.split(args.server_args)
     model = args.model_path
     if model is None:
         from sglang_ilsi.models import tiny
 
-        model, sglang_args = str(tiny.ensure()), ["--dtype", "float32"]
+        model, sglang_args = str(tiny.ensure()), [*sglang_args, "--dtype", "float32"]
     out: dict[str, Any] = {
         "benchmark": "constraints", "model": model, "tokens_per_request": args.tokens,
         "rounds": args.rounds, "sampling": "temperature 0.8, ignore_eos, min_new_tokens",
         "regex": REGEX, "json_schema": JSON_SCHEMA, "lexical_constraints": LEXICAL,
-        "backends": {}, "not_installed": [b for b in wanted if b not in available],
+        "server_args": sglang_args, "backends": {}, "not_installed": [b for b in wanted if b not in available],
     }
     for i, backend in enumerate(b for b in wanted if b in available):
         configs = configurations(lexical=(i == 0))
