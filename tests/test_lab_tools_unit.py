@@ -28,9 +28,6 @@ def test_transcript_is_the_tool_loops_text():
     # what the loop's prompt is after the first free-text segment (" ") and the call
     loop = item["prompt"] + " " + f"{tool_loop.OPEN}\n" + tool_loop.response_block(call, record)
     assert text == loop + "#### 56"
-    assert (lab_tools.OPEN, lab_tools.CLOSE) == (tool_loop.OPEN, tool_loop.CLOSE)
-    assert (lab_tools.RESULT_OPEN, lab_tools.RESULT_CLOSE) == (tool_loop.RESULT_OPEN,
-                                                             tool_loop.RESULT_CLOSE)
 
 
 def test_only_model_written_pieces_are_supervised(tokenizer):

@@ -172,29 +172,17 @@ class CompanionStage:
                      if name in state.requirements.aux_models]
             if not users:
                 continue
-            pool_rows, prefixes, token_lists, slots = [], [], [], []
-            for _, req, _state, seq in users:
-                pool_row = int(req.kv.req_pool_idx)
-                seq_len = len(seq)
-                # Aux KV is reused wherever it is valid for the request's slots:
-                # a prefix the radix cache shares, and the request's own earlier
-                # steps. Checked every step, because SGLang may re-point a row's
-                # slots to identical tokens cached in the tree.
-                done = min(sglang_forward.valid_prefix(aux.valid, table[pool_row, :seq_len]),
-                           seq_len - 1)  # always recompute the last token
-                pool_rows.append(pool_row)
-                prefixes.append(done)
-                token_lists.append(seq[done:])
-                slots.append(table[pool_row, done:seq_len])
-            out_loc = torch.cat(slots)
-            batch = sglang_forward.extend_batch(fb, req_pool_indices=pool_rows,
-                                                prefix_lens=prefixes, token_lists=token_lists,
-                                                out_cache_loc=out_loc)
-            logits = sglang_forward.run_forward(aux.model, aux.attn_backend, batch)
-            aux.valid[out_loc.long()] = True
+            # Aux KV is reused wherever it is valid for the request's slots: a
+            # prefix the radix cache shares, and the request's own earlier steps.
+            # Checked every step, because SGLang may re-point a row's slots to
+            # identical tokens cached in the tree.
+            jobs = [(int(req.kv.req_pool_idx), len(seq), lambda seq=seq: seq)
+                    for _, req, _, seq in users]
+            logits, computed = sglang_forward.extend_stale(
+                fb, aux.model, aux.attn_backend, aux.valid, table, jobs)
             for i, (_, _, state, _) in enumerate(users):
                 state.inputs[aux_key(name)] = logits[i]
-                state.summary["cost"]["aux_model_tokens"] += len(token_lists[i])
+                state.summary["cost"]["aux_model_tokens"] += computed[i]
 
     # -- second_context -----------------------------------------------------------------
     def _second_contexts(self, fb: Any, rows: list) -> None:

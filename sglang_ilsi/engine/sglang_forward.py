@@ -24,6 +24,7 @@ SGLang pieces it relies on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -187,6 +188,40 @@ def valid_prefix(valid: torch.Tensor, slots: torch.Tensor) -> int:
     held = valid[slots.to(valid.device).long()]
     stale = (~held).nonzero()
     return int(stale[0]) if len(stale) else len(slots)
+
+
+def extend_stale(like: Any, model: Any, attn_backend: Any, valid: torch.Tensor,
+                 req_to_token: torch.Tensor, jobs: Sequence[tuple[int, int, Callable[[], Sequence[int]]]],
+                 keep_last: bool = True) -> tuple[torch.Tensor | None, list[int]]:
+    """Bring a second model's KV up to date for some sequences, in one EXTEND forward.
+
+    Each job is ``(row, length, tokens)``: the sequence in request-to-token row
+    ``row`` has ``length`` tokens, ``tokens()`` lists at least those (called
+    only when some must be computed). Tokens whose slots already hold ``valid``
+    KV are not recomputed; with ``keep_last`` the last token always is, and the
+    ``[jobs, vocab]`` logits after each sequence are returned (else the logits
+    of the sequences that needed work, or None). Also returns how many tokens
+    each job computed. The computed slots are marked valid."""
+    rows, prefixes, token_lists, slots, computed = [], [], [], [], []
+    for row, length, tokens in jobs:
+        done = valid_prefix(valid, req_to_token[row, :length])
+        if keep_last:
+            done = min(done, length - 1)
+        computed.append(length - done)
+        if done == length:
+            continue
+        rows.append(row)
+        prefixes.append(done)
+        token_lists.append(list(tokens()[done:length]))
+        slots.append(req_to_token[row, done:length])
+    if not rows:
+        return None, computed
+    out_loc = torch.cat(slots)
+    batch = extend_batch(like, req_pool_indices=rows, prefix_lens=prefixes,
+                         token_lists=token_lists, out_cache_loc=out_loc)
+    logits = run_forward(model, attn_backend, batch)
+    valid[out_loc.to(valid.device).long()] = True
+    return logits, computed
 
 
 def all_positions_view(verify_batch: Any) -> Any:

@@ -153,27 +153,14 @@ class ContrastStage:
         """Amateur KV for each row's first ``lengths[b]`` tokens, computing only
         what is not already valid; with ``keep_last`` the last token is always
         computed and the ``[bs, vocab]`` logits after it are returned."""
-        table = self.runner.req_to_token_pool.req_to_token
-        rows, prefixes, token_lists, slots = [], [], [], []
-        for b, length in enumerate(lengths):
-            pool_row = int(fb.req_pool_indices[b])
-            done = sglang_forward.valid_prefix(self.valid, table[pool_row, :length])
-            if keep_last:
-                done = min(done, length - 1)
-            if done == length:
-                continue
-            rows.append(pool_row)
-            prefixes.append(done)
-            token_lists.append(self._tokens(b, length)[done:])
-            slots.append(table[pool_row, done:length])
-            self.report(self.reqs[b])["cost"]["aux_model_tokens"] += length - done
-        if not rows:
-            return None
-        out_loc = torch.cat(slots)
-        batch = sglang_forward.extend_batch(fb, req_pool_indices=rows, prefix_lens=prefixes,
-                                            token_lists=token_lists, out_cache_loc=out_loc)
-        logits = sglang_forward.run_forward(self.model, self.backend, batch)
-        self.valid[out_loc.to(self.valid.device).long()] = True
+        jobs = [(int(fb.req_pool_indices[b]), length,
+                 lambda b=b, length=length: self._tokens(b, length))
+                for b, length in enumerate(lengths)]
+        logits, computed = sglang_forward.extend_stale(
+            fb, self.model, self.backend, self.valid,
+            self.runner.req_to_token_pool.req_to_token, jobs, keep_last)
+        for req, count in zip(self.reqs, computed, strict=True):
+            self.report(req)["cost"]["aux_model_tokens"] += count
         return logits
 
     def _extend(self, fb: Any) -> torch.Tensor:

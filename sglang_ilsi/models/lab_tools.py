@@ -28,10 +28,10 @@ import re
 from collections.abc import Sequence
 
 from sglang_ilsi.data import synthetic
+from sglang_ilsi.engine import tool_loop
+from sglang_ilsi.engine.tool_loop import OPEN
 from sglang_ilsi.models import lab
 
-OPEN, CLOSE = "<tool_call>", "</tool_call>"
-RESULT_OPEN, RESULT_CLOSE = "<tool_response>", "</tool_response>"
 # OpenAI chat: the user's message is the question (the tools' system text is not shown to
 # this model, which calls the calculator without being told how)
 CHAT_TEMPLATE = ("{% for message in messages %}{% if message['role'] == 'user' %}"
@@ -52,8 +52,8 @@ def call_json(expr: str) -> str:
 
 
 def response_block(call: str, result: str) -> str:
-    """What the server appends after the call's JSON (``tool_loop.response_block``)."""
-    return f"{call}\n{CLOSE}\n{RESULT_OPEN}\n{result}\n{RESULT_CLOSE}\n"
+    """What the server appends after the call's JSON, for a call that returned ``result``."""
+    return tool_loop.response_block(call, {"result": result, "error": None})
 
 
 def segments(item: dict) -> list[tuple[str, bool]]:
