@@ -20,6 +20,10 @@ def check_sampled_second_token(
     ``logits_of(ids)`` gives the reference logits, the target's by default). With
     the default prompt the lab target's first token is near-certain and its
     second is spread out, so a verify step that fell back to argmax fails.
+
+    The test rejects at p < 1e-4: the suite runs five of these per CI run, and
+    at 1e-3 a correct verify failed one by chance (NGRAM, p = 7e-4; 4000 fresh
+    samples from the same server then gave p = 0.26).
     """
     r = client.post("/generate", {"text": [prompt] * samples, "sampling_params": {
         "max_new_tokens": 2, "temperature": temperature, "ignore_eos": True}}, timeout=600)
@@ -44,7 +48,7 @@ def check_sampled_second_token(
     if expected[-1] < 1:  # nothing left to pool
         observed, expected = observed[:-1], expected[:-1]
     assert len(observed) >= 2, "the distribution is too peaked for a test at this temperature"
-    assert chisquare(observed, expected).pvalue > 1e-3, (observed, expected)
+    assert chisquare(observed, expected).pvalue > 1e-4, (observed, expected)
 
 
 def check_greedy_identity(client, hf, prompts: list[str], max_new_tokens: int) -> list[float]:

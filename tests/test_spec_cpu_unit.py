@@ -105,6 +105,28 @@ def test_acceptance_rate_equals_the_target_mass_of_the_drafts():
     assert abs(rate - expected) < 4 * (expected * (1 - expected) / TRIALS) ** 0.5 + 1e-3
 
 
+def test_repeated_siblings_as_ngram_pads_them_keep_the_target_distribution():
+    # NGRAM pads a short match with token 0: root children A, 0, 0 (one per slot).
+    bs = TRIALS
+    candidates = torch.tensor([[0, A, 0, 0]] * bs)
+    index = torch.arange(bs * N).view(bs, N)
+    next_token = torch.tensor([[1, -1, -1, -1]] * bs)
+    next_sibling = torch.tensor([[-1, 2, 3, -1]] * bs)
+    target = torch.tensor([0.30, 0.10, 0.20, 0.10, 0.20, 0.10]).expand(bs, N, VOCAB).clone()
+    g = torch.Generator().manual_seed(5)
+    predicts = torch.zeros(bs * N, dtype=torch.int32)
+    accepted = torch.empty(bs, dtype=torch.int32)
+    spec_sampling_cpu.tree_speculative_sampling_target_only(
+        predicts, torch.full((bs, 2), -1, dtype=torch.int32), accepted, candidates, index,
+        next_token, next_sibling, torch.rand(bs, N, generator=g), torch.rand(bs, generator=g),
+        target, torch.zeros_like(target),
+    )
+    first = predicts.view(bs, N)[:, 0]
+    # counting token 0's mass once per copy would emit it with up to 0.6, not 0.3
+    assert _fits(first, target[0, 0]) > 1e-3
+    assert abs(float((first == 0).double().mean()) - 0.30) < 0.02
+
+
 def test_threshold_single_accepts_confident_drafts():
     # threshold_single = 0: any draft with p >= 0 is accepted (SGLang's lossy knob)
     target = _target(4)

@@ -26,6 +26,12 @@ without the rejected children. With both thresholds 1 (SGLang's defaults)
 the emitted token at every position is distributed exactly as ``p``: child
 ``x_k`` is emitted with probability ``p(x_k)`` and any other token ``y`` with
 ``(1 - sum_k p(x_k)) * p(y) / (1 - sum_k p(x_k)) = p(y)``.
+
+A sibling whose token was already tried at the same node is skipped. NGRAM
+pads a short match with token 0, so several children of one node can carry
+token 0; counting its mass once per copy would emit it with up to ``k * p(0)``
+(the walk above assumes distinct children). This module serves CPU machines
+only; SGLang's CUDA kernel was not checked for the same case.
 """
 
 from __future__ import annotations
@@ -95,8 +101,13 @@ def tree_speculative_sampling_target_only(
         for _level in range(1, depth):
             child = r_next[b][node]
             mass = 0.0
+            tried: set[int] = set()
             while child != -1:
                 token = cand[b][child]
+                if token in tried:  # a repeated sibling: its mass is counted already
+                    child = r_sib[b][child]
+                    continue
+                tried.add(token)
                 p = float(target_probs[b, node, token])
                 mass += p
                 if coin <= mass / thr_acc or p >= thr_single:
