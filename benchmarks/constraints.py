@@ -16,7 +16,13 @@ JSON schema at 8 concurrent came from arrays closed after 7-64 tokens, mean
 38.)
 Prints JSON: decode tokens/s per configuration (median over rounds), its ratio
 to unconstrained decoding on the same server in the same rounds, and the
-overhead in percent.
+overhead in percent; ``paired_*`` is the median of the per-round ratios, which
+cancels load that drifts between rounds. For lexical constraints,
+``stage_ms_per_token`` is the plugin's logits-stage time per request per token
+(a step of ``c`` requests spends about ``c`` times that). Grammar requests are
+served by SGLang's own grammar path: ``--server-args=--disable-overlap-schedule``
+measures them without the overlap scheduler, which on a CPU overlaps nothing
+(the forward and the grammar work share the same cores).
 
     python benchmarks/constraints.py [--model-path DIR] [--levels 1,8] [--tokens 64]
 """
@@ -27,6 +33,7 @@ import argparse
 import importlib.util
 import json
 import shlex
+import statistics
 import sys
 from typing import Any
 
@@ -53,8 +60,14 @@ def configurations(lexical: bool) -> dict[str, dict[str, Any]]:
     return configs
 
 
-def run_round(url: str, extra: dict[str, Any], concurrency: int, tokens: int) -> float:
-    """Decode tokens/s of ``concurrency`` simultaneous requests of exactly ``tokens``."""
+def run_round(url: str, extra: dict[str, Any], concurrency: int, tokens: int,
+              stage_ms: list[float] | None = None) -> float:
+    """Decode tokens/s of ``concurrency`` simultaneous requests of exactly ``tokens``.
+
+    For requests that name a plugin method, the logits stage's own time per
+    token (``meta_info.ilsi.cost.stage_ms``, this request's share) is appended to
+    ``stage_ms``: the part of the overhead that is the plugin's code.
+    """
     params = sampling(tokens, min_new_tokens=tokens, **extra)
     metas: list[dict[str, Any]] = []
     rate = decode_tokens_per_s(
@@ -64,6 +77,9 @@ def run_round(url: str, extra: dict[str, Any], concurrency: int, tokens: int) ->
     if lengths != [tokens]:
         raise RuntimeError(f"requests under {sorted(extra)} decoded {lengths} tokens, not "
                            f"{tokens}: the comparison would not be per token")
+    if stage_ms is not None:
+        stage_ms += [m["ilsi"]["cost"]["stage_ms"] / tokens for m in metas
+                     if "stage_ms" in m.get("ilsi", {}).get("cost", {})]
     return rate
 
 
@@ -73,9 +89,14 @@ def measure(url: str, configs: dict[str, dict[str, Any]], levels: list[int], tok
     for c in levels:
         for extra in configs.values():  # warm-up, and grammar compilation caches
             run_round(url, {**extra}, c, 4)
-        samples = interleaved(configs, rounds,
-                              lambda name, c=c: run_round(url, configs[name], c, tokens))
+        stage: dict[str, list[float]] = {name: [] for name in configs}
+        samples = interleaved(configs, rounds, lambda name, c=c, stage=stage: run_round(
+            url, configs[name], c, tokens, stage[name]))
         results[str(c)] = against_plain(samples)
+        for name, per_token in stage.items():
+            if per_token:  # per request; a step serves `c` requests
+                results[str(c)][name]["stage_ms_per_token"] = round(
+                    statistics.mean(per_token), 3)
         print(f"[bench] concurrency {c} done", file=sys.stderr, flush=True)
     return results
 

@@ -48,14 +48,22 @@ def interleaved(names: Iterable[str], rounds: int,
 
 
 def against_plain(samples: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
-    """Median tokens/s per configuration and its ratio to ``samples["plain"]``."""
+    """Median tokens/s per configuration and its ratio to ``samples["plain"]``.
+
+    ``paired_ratio`` is the median over rounds of each round's ratio to plain in
+    the same round: load that drifts between rounds (this 2-core machine varies
+    by ±10%) cancels in it, so it is the steadier figure of the two.
+    """
     plain = statistics.median(samples["plain"])
-    return {
-        name: {
+    out: dict[str, dict[str, Any]] = {}
+    for name, v in samples.items():
+        paired = statistics.median(x / p for x, p in zip(v, samples["plain"], strict=True))
+        out[name] = {
             "tokens_per_s": round(statistics.median(v), 1),
             "ratio_to_plain": round(statistics.median(v) / plain, 3),
             "overhead_pct": round(100 * (1 - statistics.median(v) / plain), 1),
+            "paired_ratio": round(paired, 3),
+            "paired_overhead_pct": round(100 * (1 - paired), 1),
             "rounds": [round(x, 1) for x in v],
         }
-        for name, v in samples.items()
-    }
+    return out

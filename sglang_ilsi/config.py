@@ -55,6 +55,9 @@ class IlsiConfig:
     trace_max_k: int = 20
     # Set from SGLang's own flags, for request-time refusals.
     speculative_algorithm: str | None = None
+    # SGLang's --grammar-backend when given on the command line (outlines gets
+    # cached masks: engine/outlines_masks.py).
+    grammar_backend: str | None = None
     # Co-resident auxiliary models (amateur, expert, anti-expert): name → path.
     aux_models: dict[str, str] = field(default_factory=dict)
     # Layers the SELF_SPECULATIVE draft skips; empty = the default rule.
@@ -305,6 +308,7 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
         plugin_files=tuple(os.path.abspath(p) for p in ns.ilsi_plugin),
         trace_max_k=ns.ilsi_trace_max_k,
         speculative_algorithm=spec.upper() if spec else None,
+        grammar_backend=_sglang_flag(sglang_argv or [], "--grammar-backend"),
         **tool_flags.parse(ns),
         aux_models=aux_models,
         self_spec_skip=self_spec_skip,

@@ -236,29 +236,9 @@ def _worker(server_args: Any) -> type:
 
 def register() -> None:
     """Register the algorithm in this process (idempotent)."""
-    from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
-    from sglang.srt.speculative.spec_registry import get_spec
+    from sglang_ilsi.engine.spec_algorithm_base import register_algorithm
 
-    from sglang_ilsi.engine.spec_algorithm_base import plugin_algorithm_base
-
-    if get_spec(ALGORITHM) is not None:
-        return
-
-    class Lookahead(plugin_algorithm_base()):
-        """SGLang's NGRAM path (``is_ngram``: tree verify, no draft model or
-        draft KV) with the lookahead worker."""
-
-        def is_ngram(self) -> bool:
-            return True
-
-        def has_draft_kv(self) -> bool:
-            return False
-
-        def handle_server_args(self, server_args: Any) -> None:
-            handle_server_args(server_args)
-
-    SpeculativeAlgorithm.register(
-        ALGORITHM, supports_overlap=True, spec_class=Lookahead)(_worker)
+    register_algorithm(ALGORITHM, "ngram", handle_server_args, _worker)
 
 
 def handle_server_args(server_args: Any) -> None:

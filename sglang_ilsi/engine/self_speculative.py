@@ -10,7 +10,7 @@ through SGLang's supported extension point
         --speculative-algorithm SELF_SPECULATIVE [--ilsi-self-spec-skip 1,3,5] \\
         [--speculative-num-steps 3 --speculative-eagle-topk 1 --speculative-num-draft-tokens 4]
 
-At launch, :meth:`SelfSpeculative.handle_server_args` derives the layer-skipped
+At launch, :func:`handle_server_args` derives the layer-skipped
 draft from the target (:mod:`sglang_ilsi.models.layer_skip`, cached) and
 points ``speculative_draft_model_path`` at it; the worker is SGLang's own
 draft-model worker (``StandaloneWorkerV2``), so verification, the KV cache
@@ -48,37 +48,26 @@ def _worker(server_args: Any) -> type:
 
 def register() -> None:
     """Register the algorithm in this process (idempotent)."""
-    from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
-    from sglang.srt.speculative.spec_registry import get_spec
+    from sglang_ilsi.engine.spec_algorithm_base import register_algorithm
 
-    from sglang_ilsi.engine.spec_algorithm_base import plugin_algorithm_base
+    register_algorithm(ALGORITHM, "standalone", handle_server_args, _worker)
 
-    if get_spec(ALGORITHM) is not None:
-        return
 
-    class SelfSpeculative(plugin_algorithm_base()):
-        """SGLang's draft-model path (``is_standalone``) with a derived draft."""
+def handle_server_args(server_args: Any) -> None:
+    """Derive the draft from the target and set the draft-model defaults."""
+    from sglang_ilsi.engine import api, cpu_portability
 
-        def is_standalone(self) -> bool:
-            return True
-
-        def handle_server_args(self, server_args: Any) -> None:
-            from sglang_ilsi.engine import api, cpu_portability
-
-            if getattr(server_args, "speculative_draft_model_path", None):
-                raise ValueError(
-                    f"--speculative-algorithm {ALGORITHM} derives its draft from the target; "
-                    "drop --speculative-draft-model-path (or use STANDALONE)")
-            draft = draft_for(server_args.model_path, api.config().self_spec_skip or None)
-            logger.info("sglang-ilsi: self-speculative draft %s", draft)
-            server_args.speculative_draft_model_path = str(draft)
-            for name, value in DEFAULT_SHAPE.items():
-                if getattr(server_args, name, None) is None:
-                    setattr(server_args, name, value)
-            if getattr(server_args, "max_running_requests", None) is None:
-                server_args.max_running_requests = 48  # as SGLang does for STANDALONE
-            if not cpu_portability.cuda_available():
-                server_args.disable_overlap_schedule = True  # as SGLang does on CPU
-
-    SpeculativeAlgorithm.register(
-        ALGORITHM, supports_overlap=True, spec_class=SelfSpeculative)(_worker)
+    if getattr(server_args, "speculative_draft_model_path", None):
+        raise ValueError(
+            f"--speculative-algorithm {ALGORITHM} derives its draft from the target; "
+            "drop --speculative-draft-model-path (or use STANDALONE)")
+    draft = draft_for(server_args.model_path, api.config().self_spec_skip or None)
+    logger.info("sglang-ilsi: self-speculative draft %s", draft)
+    server_args.speculative_draft_model_path = str(draft)
+    for name, value in DEFAULT_SHAPE.items():
+        if getattr(server_args, name, None) is None:
+            setattr(server_args, name, value)
+    if getattr(server_args, "max_running_requests", None) is None:
+        server_args.max_running_requests = 48  # as SGLang does for STANDALONE
+    if not cpu_portability.cuda_available():
+        server_args.disable_overlap_schedule = True  # as SGLang does on CPU

@@ -7,14 +7,16 @@ SGLang 0.5.23's scheduler also calls ``need_topk``,
 which the built-in enum answers and ``CustomSpecAlgo`` does not (a plugin
 algorithm without them crashes the scheduler). :func:`plugin_algorithm_base`
 adds them, answering from the subclass's ``is_*`` predicates as the built-ins
-do, so ``SELF_SPECULATIVE`` (``is_standalone``) and ``LOOKAHEAD``
-(``is_ngram``) only say which built-in path they take.
+do, so ``SELF_SPECULATIVE`` and ``SPECULATIVE_CONTRASTIVE`` (``is_standalone``)
+and ``LOOKAHEAD`` (``is_ngram``) only say which built-in path they take:
+:func:`register_algorithm` does the rest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 
 @cache
@@ -37,3 +39,34 @@ def plugin_algorithm_base() -> type:
                              needs_confidence_relay)
 
     return PluginSpecAlgo
+
+
+# The predicates that put a plugin algorithm on one of SGLang's built-in paths.
+_PATHS: dict[str, dict[str, bool]] = {
+    "standalone": {"is_standalone": True},  # a draft model with its own KV cache
+    "ngram": {"is_ngram": True, "has_draft_kv": False},  # tree verify, no draft model
+}
+
+
+def register_algorithm(name: str, path: Literal["standalone", "ngram"],
+                       handle_server_args: Callable[[Any], None],
+                       worker: Callable[[Any], type]) -> None:
+    """Register ``--speculative-algorithm name`` in this process (idempotent).
+
+    ``path`` names the built-in path the algorithm takes, ``handle_server_args``
+    adjusts (or refuses) the launch flags, and ``worker(server_args)`` returns the
+    worker class, as ``SpeculativeAlgorithm.register`` expects.
+    """
+    from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+    from sglang.srt.speculative.spec_registry import get_spec
+
+    if get_spec(name) is not None:
+        return
+    namespace: dict[str, Any] = {
+        predicate: (lambda self, answer=answer: answer)
+        for predicate, answer in _PATHS[path].items()}
+    namespace["handle_server_args"] = lambda self, server_args: handle_server_args(server_args)
+    namespace["__doc__"] = f"{name}: SGLang's {path} path with the plugin's launch handling."
+    spec_class = type("".join(w.title() for w in name.split("_")), (plugin_algorithm_base(),),
+                      namespace)
+    SpeculativeAlgorithm.register(name, supports_overlap=True, spec_class=spec_class)(worker)
