@@ -22,7 +22,11 @@ cancels load that drifts between rounds. For lexical constraints,
 (a step of ``c`` requests spends about ``c`` times that). Grammar requests are
 served by SGLang's own grammar path: ``--server-args=--disable-overlap-schedule``
 measures them without the overlap scheduler, which on a CPU overlaps nothing
-(the forward and the grammar work share the same cores).
+(the forward and the grammar work share the same cores). After each backend's
+server stops, ``backend_ms_per_step`` times that backend's own work for a step
+of ``c`` requests in-process (``grammar_work.py``) and
+``backend_pct_of_plain_step`` sets it against the server's plain step time: a
+figure the machine's round-to-round noise does not blur.
 
     python benchmarks/constraints.py [--model-path DIR] [--levels 1,8] [--tokens 64]
 """
@@ -37,6 +41,7 @@ import statistics
 import sys
 from typing import Any
 
+from grammar_work import backend_work
 from throughput import against_plain, decode_tokens_per_s, interleaved, sampling
 
 PROMPT = "def fibonacci(n):"
@@ -101,6 +106,19 @@ def measure(url: str, configs: dict[str, dict[str, Any]], levels: list[int], tok
     return results
 
 
+def add_backend_work(results: dict[str, Any], model: str, backend: str, tokens: int) -> None:
+    """Beside each grammar's end-to-end figures: the backend's own ms per step of
+    ``c`` requests (``grammar_work.py``) and its share of a plain step on the
+    server (``c`` tokens at the plain rate)."""
+    kinds = {"regex": ("regex", REGEX), "json_schema": ("json", JSON_SCHEMA)}
+    for c, row in results.items():
+        work = backend_work(model, backend, kinds, rows=int(c), steps=tokens)
+        plain_step_ms = 1000.0 * int(c) / row["plain"]["tokens_per_s"]
+        for name, ms in work.items():
+            row[name]["backend_ms_per_step"] = ms
+            row[name]["backend_pct_of_plain_step"] = round(100.0 * ms / plain_step_ms, 2)
+
+
 def installed_backends() -> list[str]:
     modules = {"xgrammar": "xgrammar", "outlines": "outlines", "llguidance": "llguidance"}
     return [b for b in BACKENDS if importlib.util.find_spec(modules[b]) is not None]
@@ -113,6 +131,8 @@ def main() -> int:
     ap.add_argument("--levels", default="1,8")
     ap.add_argument("--tokens", type=int, default=64, help="new tokens per request")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-backend-work", action="store_true",
+                    help="skip the in-process timing of each backend's own work per step")
     ap.add_argument("--server-args", default="",
                     help="extra SGLang launch flags, e.g. '--disable-overlap-schedule'")
     args = ap.parse_args()
@@ -138,6 +158,8 @@ def main() -> int:
         with ServerProcess(model, ["--ilsi"], [*sglang_args, "--grammar-backend", backend]) as s:
             out["backends"][backend] = measure(s.base_url, configs, levels, args.tokens,
                                                args.rounds)
+        if not args.no_backend_work:  # after the server is gone: nothing else on the cores
+            add_backend_work(out["backends"][backend], model, backend, args.tokens)
     print(json.dumps(out, indent=2))
     return 0
 
