@@ -4,7 +4,8 @@ What a server does for a batch of grammar requests at every step, on SGLang's
 own backend objects (``XGrammarGrammarBackend``, ``OutlinesGrammarBackend``,
 ``GuidanceBackend``, built as SGLang builds them, over the model's tokenizer):
 allocate the vocabulary mask, fill each request's row, move it, apply it to
-the logits, and advance each request's matcher by the sampled token. With
+the logits, and advance each request's matcher by the sampled token (the end
+of sequence masked, as the benchmark's ``min_new_tokens`` masks it). With
 ``--grammar-backend outlines`` the server fills rows through the plugin's
 cache (``engine/outlines_masks.py``), and so does this. Timing this work alone
 separates the backend's cost from the machine's round-to-round noise, which on
@@ -37,7 +38,8 @@ def _backend(name: str, tokenizer: Any, vocab: int) -> Any:
     raise ValueError(f"unknown grammar backend {name!r}")
 
 
-def _step_ms(proto: Any, backend: str, vocab: int, rows: int, steps: int, seed: int) -> float:
+def _step_ms(proto: Any, backend: str, vocab: int, rows: int, steps: int, seed: int,
+             eos: list[int]) -> float:
     from sglang.srt.constrained.base_grammar_backend import GrammarRow
 
     from sglang_ilsi.engine import outlines_masks
@@ -58,6 +60,7 @@ def _step_ms(proto: Any, backend: str, vocab: int, rows: int, steps: int, seed: 
         mask = grammars[0].move_vocab_mask(mask, "cpu")
         grammars[0].apply_vocab_mask(logits, mask)
         spent += time.perf_counter() - start
+        logits[:, eos] = float("-inf")  # as the benchmark's min_new_tokens does
         sampled = torch.multinomial(torch.softmax(logits / 0.8, -1), 1, generator=g)
         start = time.perf_counter()
         for grammar, token in zip(grammars, sampled.view(-1).tolist(), strict=True):
@@ -75,10 +78,11 @@ def backend_work(model: str, backend: str, grammars: dict[str, tuple[str, str]],
     tokenizer = AutoTokenizer.from_pretrained(model)
     vocab = AutoConfig.from_pretrained(model).vocab_size
     b = _backend(backend, tokenizer, vocab)
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     out = {}
     for name, (kind, text) in grammars.items():
         proto = b.dispatch_regex(text) if kind == "regex" else b.dispatch_json(text)
-        _step_ms(proto, backend, vocab, rows, steps, seed=0)  # warm-up: lazy init
+        _step_ms(proto, backend, vocab, rows, steps, 0, eos)  # warm-up: lazy init
         out[name] = round(statistics.median(
-            _step_ms(proto, backend, vocab, rows, steps, seed=t + 1) for t in range(trials)), 3)
+            _step_ms(proto, backend, vocab, rows, steps, t + 1, eos) for t in range(trials)), 3)
     return out
