@@ -6,8 +6,9 @@ every decode step, and outlines_core rebuilds that list each time: for a broad
 regex on SmolLM2's 49152-token vocabulary (33541 allowed tokens) the call
 takes about 11 ms, i.e. 77 ms per step of 8 requests, a fifth of the step.
 The allowed tokens depend only on the guide and the state, so
-:func:`fill_vocab_mask` keeps each (guide, state, vocabulary size)'s mask row
-in a bounded least-recently-used cache and copies it in; a miss computes the
+:func:`fill_vocab_mask` keeps each (guide, state, vocabulary size, device)'s
+mask row in a bounded least-recently-used cache, on the mask's device, and
+copies it in; a miss computes the
 row exactly as SGLang does. The row is SGLang's convention: True where the
 token is *not* allowed (``apply_vocab_mask`` fills those logits with −inf).
 
@@ -27,7 +28,7 @@ import torch
 
 MAX_ROWS = 256  # ≤ 256 × vocabulary bytes (39 MB for a 152k vocabulary)
 
-_rows: OrderedDict[tuple[int, int, int], tuple[Any, torch.Tensor]] = OrderedDict()
+_rows: OrderedDict[tuple[int, int, int, str], tuple[Any, torch.Tensor]] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -42,16 +43,17 @@ def _disallowed_row(guide: Any, state: int, vocab_size: int) -> torch.Tensor:
 def fill_vocab_mask(grammar: Any, vocab_mask: torch.Tensor, idx: int) -> None:
     """``OutlinesGrammar.fill_vocab_mask`` with each state's row cached."""
     guide, state, vocab_size = grammar.guide, grammar.state, vocab_mask.shape[-1]
+    device = vocab_mask.device
     if not isinstance(state, int):
-        row = _disallowed_row(guide, state, vocab_size)
+        row = _disallowed_row(guide, state, vocab_size).to(device)
     else:
-        key = (id(guide), state, vocab_size)
+        key = (id(guide), state, vocab_size, str(device))
         with _lock:
             hit = _rows.get(key)
             if hit is not None and hit[0] is guide:
                 _rows.move_to_end(key)
         if hit is None or hit[0] is not guide:
-            row = _disallowed_row(guide, state, vocab_size)
+            row = _disallowed_row(guide, state, vocab_size).to(device)
             with _lock:
                 _rows[key] = (guide, row)
                 _rows.move_to_end(key)
@@ -66,7 +68,3 @@ def cached_rows() -> int:
     """How many state rows the cache holds (for tests and diagnostics)."""
     return len(_rows)
 
-
-def clear() -> None:
-    with _lock:
-        _rows.clear()
