@@ -67,4 +67,3 @@ def fill_vocab_mask(grammar: Any, vocab_mask: torch.Tensor, idx: int) -> None:
 def cached_rows() -> int:
     """How many state rows the cache holds (for tests and diagnostics)."""
     return len(_rows)
-
