@@ -21,8 +21,7 @@ from typing import Any
 import torch
 
 
-def _backend(name: str, tokenizer: Any, vocab: int) -> Any:
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+def _backend(name: str, tokenizer: Any, vocab: int, eos: list[int]) -> Any:
     if name == "xgrammar":
         from sglang.srt.constrained.xgrammar_backend import XGrammarGrammarBackend
 
@@ -77,8 +76,8 @@ def backend_work(model: str, backend: str, grammars: dict[str, tuple[str, str]],
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     vocab = AutoConfig.from_pretrained(model).vocab_size
-    b = _backend(backend, tokenizer, vocab)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    b = _backend(backend, tokenizer, vocab, eos)
     out = {}
     for name, (kind, text) in grammars.items():
         proto = b.dispatch_regex(text) if kind == "regex" else b.dispatch_json(text)

@@ -8,8 +8,7 @@ takes about 11 ms, i.e. 77 ms per step of 8 requests, a fifth of the step.
 The allowed tokens depend only on the guide and the state, so
 :func:`fill_vocab_mask` keeps each (guide, state, vocabulary size, device)'s
 mask row in a bounded least-recently-used cache, on the mask's device, and
-copies it in; a miss computes the
-row exactly as SGLang does. The row is SGLang's convention: True where the
+copies it in; a miss computes the row exactly as SGLang does. The row is SGLang's convention: True where the
 token is *not* allowed (``apply_vocab_mask`` fills those logits with −inf).
 
 Installed by ``engine/patches.py`` only on servers launched with
@@ -50,17 +49,16 @@ def fill_vocab_mask(grammar: Any, vocab_mask: torch.Tensor, idx: int) -> None:
         key = (id(guide), state, vocab_size, str(device))
         with _lock:
             hit = _rows.get(key)
-            if hit is not None and hit[0] is guide:
+            row = hit[1] if hit is not None and hit[0] is guide else None
+            if row is not None:
                 _rows.move_to_end(key)
-        if hit is None or hit[0] is not guide:
+        if row is None:
             row = _disallowed_row(guide, state, vocab_size).to(device)
             with _lock:
                 _rows[key] = (guide, row)
                 _rows.move_to_end(key)
                 while len(_rows) > MAX_ROWS:
                     _rows.popitem(last=False)
-        else:
-            row = hit[1]
     vocab_mask[idx].copy_(row, non_blocking=True)
 
 
