@@ -139,12 +139,12 @@ def main() -> int:
     levels = [int(x) for x in args.levels.split(",")]
     wanted = [b for b in args.backends.split(",") if b]
     available = installed_backends()
-    from sglang_ilsi.server_process import ServerProcess
+    from sglang_ilsi_lab.server_process import ServerProcess
 
     sglang_args: list[str] = shlex.split(args.server_args)
     model = args.model_path
     if model is None:
-        from sglang_ilsi.models import tiny
+        from sglang_ilsi_lab.models import tiny
 
         model, sglang_args = str(tiny.ensure()), [*sglang_args, "--dtype", "float32"]
     out: dict[str, Any] = {

@@ -41,7 +41,7 @@ def _step_ms(proto: Any, backend: str, vocab: int, rows: int, steps: int, seed: 
              eos: list[int]) -> float:
     from sglang.srt.constrained.base_grammar_backend import GrammarRow
 
-    from sglang_ilsi.engine import outlines_masks
+    from sglang_ilsi.engine.scheduler import outlines_masks
 
     g = torch.Generator().manual_seed(seed)
     grammars = [proto.copy() for _ in range(rows)]

@@ -65,12 +65,12 @@ def main() -> int:
         results = measure(args.url, methods, levels, args.tokens, args.rounds)
         meta["server"] = args.url
     else:
-        from sglang_ilsi.server_process import ServerProcess
+        from sglang_ilsi_lab.server_process import ServerProcess
 
         sglang_args: list[str] = []
         model = args.model_path
         if model is None:
-            from sglang_ilsi.models import tiny
+            from sglang_ilsi_lab.models import tiny
 
             model, sglang_args = str(tiny.ensure()), ["--dtype", "float32"]
         meta["model"] = model

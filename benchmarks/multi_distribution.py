@@ -118,8 +118,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
-    from sglang_ilsi.models import catalog
-    from sglang_ilsi.server_process import ServerProcess
+    from sglang_ilsi_lab.models import catalog
+    from sglang_ilsi_lab.server_process import ServerProcess
 
     torch.set_num_threads(2)
     target = args.target or str(catalog.prepare("lab-target"))

@@ -113,11 +113,11 @@ def main() -> int:
     if args.url:
         calls = measure_calls(args.url, args.n, args.tokens, args.rounds)
     else:
-        from sglang_ilsi.server_process import ServerProcess
+        from sglang_ilsi_lab.server_process import ServerProcess
 
         model, sglang_args = args.model_path, []
         if model is None:
-            from sglang_ilsi.models import tiny
+            from sglang_ilsi_lab.models import tiny
 
             model, sglang_args = str(tiny.ensure()), ["--dtype", "float32"]
         meta["model"] = model

@@ -23,9 +23,9 @@ from typing import Any
 
 import requests
 
-from sglang_ilsi.bench.stats import mean_ci
-from sglang_ilsi.data import synthetic
-from sglang_ilsi.models import catalog
+from sglang_ilsi_lab.bench.stats import mean_ci
+from sglang_ilsi_lab.data import synthetic
+from sglang_ilsi_lab.models import catalog
 
 
 def run(url: str, items: list[dict], ilsi: dict | None, temperature: float) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--temperature", type=float, default=0.7)
     args = ap.parse_args()
-    from sglang_ilsi.server_process import ServerProcess
+    from sglang_ilsi_lab.server_process import ServerProcess
 
     items = synthetic.arithmetic(args.items, seed=1)
     model = str(catalog.prepare("lab-target-early"))

@@ -34,8 +34,8 @@ from typing import Any
 import requests
 from throughput import against_plain, decode_tokens_per_s, interleaved
 
-from sglang_ilsi.models import catalog
-from sglang_ilsi.server_process import ServerProcess
+from sglang_ilsi_lab.models import catalog
+from sglang_ilsi_lab.server_process import ServerProcess
 
 # pair -> (target, draft, prompts, chat): SmolLM2's amateur was distilled on chat-formatted
 # prompts, so its prompts go through the chat template.

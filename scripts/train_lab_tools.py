@@ -3,7 +3,7 @@
 
     nice -n 10 .venv/bin/python scripts/train_lab_tools.py
 
-Trains on tool-loop transcripts (:mod:`sglang_ilsi.models.lab_tools`): 70%
+Trains on tool-loop transcripts (:mod:`sglang_ilsi_lab.models.lab_tools`): 70%
 arithmetic with 1-4 operations, where the model writes a calculator call and
 then ``#### N`` from the appended result, 30% JSON extraction answered
 directly. Loss on the model-written pieces only. Then reloads the saved
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from sglang_ilsi.data import synthetic
-from sglang_ilsi.models import lab, lab_tools
+from sglang_ilsi_lab.data import synthetic
+from sglang_ilsi_lab.models import lab, lab_tools
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,7 +79,7 @@ def readme(m: dict) -> str:
     return f"""# lab-tools
 
 `{m['base']}` fine-tuned by `scripts/train_lab_tools.py` on the plugin's tool-loop
-transcripts (`sglang_ilsi/models/lab_tools.py`): for an arithmetic question it writes a
+transcripts (`lab/sglang_ilsi_lab/models/lab_tools.py`): for an arithmetic question it writes a
 calculator call, reads the result the server appends and answers `#### N`; for a
 JSON-extraction prompt it answers directly. Same tokenizer as the lab pair, plus a chat
 template that shows the model the user's message as `Q: ...\\nA:` (the tools' system text is

@@ -279,9 +279,9 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
             f"under --speculative-algorithm {spec}; drop one of the two"
         )
     if "--speculative-use-rejection-sampling" in (sglang_argv or []):
-        from sglang_ilsi.engine import cpu_portability
+        from sglang_ilsi.engine.cpu import portability
 
-        if not cpu_portability.cuda_available():
+        if not portability.cuda_available():
             raise IlsiConfigError(
                 "--speculative-use-rejection-sampling needs SGLang's Triton kernels, which do "
                 "not run on this machine (no CUDA); without it, sampled requests are verified "
@@ -321,7 +321,7 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
 def _speculative_contrastive(ns: argparse.Namespace, spec: str | None,
                              sglang_argv: list[str]) -> None:
     """``--ilsi-scd-*`` and SGLang's flags under ``SPECULATIVE_CONTRASTIVE``."""
-    from sglang_ilsi.engine.spec_contrastive import ALGORITHM
+    from sglang_ilsi.engine.speculative.contrastive import ALGORITHM
 
     chosen = (spec or "").upper() == ALGORITHM
     for flag, value in (("--ilsi-scd-alpha", ns.ilsi_scd_alpha),
@@ -346,7 +346,7 @@ def _speculative_contrastive(ns: argparse.Namespace, spec: str | None,
 def _lookahead(value: str | None, spec: str | None,
                draft_tokens: str | None) -> tuple[int, ...]:
     """``--ilsi-lookahead W,N`` → ``(W, N)``, checked against the draft-token budget."""
-    from sglang_ilsi.engine import lookahead
+    from sglang_ilsi.engine.speculative import lookahead
 
     is_lookahead = (spec or "").upper() == lookahead.ALGORITHM
     if value is not None and not is_lookahead:
@@ -365,8 +365,8 @@ def _lookahead(value: str | None, spec: str | None,
 def _self_spec_skip(value: str | None, spec: str | None,
                     target_path: str | None) -> tuple[int, ...]:
     """``--ilsi-self-spec-skip`` → layer ids, checked against the target's layer count."""
-    from sglang_ilsi.engine.self_speculative import ALGORITHM
-    from sglang_ilsi.models import layer_skip
+    from sglang_ilsi.engine.speculative.self_speculative import ALGORITHM
+    from sglang_ilsi.engine.speculative import layer_skip
 
     if value is None:
         return ()
@@ -393,8 +393,8 @@ _AUX_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 def _aux_models(specs: list[str], target_path: str | None) -> dict[str, str]:
     """``NAME=PATH`` flags → ``{name: absolute path}``, each checked to share
-    the target's vocabulary (:func:`sglang_ilsi.models.vocab.check_same_vocab`)."""
-    from sglang_ilsi.models.vocab import VocabMismatch, check_same_vocab
+    the target's vocabulary (:func:`sglang_ilsi.vocab.check_same_vocab`)."""
+    from sglang_ilsi.vocab import VocabMismatch, check_same_vocab
 
     models: dict[str, str] = {}
     for spec in specs:

@@ -41,20 +41,24 @@ def register() -> None:
     sys.argv[1:] = rest
     os.environ[ilsi_config.ENV_CONFIG] = cfg.to_json()
 
-    from sglang_ilsi.engine import cpu_portability
+    from sglang_ilsi.engine.cpu import portability
 
-    cpu_portability.activate()
+    portability.activate()
 
     from sglang_ilsi import registry
 
     for path in cfg.plugin_files:
         registry.load_plugin_file(path)
 
-    from sglang_ilsi.engine import api, lookahead, patches, self_speculative, spec_contrastive
+    from sglang_ilsi.engine import patches
+    from sglang_ilsi.engine.http import api
+    from sglang_ilsi.engine.speculative import lookahead
+    from sglang_ilsi.engine.speculative import self_speculative
+    from sglang_ilsi.engine.speculative import contrastive
 
     api.configure(cfg)
     installed = patches.install(cfg, _role())
     self_speculative.register()
     lookahead.register()
-    spec_contrastive.register()
+    contrastive.register()
     logger.info("sglang-ilsi enabled (%d touch points)", len(installed))

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import requests
 
-from sglang_ilsi.models import tiny
-from sglang_ilsi.server_process import ServerProcess
+from sglang_ilsi_lab.models import tiny
+from sglang_ilsi_lab.server_process import ServerProcess
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ reopen the dill path or drop a method, so a failed patch stops the process.
 Besides these patches, the plugin uses one supported extension point, SGLang's
 speculative-algorithm registry: ``engine/self_speculative.py`` registers
 ``SELF_SPECULATIVE``, ``engine/lookahead.py`` registers ``LOOKAHEAD`` and
-``engine/spec_contrastive.py`` registers ``SPECULATIVE_CONTRASTIVE``, all on
+``engine/contrastive.py`` registers ``SPECULATIVE_CONTRASTIVE``, all on
 ``engine/spec_algorithm_base.py`` (the three predicates SGLang 0.5.23's
 ``CustomSpecAlgo`` lacks).
 ``LOOKAHEAD``'s worker subclasses SGLang's ``NGRAMWorker``; the methods it
@@ -57,7 +57,7 @@ def _before_server_args_resolve(server_args: Any, *a: Any, **k: Any) -> None:
 
 
 def _around_model_runner_sample(original, model_runner, logits_output, forward_batch, *a, **k):
-    from sglang_ilsi.engine.logits_stage import record_sampled_tokens
+    from sglang_ilsi.engine.scheduler.logits_stage import record_sampled_tokens
 
     next_token_ids = original(model_runner, logits_output, forward_batch, *a, **k)
     record_sampled_tokens(forward_batch.sampling_info, next_token_ids)
@@ -65,35 +65,37 @@ def _around_model_runner_sample(original, model_runner, logits_output, forward_b
 
 
 def _after_init_attention_backends(result: Any, model_runner: Any, *a: Any, **k: Any) -> None:
-    from sglang_ilsi.engine import api, companions
+    from sglang_ilsi.engine.http import api
+    from sglang_ilsi.engine.scheduler import companions
 
     companions.on_runner_ready(model_runner, api.config().aux_models)
 
 
 def _around_model_runner_forward(original, model_runner, forward_batch, *a, **k):
-    from sglang_ilsi.engine import companions, spec_contrastive
+    from sglang_ilsi.engine.scheduler import companions
+    from sglang_ilsi.engine.speculative import contrastive
 
     output = companions.around_forward(original, model_runner, forward_batch, *a, **k)
-    spec_contrastive.after_forward(model_runner, forward_batch, output)
+    contrastive.after_forward(model_runner, forward_batch, output)
     return output
 
 
 def _before_req_to_token_free(pool: Any, req: Any, *a: Any, **k: Any) -> None:
-    from sglang_ilsi.engine import companions
+    from sglang_ilsi.engine.scheduler import companions
 
     companions.before_free(pool, req)
 
 
 def _around_torch_native_forward_extend(original, backend, *a, **k):
-    from sglang_ilsi.engine import spec_verify_cpu
+    from sglang_ilsi.engine.cpu import verify_attention
 
-    return spec_verify_cpu.around_forward_extend(original, backend, *a, **k)
+    return verify_attention.around_forward_extend(original, backend, *a, **k)
 
 
 def _around_draft_backend_factory_create(original, factory, *a, **k):
-    from sglang_ilsi.engine import spec_draft_cpu
+    from sglang_ilsi.engine.cpu import draft_attention
 
-    return spec_draft_cpu.around_create_backend(original, factory, *a, **k)
+    return draft_attention.around_create_backend(original, factory, *a, **k)
 
 
 PROVIDE = "PROVIDE"  # our kind: fill a module attribute that is None on this platform
@@ -102,13 +104,14 @@ EAGLE_UTILS = "sglang.srt.speculative.eagle_utils."
 
 def _cpu_only_touch_points() -> list[TouchPoint]:
     """Touch points for machines without CUDA (never installed next to a GPU)."""
-    from sglang_ilsi.engine import cpu_portability, spec_sampling_cpu
+    from sglang_ilsi.engine.cpu import portability
+    from sglang_ilsi.engine.cpu import verify_sampling
 
-    if cpu_portability.cuda_available():
+    if portability.cuda_available():
         return []
     return [
         TouchPoint(
-            EAGLE_UTILS + "_verify_uses_greedy", "REPLACE", spec_sampling_cpu.verify_uses_greedy,
+            EAGLE_UTILS + "_verify_uses_greedy", "REPLACE", verify_sampling.verify_uses_greedy,
             WORKER, "sampled requests under speculative decoding sample on CPU (not argmax)",
         ),
         *(
@@ -141,7 +144,7 @@ def _grammar_touch_points(config: IlsiConfig) -> list[TouchPoint]:
     elsewhere would cost every scheduler a second)."""
     if config.grammar_backend != "outlines":
         return []
-    from sglang_ilsi.engine import outlines_masks
+    from sglang_ilsi.engine.scheduler import outlines_masks
 
     return [TouchPoint(
         OUTLINES_FILL, "REPLACE", outlines_masks.fill_vocab_mask, WORKER,
@@ -151,7 +154,8 @@ def _grammar_touch_points(config: IlsiConfig) -> list[TouchPoint]:
 
 
 def touch_points(config: IlsiConfig) -> list[TouchPoint]:
-    from sglang_ilsi.engine import api, safety
+    from sglang_ilsi.engine import safety
+    from sglang_ilsi.engine.http import api
 
     safe_from_str = safety.make_safe_cache_from_str(config.allow_custom_logit_processor)
     return _cpu_only_touch_points() + _grammar_touch_points(config) + [

@@ -22,7 +22,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 ALLOWED_PROCESSORS: frozenset[tuple[str, str]] = frozenset(
-    {("sglang_ilsi.engine.logits_stage", "IlsiLogitProcessor")}
+    {("sglang_ilsi.engine.scheduler.logits_stage", "IlsiLogitProcessor")}
 )
 
 # Opcodes of a pickle that only names a global (what dill writes for an

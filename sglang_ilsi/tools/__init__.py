@@ -4,7 +4,7 @@ A tool is a small class: a ``name``, a one-line ``description``, a JSON
 Schema of its ``arguments`` (it becomes part of the grammar that constrains
 the model's call, and of the OpenAI ``tools`` description), and ``run``.
 Operators enable tools with ``--ilsi-tools calculator,python,retrieval``;
-requests can only call enabled tools (``sglang_ilsi.engine.tool_loop``).
+requests can only call enabled tools (``sglang_ilsi.engine.http.tool_loop``).
 
 ``run`` receives arguments that already match the schema (the grammar
 guarantees the shape; :func:`check_arguments` re-checks it) and returns the

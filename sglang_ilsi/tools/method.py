@@ -1,6 +1,6 @@
 """The ``tools`` request-level method: its declaration and parameter checks.
 
-It runs around SGLang's generate call (:mod:`sglang_ilsi.engine.tool_loop`),
+It runs around SGLang's generate call (:mod:`sglang_ilsi.engine.http.tool_loop`),
 not in the logits stage, so it lives beside the selection rules in the
 catalog (:func:`sglang_ilsi.registry.request_methods`)::
 

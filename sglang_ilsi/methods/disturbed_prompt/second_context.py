@@ -4,7 +4,7 @@ Exactly one of the parameters below builds the second prompt; a method may
 supply a default (instructive decoding's noisy instruction, ROSE's reverse
 system prompt, CFG's unconditional prompt). The HTTP side turns the choice
 into token ids (:mod:`sglang_ilsi.engine.second_prompt`) and the scheduler runs
-the target on them in lockstep with the request (:mod:`sglang_ilsi.engine.companions`):
+the target on them in lockstep with the request (:mod:`sglang_ilsi.engine.scheduler.companions`):
 the second sequence is the second prompt followed by the tokens the request
 generates.
 """

@@ -1,0 +1,195 @@
+"""``docs/evidence.md``: measured effects next to the published ones.
+
+Regenerate with one command (runs the default grid, resumable, then writes
+the document, its plot and the results it was made from)::
+
+    sglang-ilsi bench --evidence            # or: python -m sglang_ilsi_lab.bench.evidence
+
+or re-render from a finished run without running anything::
+
+    python -m sglang_ilsi_lab.bench.evidence --from bench-runs/evidence/results.json
+
+For every row with a published counterpart: the effect (paired difference to
+its comparison row on the same items, 95% bootstrap CI), its cost (forward
+tokens and wall time relative to the comparison row) and a verdict from the
+CI: ``reproduced`` (CI on the published side of 0), ``inconclusive`` (CI
+contains 0) or ``opposite``. Rows that do not reproduce get a diagnosis
+computed from the measurements (ceiling or floor of the comparison row, CI
+width) and the row's own notes. Comparisons the issue asks for whose method
+family has not landed yet are listed as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from sglang_ilsi_lab.bench.report import _atomic_write, fmt, fmt_ci
+
+# Comparisons the evidence table is meant to hold, by bench family; a family
+# with no rows in the results is reported as not landed yet.
+EXPECTED = [
+    ("selection", "self-consistency and MBR vs a single sample (arithmetic, lab pair)"),
+    ("grammar", "grammar validity vs unconstrained decoding (JSON extraction)"),
+    ("truncation sampling", "truncation sampling vs pure sampling (arithmetic, open text)"),
+    ("repetition", "anti-repetition decoding vs greedy on open-ended text"),
+    ("execution feedback", "best-of-N with execution feedback vs pass@1 (HumanEval)"),
+    ("context-aware", "context-aware decoding on the context-vs-memory conflict task"),
+    ("contrastive", "contrastive decoding's repetition and diversity on open-ended text"),
+    ("layer contrast", "DoLa-style layer contrast vs greedy"),
+    ("speculative", "speculative decoding: acceptance and speed-up, identical outputs"),
+]
+BOUNDED = ("accuracy", "valid", "exact", "context", "pass")
+VERDICT_TEXT = {"reproduced": "reproduced", "inconclusive": "inconclusive (CI contains 0)",
+                "opposite": "**opposite sign**", "no data": "no data", "n/a": "-"}
+
+
+def _cell(results: dict, key: str) -> dict | None:
+    return next((c for c in results["cells"] if c["key"] == key), None)
+
+
+def diagnose(results: dict, cell: dict, effect: dict) -> str:
+    """Why a row may not show its published effect, from the numbers themselves."""
+    reasons = []
+    base = _cell(results, f"{cell['task']}/{cell['model']}/{effect['baseline']}")
+    metric = effect["metric"]
+    base_value = (base or {}).get("metrics", {}).get(metric, {}).get("mean")
+    inconclusive = effect["verdict"] == "inconclusive"
+    if inconclusive and base_value is not None and metric in BOUNDED:
+        if base_value >= 0.95:
+            reasons.append(f"the comparison row is at the ceiling ({metric} "
+                           f"{base_value:.2f}): nothing left to gain")
+        elif base_value <= 0.05:
+            reasons.append(f"the comparison row is at the floor ({metric} {base_value:.2f})")
+    oracle = cell["metrics"].get("oracle", {}).get("mean")
+    row = cell["metrics"].get(metric, {}).get("mean")
+    if oracle is not None and row is not None:
+        share = cell["metrics"].get("top_share", {}).get("mean")
+        reasons.append(f"some sample is right on {oracle:.0%} of items (pass@N) but the chosen "
+                       f"answer on {row:.0%}" + (f"; on average {share:.0%} of the samples give "
+                                                 "the same answer" if share is not None else "")
+                       + ": the samples' errors are correlated, so voting or ranking recovers "
+                         "little of what is there")
+    if effect.get("ci_low") is not None and inconclusive:
+        width = effect["ci_high"] - effect["ci_low"]
+        reasons.append(f"{effect['n']} paired items give a CI {width:.3f} wide around "
+                       f"{effect['diff']:+.3f}: too few items to separate an effect that small")
+    if cell["errors"]:
+        reasons.append(f"{cell['errors']} items failed: {'; '.join(cell['error_examples'])}")
+    if cell.get("notes"):
+        reasons.append(cell["notes"])
+    return "; ".join(reasons) or "no diagnosis from the numbers"
+
+
+def render(results: dict[str, Any], plot_name: str | None) -> str:
+    m = results["machine"]
+    order = {family: i for i, (family, _) in enumerate(EXPECTED)}
+    rows = sorted((c for c in results["cells"] if c["published"] and c["effects"]),
+                  key=lambda c: (order.get(c["family"], len(order)), c["task"], c["method"]))
+    lines = [
+        "# Evidence: measured effect and cost of each landed method family", "",
+        "_Generated by `sglang-ilsi bench --evidence` (re-render: `python -m "
+        "sglang_ilsi_lab.bench.evidence --from RESULTS.json`); do not edit by hand._", "",
+        f"Run {results['created']} on {m['platform']} ({m['cpus']} CPUs, shared with other "
+        f"work), sglang {m['sglang']}, torch {m['torch']}. Command: `{results['command']}`.",
+        "Items are seeded held-out sets (`lab/sglang_ilsi_lab/data/`); effects are paired differences "
+        "to the comparison row on the same items, with 95% percentile bootstrap intervals "
+        f"(`scipy.stats.bootstrap`, {results['bootstrap_resamples']} resamples). Costs are "
+        "ratios to the comparison row: forward tokens (all samples generated, plus the "
+        "method's extra and auxiliary forwards from the `ilsi` report) and wall time per item "
+        "(requests sent 8 at a time, so batching is included; the 2 cores were shared with "
+        "other engineers' jobs, so time ratios are rough). A verdict is *reproduced* when "
+        "the CI lies on the published side of 0, *inconclusive* when it contains 0.", "",
+        "## Summary", "",
+        "| family | row | task (model) | vs | metric | row value | effect [95% CI] | "
+        "fwd tokens × | time × | published | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in rows:
+        e = c["effects"][0]
+        pub = c["published"]
+        lines.append(
+            f"| {c['family']} | `{c['method']}` | {c['task']} ({c['model']}) | "
+            f"`{e['baseline']}` | {e['metric']}{'' if e['higher_is_better'] else ' (↓)'} | "
+            f"{fmt(c['metrics'].get(e['metric'], {}).get('mean'))} | {fmt_ci(e, 'diff')} | "
+            f"{fmt(e['cost_ratio']['forward_tokens'], 2)} | "
+            f"{fmt(e['cost_ratio']['seconds_per_item'], 2)} | "
+            f"{pub['claim']} ({pub['source']}) | {VERDICT_TEXT[e['verdict']]} |")
+    misses = [(c, e) for c in rows for e in c["effects"][:1] if e["verdict"] != "reproduced"]
+    lines += ["", "## Where the published sign does not reproduce, and why", ""]
+    if not misses:
+        lines.append("Every row's effect has its published sign.")
+    for c, e in misses:
+        lines.append(f"- `{c['method']}` on {c['task']} ({c['model']}), {e['metric']} vs "
+                     f"`{e['baseline']}`: {fmt_ci(e, 'diff')} — {VERDICT_TEXT[e['verdict']]}. "
+                     f"{diagnose(results, c, e)}.")
+    noted = [c for c in rows if c["notes"] and c["effects"][0]["verdict"] == "reproduced"]
+    if noted:
+        lines += ["", "## Caveats on rows that reproduce", ""]
+        for c in noted:
+            lines.append(f"- `{c['method']}` on {c['task']} ({c['model']}): {c['notes']}.")
+    second = [(c, e) for c in rows for e in c["effects"][1:]]
+    if second:
+        lines += ["", "## Other comparisons", "",
+                  "| row | task (model) | vs | metric | effect [95% CI] | fwd tokens × | time × |",
+                  "|---|---|---|---|---|---|---|"]
+        for c, e in second:
+            lines.append(f"| `{c['method']}` | {c['task']} ({c['model']}) | `{e['baseline']}` | "
+                         f"{e['metric']} | {fmt_ci(e, 'diff')} | "
+                         f"{fmt(e['cost_ratio']['forward_tokens'], 2)} | "
+                         f"{fmt(e['cost_ratio']['seconds_per_item'], 2)} |")
+    families = {c["family"] for c in results["cells"]}
+    lines += ["", "## Families", ""]
+    for family, what in EXPECTED:
+        state = "measured above" if family in families else "**not landed yet**: no bench rows"
+        lines.append(f"- {what}: {state}")
+    lines += ["", "## Every cell", "",
+              "| task | model | row | metric | value [95% CI] | fwd tokens/item | samples | "
+              "s/item | other metrics |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in results["cells"]:
+        others = ", ".join(f"{k} {fmt(v['mean'])}" for k, v in c["metrics"].items()
+                           if k != c["metric"])
+        lines.append(f"| {c['task']} | {c['model']} | `{c['method']}` | {c['metric']} | "
+                     f"{fmt_ci(c['metrics'].get(c['metric'], {}))} | "
+                     f"{fmt(c['cost']['forward_tokens'], 1)} | {fmt(c['cost']['samples'], 1)} | "
+                     f"{fmt(c['cost']['seconds_per_item'], 3)} | {others} |")
+    if plot_name:
+        lines += ["", "## Effect against cost", "", f"![effect against cost]({plot_name})"]
+    return "\n".join(lines) + "\n"
+
+
+def write(results: dict[str, Any], doc: Path) -> Path:
+    """Write ``doc``, plus the plot and results JSON beside it (``doc`` stem + .png/.json)."""
+    plot_src = (results.get("files") or {}).get("plot")
+    plot_name = None
+    if plot_src and Path(plot_src).is_file():
+        plot_name = doc.stem + ".png"
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(plot_src, doc.parent / plot_name)
+    _atomic_write(doc.with_suffix(".json"), json.dumps(results, indent=2).encode())
+    _atomic_write(doc, render(results, plot_name).encode())
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--from", dest="source", default=None,
+                    help="render from this results.json instead of running the grid")
+    ap.add_argument("--doc", default="docs/evidence.md")
+    ns, rest = ap.parse_known_args(argv)
+    if ns.source is None:
+        from sglang_ilsi_lab.bench.cli import main as bench_main
+
+        return bench_main(["--evidence", "--doc", ns.doc, *rest])
+    results = json.loads(Path(ns.source).read_text())
+    print(write(results, Path(ns.doc)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,2 +1,0 @@
-"""Built-in bench specs, one module per family; every module here is imported
-by :func:`sglang_ilsi.bench.spec.load`, so a new family adds a file, not an edit."""

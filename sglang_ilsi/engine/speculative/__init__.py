@@ -1,0 +1,1 @@
+"""Speculative algorithms registered with SGLang's speculative registry."""

