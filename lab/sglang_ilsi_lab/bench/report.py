@@ -1,8 +1,10 @@
 """Summaries of a run: ``results.json``, ``results.md`` and ``results.png``.
 
 Per cell: every metric's mean with a 95% bootstrap CI, the effect against
-each baseline row (paired difference on the same items, with its CI, and
-whether its sign matches the published one), and the cost: tokens generated
+each baseline row (paired difference on the same items, with its CI, the
+per-item latency ratio with its paired CI, and for the first baseline the
+verdict on the row's published claim, by the claim's kind: see
+:mod:`sglang_ilsi_lab.bench.verdicts`), and the cost: tokens generated
 (all samples), forward tokens (generated + the method's extra and auxiliary
 forwards, from the ``ilsi`` report), samples, latency and wall time per item,
 and cost ratios against the first baseline.
@@ -19,8 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sglang_ilsi_lab.bench import stats
+from sglang_ilsi_lab.bench import stats, verdicts
 from sglang_ilsi_lab.bench.runner import Cell, RunFile, machine
+from sglang_ilsi_lab.bench.spec import MethodSpec, Published
 
 COST_KEYS = ("completion_tokens", "forward_tokens", "samples", "extra_forward_tokens",
              "aux_model_tokens", "prompt_tokens", "latency_s")
@@ -82,13 +85,14 @@ def summarize(cells: list[Cell], run: RunFile, *, quick: bool,
             for k in ("forward_tokens", "seconds_per_item"):
                 mine, theirs = cost.get(k), costs[base_key].get(k)
                 ratios[k] = (mine / theirs) if mine is not None and theirs else None
-            effects.append({"baseline": b, "metric": metric, "higher_is_better": higher, **eff,
-                            "expected_sign": cell.method.expected_sign,
-                            # the published claim is about the first comparison only
-                            "verdict": stats.verdict(_improvement(eff, higher),
-                                                     cell.method.expected_sign)
-                            if rank == 0 else "n/a",
-                            "cost_ratio": ratios})
+            effect = {"baseline": b, "metric": metric, "higher_is_better": higher, **eff,
+                      "expected_sign": cell.method.expected_sign, "cost_ratio": ratios,
+                      "time_ratio": stats.paired_ratio_ci(
+                          [_latency(p[0]) for p in pairs], [_latency(p[1]) for p in pairs])}
+            # the published claim is about the first comparison only
+            effect.update(judgement(effect, cell.method, cell.task.name) if rank == 0
+                          else {"verdict": "n/a"})
+            effects.append(effect)
         pub = cell.method.published_for(cell.task.name)
         out_cells.append({
             "key": cell.key, "task": cell.task.name, "model": cell.model,
@@ -97,7 +101,7 @@ def summarize(cells: list[Cell], run: RunFile, *, quick: bool,
             "error_examples": sorted({r["error"] for r in recs if r.get("error")})[:3],
             "config": cell.config(), "metric": metric, "metrics": metrics,
             "effects": effects, "cost": cost,
-            "published": {"source": pub.source, "claim": pub.claim} if pub else None,
+            "published": published_record(pub),
             "notes": cell.method.notes_for(cell.task.name),
             "examples": [r.get("text", "") for r in ok[:2]],
         })
@@ -108,12 +112,26 @@ def summarize(cells: list[Cell], run: RunFile, *, quick: bool,
             "run_file": str(run.path), "cells": out_cells}
 
 
-def _improvement(effect: dict, higher_is_better: bool) -> dict:
-    """The effect turned so that positive means better."""
-    if higher_is_better or effect.get("diff") is None:
-        return effect
-    return {**effect, "diff": -effect["diff"], "ci_low": -effect["ci_high"],
-            "ci_high": -effect["ci_low"]}
+def _latency(record: dict) -> float:
+    value = record.get("latency_s") if record.get("error") is None else None
+    return float(value) if value is not None else math.nan
+
+
+def published_record(pub: Published | None) -> dict[str, Any] | None:
+    """The claim as results.json stores it: words, source, kind and margin."""
+    if pub is None:
+        return None
+    return {"source": pub.source, "claim": pub.claim, "kind": pub.kind, "margin": pub.margin,
+            "cost_measure": pub.cost_measure}
+
+
+def judgement(effect: dict[str, Any], method: MethodSpec, task: str) -> dict[str, Any]:
+    """``verdict`` (the outcome), ``claim_kind`` and ``verdict_test`` (the test applied,
+    with its numbers) of a row's first comparison, from the row's declared claim."""
+    v = verdicts.judge(effect, method.published_for(task), expected_sign=method.expected_sign,
+                       higher_is_better=effect["higher_is_better"],
+                       chosen_on_test=method.chosen_on_test)
+    return {"verdict": v.outcome, "claim_kind": v.kind, "verdict_test": v.test}
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -99,12 +99,48 @@ class TaskSpec:
     version: int = 1  # bump when prompts or scoring change, so old cells are not reused
 
 
+CLAIM_KINDS = ("effect", "speed", "equivalence", "by_construction")
+COST_MEASURES = ("forward_tokens", "seconds_per_item")
+
+
 @dataclass(frozen=True)
 class Published:
-    """The published effect a row mirrors, in words, with its source."""
+    """The published effect a row mirrors, in words, with its source, and the kind of
+    claim it is, which decides the test its verdict applies
+    (:mod:`sglang_ilsi_lab.bench.verdicts`):
+
+    - ``effect``: the row changes the metric in the direction ``expected_sign`` gives;
+      judged on the sign of the effect's CI.
+    - ``speed``: the same outputs in less wall time; judged on the time ratio to the
+      comparison row, after checking that the metric's effect CI lies within
+      ±``margin`` (0: identical).
+    - ``equivalence``: the same quality at a lower cost; the effect CI must lie within
+      ±``margin`` (stated here, before the run) and the ``cost_measure`` ratio be below 1.
+    - ``by_construction``: the metric moves by construction under this method (e.g.
+      perplexity under the same model after truncating its tail): shown, never counted
+      as evidence.
+
+    ``margin`` is the tolerance on the metric's effect, in the metric's units.
+    """
 
     source: str  # paper, year
     claim: str  # what was reported, in that paper's setting
+    kind: str = "effect"
+    margin: float | None = None
+    cost_measure: str = "forward_tokens"
+
+    def __post_init__(self) -> None:
+        if self.kind not in CLAIM_KINDS:
+            raise SpecError(f"published claim of {self.source!r}: kind {self.kind!r} is not "
+                            f"one of {', '.join(CLAIM_KINDS)}")
+        if self.kind == "equivalence" and (self.margin is None or self.margin <= 0):
+            raise SpecError(f"published claim of {self.source!r}: an equivalence claim "
+                            "needs a margin > 0, stated in advance")
+        if self.margin is not None and self.margin < 0:
+            raise SpecError(f"published claim of {self.source!r}: margin must be >= 0")
+        if self.cost_measure not in COST_MEASURES:
+            raise SpecError(f"published claim of {self.source!r}: cost_measure "
+                            f"{self.cost_measure!r} is not one of {', '.join(COST_MEASURES)}")
 
 
 IlsiSpec = dict[str, Any] | None | Callable[[str], dict[str, Any] | None]
@@ -130,6 +166,8 @@ class MethodSpec:
     ``/generate`` call for rows that need a loop of their own (e.g. sample N,
     execute, pick); it returns the chosen :class:`Generation`, with its cost in
     ``meta["ilsi"]["cost"]`` like a server-side method's report.
+    ``chosen_on_test`` says, when not empty, which of the row's settings was chosen by
+    looking at its test items: its verdict is then withheld ("pending rerun").
     """
 
     name: str
@@ -152,6 +190,7 @@ class MethodSpec:
     models: tuple[str, ...] | None = None
     quick: bool = False  # part of ``--quick``
     evidence: bool = True  # part of the default (evidence) grid
+    chosen_on_test: str = ""
 
     def ilsi_for(self, task: str) -> dict[str, Any] | None:
         value = self.ilsi(task) if callable(self.ilsi) else self.ilsi
@@ -201,6 +240,11 @@ def register_method(method: MethodSpec) -> MethodSpec:
         raise SpecError(f"bench method {method.name!r}: expected_sign must be -1, 0 or 1")
     if not method.tasks:
         raise SpecError(f"bench method {method.name!r} applies to no task")
+    claims = [method.published_for(t) for t in method.tasks]
+    if method.expected_sign == 0 and any(c is not None and c.kind == "effect" for c in claims):
+        raise SpecError(f"bench method {method.name!r}: a 'no change' claim "
+                        "(expected_sign=0) is a speed or equivalence claim: declare its kind "
+                        "and margin in Published")
     _METHODS[method.name] = method
     return method
 

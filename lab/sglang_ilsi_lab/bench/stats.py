@@ -88,8 +88,33 @@ def paired_diff_ci(a: Sequence[float], b: Sequence[float]) -> dict[str, float | 
             "ci_high": float(res.confidence_interval.high), "n": int(x.size)}
 
 
+def paired_ratio_ci(a: Sequence[float], b: Sequence[float]) -> dict[str, float | int | None]:
+    """``mean(a) / mean(b)`` over pairs where both are finite (and ``mean(b) > 0``), with a
+    paired bootstrap CI (e.g. the per-item wall-time ratio of two rows)."""
+    from scipy.stats import bootstrap
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if x.size == 0 or y.mean() <= 0:
+        return {"ratio": None, "ci_low": None, "ci_high": None, "n": 0}
+    ratio = float(x.mean() / y.mean())
+    if x.size < 2 or (np.all(x == x[0]) and np.all(y == y[0])):
+        return {"ratio": ratio, "ci_low": ratio, "ci_high": ratio, "n": int(x.size)}
+
+    def statistic(u: np.ndarray, v: np.ndarray, axis: int = -1) -> np.ndarray:
+        return u.mean(axis=axis) / v.mean(axis=axis)
+
+    res = bootstrap((x, y), statistic, paired=True, vectorized=True,
+                    confidence_level=CONFIDENCE, n_resamples=RESAMPLES, method="percentile",
+                    rng=np.random.default_rng(SEED))
+    return {"ratio": ratio, "ci_low": float(res.confidence_interval.low),
+            "ci_high": float(res.confidence_interval.high), "n": int(x.size)}
+
+
 def verdict(effect: dict, expected_sign: int) -> str:
-    """Whether a measured effect has the published sign, from its CI.
+    """Whether a measured effect has the published sign, from its CI (the test of an
+    ``effect`` claim; :mod:`sglang_ilsi_lab.bench.verdicts` picks the test per claim kind).
 
     ``reproduced``: the CI excludes 0 on the expected side; ``opposite``: it
     excludes 0 on the other side; ``inconclusive``: the CI contains 0. With

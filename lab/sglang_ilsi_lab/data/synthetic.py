@@ -274,6 +274,46 @@ def conflict(n: int = 300, seed: int = EVAL_SEED) -> list[Item]:
     return items
 
 
+# -- closed-book questions, split by fact -----------------------------------------
+
+# facts (relation, subject) held out for validation: choices a row makes (e.g. DoLa's
+# layer bucket) are made on these, never on the test facts
+CLOSED_BOOK_VALIDATION_FACTS = 14
+CLOSED_BOOK_SPLITS = ("test", "validation")
+
+
+def closed_book_facts(split: str) -> list[tuple[str, str]]:
+    """The ``(relation, subject)`` facts of ``split``: a fixed seeded draw of
+    :data:`CLOSED_BOOK_VALIDATION_FACTS` facts is ``validation``, the rest ``test``."""
+    if split not in CLOSED_BOOK_SPLITS:
+        raise ValueError(f"unknown closed-book split {split!r} (known: "
+                         f"{', '.join(CLOSED_BOOK_SPLITS)})")
+    every = [(r, s) for r in sorted(RELATIONS) for s in sorted(RELATIONS[r]["facts"])]
+    held = set(_rng("closed_book/split", 0).sample(every, CLOSED_BOOK_VALIDATION_FACTS))
+    return [f for f in every if (f in held) == (split == "validation")]
+
+
+def closed_book(n: int, seed: int = EVAL_SEED, split: str = "test") -> list[Item]:
+    """``n`` distinct closed-book questions on the facts of ``split`` (every question
+    template of every fact, shuffled by ``seed``); ``answer`` is the real-world fact."""
+    questions = [(r, s, q) for r, s in closed_book_facts(split)
+                 for q in RELATIONS[r]["questions"]]
+    if n > len(questions):
+        raise ValueError(f"only {len(questions)} distinct {split} closed-book questions, "
+                         f"asked {n}")
+    rng = _rng(f"closed_book/{split}", seed)
+    rng.shuffle(questions)
+    prefix = "facts" if split == "test" else f"facts-{split}"
+    items: list[Item] = []
+    for i, (relation, subject, template) in enumerate(questions[:n]):
+        question = _cap(template.format(s=subject))
+        items.append({"id": f"{prefix}-{seed}-{i}", "question": question,
+                      "prompt": rng.choice(QA).format(q=question),
+                      "answer": " " + RELATIONS[relation]["facts"][subject],
+                      "task": "facts", "fact": f"{relation}/{subject}", "split": split})
+    return items
+
+
 # -- held-out plain text ---------------------------------------------------------
 
 def text(n: int, seed: int = TEXT_SEED) -> list[Item]:

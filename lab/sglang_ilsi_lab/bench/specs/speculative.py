@@ -7,9 +7,9 @@ SGLang's flags): ``STANDALONE`` with the target's same-tokenizer draft
 (n-gram drafts from the prompt and the output so far) and our registered
 ``SELF_SPECULATIVE`` (the target skipping every other layer drafts) and
 ``LOOKAHEAD`` (a Jacobi window feeding the n-gram pool). The
-published claim is the same for all: outputs identical to greedy decoding
-(effect 0 on the task metric: ``expected_sign=0``) at a lower wall time; the
-time column is the measured speed-up or slow-down, and the per-item metrics
+published claim is the same for all, a ``speed`` claim: outputs identical to
+greedy decoding (effect 0 on the task metric, margin 0) at a lower wall time,
+judged on the time ratio; the per-item metrics
 ``accept_length`` (tokens per target forward) and ``accept_rate`` (accepted
 share of drafted tokens) come from SGLang's ``meta_info``.
 """
@@ -42,6 +42,12 @@ def acceptance(item: Item, gen: Generation) -> dict[str, float]:
     return out
 
 
+def lossless_speed(source: str, claim: str) -> Published:
+    """A speed claim whose quality check is identity: the metric's effect CI must be
+    exactly [0, 0]."""
+    return Published(source, claim, kind="speed", margin=0.0)
+
+
 LOSSLESS = ("; the row is lossless by construction (tests check greedy token identity), so "
             "the effect must be exactly 0 and the time column is the speed-up (below 1) or "
             "slow-down (above 1); on this 2-core CPU every forward carries a fixed scheduler "
@@ -51,7 +57,7 @@ register_method(MethodSpec(
     name="speculative_standalone", family="speculative", tasks=TASKS, temperature=0.0,
     baselines=("greedy",), expected_sign=0, server_args=draft_args, models=tuple(DRAFTS),
     metrics_hook=acceptance,
-    published=Published(
+    published=lossless_speed(
         "Leviathan et al. 2023, Fast Inference from Transformers via Speculative Decoding",
         "identical outputs, 2-3x faster than greedy decoding for T5-XXL with a T5-small draft"),
     notes="draft: lab-draft (lab models) or smollm2-amateur (SmolLM2), 3 draft steps" + LOSSLESS,
@@ -60,7 +66,7 @@ register_method(MethodSpec(
     name="speculative_ngram", family="speculative", tasks=TASKS, temperature=0.0,
     baselines=("greedy",), expected_sign=0, metrics_hook=acceptance,
     server_args=["--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens", "4"],
-    published=Published(
+    published=lossless_speed(
         "Fu et al. 2024, Break the Sequential Dependency of LLM Inference Using Lookahead "
         "Decoding (n-gram drafts verified in one forward)",
         "identical outputs, 1.5-2.3x faster than greedy decoding on MT-Bench and code"),
@@ -71,7 +77,7 @@ register_method(MethodSpec(
     name="self_speculative", family="speculative", tasks=TASKS, temperature=0.0,
     baselines=("greedy",), expected_sign=0, metrics_hook=acceptance,
     server_args=["--speculative-algorithm", "SELF_SPECULATIVE", *SHAPE],
-    published=Published(
+    published=lossless_speed(
         "Zhang et al. 2024, Draft & Verify: Lossless Large Language Model Acceleration via "
         "Self-Speculative Decoding",
         "identical outputs, up to 1.99x faster on LLaMA-2-13B with about half the layers "
@@ -83,7 +89,7 @@ register_method(MethodSpec(
     name="lookahead", family="speculative", tasks=TASKS, temperature=0.0,
     baselines=("greedy",), expected_sign=0, metrics_hook=acceptance,
     server_args=["--speculative-algorithm", "LOOKAHEAD"],
-    published=Published(
+    published=lossless_speed(
         "Fu et al. 2024, Break the Sequential Dependency of LLM Inference Using Lookahead "
         "Decoding",
         "identical outputs, 1.5-2.3x faster than greedy decoding on MT-Bench and code "
@@ -106,7 +112,7 @@ register_method(MethodSpec(
     baselines=("contrastive_decoding_beta", "greedy"), expected_sign=0,
     metric={"open_text": "diversity", "arithmetic": "accuracy"},
     metrics_hook=acceptance, server_args=contrastive_args, models=tuple(DRAFTS),
-    published=Published(
+    published=lossless_speed(
         "Yuan et al. 2024, Speculative Contrastive Decoding (ACL)",
         "one smaller LM drafts and is the amateur: on four diverse tasks, acceleration "
         "comparable to speculative decoding with the quality gains of contrastive decoding"),
