@@ -7,7 +7,7 @@ allocate the vocabulary mask, fill each request's row, move it, apply it to
 the logits, and advance each request's matcher by the sampled token (the end
 of sequence masked, as the benchmark's ``min_new_tokens`` masks it). With
 ``--grammar-backend outlines`` the server fills rows through the plugin's
-cache (``engine/outlines_masks.py``), and so does this. Timing this work alone
+cache (``engine/scheduler/outlines_masks.py``), and so does this. Timing this work alone
 separates the backend's cost from the machine's round-to-round noise, which on
 a 2-core CPU is larger than the effect measured end to end.
 """

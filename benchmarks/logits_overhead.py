@@ -55,7 +55,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--methods", default="all")
     args = ap.parse_args()
-    methods = (sorted(registry.all_methods()) if args.methods == "all"
+    methods = (sorted(registry.logits_methods()) if args.methods == "all"
                else args.methods.split(","))
     levels = [int(x) for x in args.levels.split(",")]
 

@@ -133,7 +133,7 @@ def main() -> int:
     ap.add_argument("--methods", default="all", help="comma-separated names (default: all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    names = (sorted(registry.all_methods()) if args.methods == "all"
+    names = (sorted(registry.logits_methods()) if args.methods == "all"
              else args.methods.split(","))
     results: dict[str, dict[str, float]] = {}
     for name in names:

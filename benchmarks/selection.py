@@ -25,7 +25,8 @@ from typing import Any
 
 import requests
 
-from sglang_ilsi.selection import Candidate, get_rule, utility_matrix
+from sglang_ilsi.registry import get_rule
+from sglang_ilsi.selection import Candidate, utility_matrix
 
 PROMPT = "Question: what is 12 + 30? Think, then answer after ####.\n"
 

@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check sglang_ilsi tests plugins examples benchmarks
+.venv/bin/ruff check sglang_ilsi lab tests plugins examples benchmarks scripts
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -34,12 +34,13 @@ def _serve(args: list[str]) -> int:
 
 
 def _methods(as_json: bool) -> int:
-    cards = [registry.describe(cls) for cls in registry.catalog().values()]
+    cards = [registry.describe(cls) for cls in registry.entries().values()]
     if as_json:
         print(json.dumps(cards, indent=2))
         return 0
     for card in cards:
-        print(f"{card['name']}  [{card['family']}]  needs: {', '.join(card['needs'])}")
+        print(f"{card['name']}  [{card['kind']}, {card['family']}]  "
+              f"needs: {', '.join(card['needs'])}")
         print(f"    {card['summary']}")
         print(f"    paper: {card['paper']}")
         for p in card["params"]:

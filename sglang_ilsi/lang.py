@@ -23,7 +23,8 @@ from typing import Any
 
 import requests
 
-from sglang_ilsi.selection import Candidate, get_rule
+from sglang_ilsi.registry import get_rule
+from sglang_ilsi.selection import Candidate
 
 
 def _backend(s: Any) -> Any:

@@ -52,9 +52,7 @@ def register() -> None:
 
     from sglang_ilsi.engine import patches
     from sglang_ilsi.engine.http import api
-    from sglang_ilsi.engine.speculative import lookahead
-    from sglang_ilsi.engine.speculative import self_speculative
-    from sglang_ilsi.engine.speculative import contrastive
+    from sglang_ilsi.engine.speculative import contrastive, lookahead, self_speculative
 
     api.configure(cfg)
     installed = patches.install(cfg, _role())

@@ -1,52 +1,68 @@
-"""The catalog: method name → method class.
+"""The one registry: every name a request or a launch flag can use.
 
-Built-in methods register themselves with :func:`register` when
-``sglang_ilsi.methods`` is imported. Third-party methods come from the
-``sglang_ilsi.methods`` entry-point group or from a Python file named with
-``--ilsi-plugin`` (see ``plugins/``); both call :func:`register` too.
+Logits methods, selection rules, the tool loop and the speculative algorithms
+all register here with :func:`register`, in one declaration shape
+(:class:`~sglang_ilsi.methods.base.Method`: name, family, paper, needs, params,
+composes_with); an entry's *kind* follows from its needs
+(:func:`~sglang_ilsi.methods.base.kind_of`) and the engine dispatches on that.
+
+Where entries come from:
+
+- built-ins: every module under ``sglang_ilsi.methods`` is imported once (a new
+  method is one new file there, with no edit elsewhere);
+- installed third-party packages: the ``sglang_ilsi.methods`` entry-point group
+  (an entry point names a class, or a module that registers its classes);
+- operator files: ``--ilsi-plugin FILE.py`` (see ``plugins/``).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
+import pkgutil
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from sglang_ilsi.methods.base import LogitsMethod, add_unique, check_declaration
+from sglang_ilsi.methods.base import Method, add_unique, check_declaration, kind_of
+from sglang_ilsi.params import IlsiRequestError
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "sglang_ilsi.methods"
+BUILTIN_PACKAGE = "sglang_ilsi.methods"
 
-_METHODS: dict[str, type[LogitsMethod]] = {}
+_ENTRIES: dict[str, type[Method]] = {}
 _loaded = False
 
 
-def register(cls: type[LogitsMethod]) -> type[LogitsMethod]:
-    """Class decorator adding a method to the catalog; checks its declaration."""
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator adding an entry; checks its declaration (any kind)."""
     check_declaration(cls)
-    add_unique(_METHODS, cls)
+    if kind_of(cls) == "selection" and "n" not in {p.name for p in cls.params}:
+        raise TypeError(f"{cls.name}: a selection rule must declare the parameter 'n'")
+    add_unique(_ENTRIES, cls)
     return cls
 
 
-def load_builtin_and_entry_point_methods() -> None:
-    """Import the built-in catalog and any installed third-party methods."""
+def load() -> None:
+    """Import the built-in catalog and every installed third-party entry (once)."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    import sglang_ilsi.methods.catalog  # noqa: F401  (registers built-ins)
-
+    package = importlib.import_module(BUILTIN_PACKAGE)
+    for info in pkgutil.walk_packages(package.__path__, BUILTIN_PACKAGE + "."):
+        importlib.import_module(info.name)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
         except Exception:
             logger.exception("sglang-ilsi: failed to load method entry point %s", ep.name)
             continue
-        if isinstance(obj, type) and issubclass(obj, LogitsMethod) and obj.name not in _METHODS:
+        if isinstance(obj, type) and issubclass(obj, Method) and obj.name not in _ENTRIES:
             register(obj)
 
 
@@ -65,42 +81,48 @@ def load_plugin_file(path: str) -> None:
     spec.loader.exec_module(module)
 
 
-def get(name: str) -> type[LogitsMethod] | None:
-    load_builtin_and_entry_point_methods()
-    return _METHODS.get(name)
+def get(name: str, kind: str | None = None) -> type[Any] | None:
+    """The entry called ``name`` (of ``kind``, if given), or None."""
+    load()
+    cls = _ENTRIES.get(name) if isinstance(name, str) else None
+    if cls is None or (kind is not None and kind_of(cls) != kind):
+        return None
+    return cls
 
 
-def all_methods() -> dict[str, type[LogitsMethod]]:
-    load_builtin_and_entry_point_methods()
-    return dict(sorted(_METHODS.items()))
+def entries(kind: str | None = None) -> dict[str, type[Any]]:
+    """Every entry (of ``kind``, if given), by name."""
+    load()
+    return {name: cls for name, cls in sorted(_ENTRIES.items())
+            if kind is None or kind_of(cls) == kind}
 
 
-def selection_rules() -> dict[str, type]:
-    """The selection rules (methods that need ``samples``), by name."""
-    from sglang_ilsi.selection import all_rules
-
-    return all_rules()
+def logits_methods() -> dict[str, type[Any]]:
+    return entries("logits")
 
 
-def request_methods() -> dict[str, type]:
-    """Request-level methods that run around SGLang's generate call (the tool loop)."""
-    from sglang_ilsi.tools.method import ToolUse
-
-    return {ToolUse.name: ToolUse}
+def selection_rules() -> dict[str, type[Any]]:
+    return entries("selection")
 
 
-def catalog() -> dict[str, type]:
-    """Every method a request can name: logits-stage methods, selection rules and
-    request-level methods."""
-    return dict(sorted({**all_methods(), **selection_rules(), **request_methods()}.items()))
+def get_rule(name: str) -> type[Any]:
+    """The selection rule called ``name``; anything else raises
+    :class:`IlsiRequestError` naming ``method``."""
+    cls = get(name, "selection")
+    if cls is None:
+        raise IlsiRequestError("method", f"unknown selection rule {name!r}; "
+                               f"known: {sorted(selection_rules())}")
+    return cls
 
 
-def describe(cls: type) -> dict[str, Any]:
-    """A JSON-able card for one method (CLI and ``/ilsi/methods``)."""
+def describe(cls: type[Any]) -> dict[str, Any]:
+    """A JSON-able card for one entry (CLI and ``/ilsi/methods``)."""
     return {
         "name": cls.name,
+        "kind": kind_of(cls),
         "family": cls.family,
         "needs": sorted(cls.needs),
+        "composes_with": sorted(getattr(cls, "composes_with", ())),
         "paper": cls.paper,
         "summary": cls.summary(),
         "params": [p.describe() for p in cls.params],

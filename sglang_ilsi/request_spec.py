@@ -22,6 +22,7 @@ from typing import Any
 
 from sglang_ilsi import registry
 from sglang_ilsi.config import IlsiConfig
+from sglang_ilsi.methods.base import kind_of
 from sglang_ilsi.params import IlsiRequestError, validate_params
 
 REQUEST_KEY = "ilsi"  # what clients send inside custom_params
@@ -141,16 +142,15 @@ def _logits_method(raw: Mapping[str, Any], config: IlsiConfig, tokenizer: Any | 
     name = raw.get("method")
     if not isinstance(name, str):
         raise IlsiRequestError(label, f"expected a string, got {type(name).__name__}")
-    if name in registry.selection_rules():
-        raise IlsiRequestError(
-            label, f"{name!r} is a selection method: it takes the request's top-level "
-            "ilsi object and cannot pick candidates, be chained or serve a batch")
-    cls = registry.get(name)
+    other = registry.get(name)
+    if other is not None and kind_of(other) != "logits":
+        raise IlsiRequestError(label, _not_a_logits_method(other))
+    cls = registry.get(name, "logits")
     if cls is None or not config.method_allowed(name):
-        enabled = sorted(m for m in registry.catalog() if config.method_allowed(m))
+        enabled = sorted(m for m in registry.entries() if config.method_allowed(m))
         why = "unknown method" if cls is None else "method not enabled on this server"
         raise IlsiRequestError(label, f"{why} {name!r}; enabled: {enabled}")
-    if config.speculative_algorithm and "logits" in cls.needs:
+    if config.speculative_algorithm and "speculative" not in cls.composes_with:
         raise IlsiRequestError(
             label,
             f"{name!r} runs in the logits stage, which SGLang skips under speculative "
@@ -158,6 +158,18 @@ def _logits_method(raw: Mapping[str, Any], config: IlsiConfig, tokenizer: Any | 
         )
     params = validate_params(cls.params, {k: v for k, v in raw.items() if k not in RESERVED})
     return name, cls.prepare(params, tokenizer)
+
+
+def _not_a_logits_method(cls: type) -> str:
+    kind = kind_of(cls)
+    if kind == "selection":
+        return (f"{cls.name!r} is a selection method: it takes the request's top-level "
+                "ilsi object and cannot pick candidates, be chained or serve a batch")
+    if kind == "speculative":
+        return (f"{cls.name!r} is a speculative algorithm, chosen per server "
+                f"({cls.launch()}), not per request")
+    return (f"{cls.name!r} is a {kind} method: it takes the request's top-level ilsi object "
+            "and cannot be chained or decode another method's text")
 
 
 def _trace_k(value: Any, config: IlsiConfig) -> int:

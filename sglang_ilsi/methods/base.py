@@ -1,9 +1,24 @@
-"""The interface every logits-stage method implements.
+"""The one declaration shape of everything a request or a launch flag can name,
+and the interface of logits-stage methods.
 
-A method is a pure, batched tensor transform. It never imports SGLang: the
-engine (``sglang_ilsi.engine``) hands it the logits rows of the requests that
-chose it, plus a :class:`RowContext` per row with the request's validated
-parameters, token history and private state.
+Every entry of the registry (:mod:`sglang_ilsi.registry`) is a class derived
+from :class:`Method` that declares its ``name``, survey ``family``, ``paper``,
+typed ``params`` and what it ``needs`` from the engine. Its *kind* follows from
+its needs alone (:func:`kind_of`), and the engine dispatches on needs only:
+
+============ ================================ =====================================
+kind         needs                            runs where
+============ ================================ =====================================
+logits       ``logits`` (+ extras)            the scheduler's logits stage, batched
+selection    ``samples``                      N samples in one request, one chosen
+tool_loop    ``tool``                         a generate loop that runs tool calls
+speculative  ``draft``                        an SGLang speculative worker (per server)
+============ ================================ =====================================
+
+A logits method is a pure, batched tensor transform. It never imports SGLang: the
+engine hands it the logits rows of the requests that chose it, plus a
+:class:`RowContext` per row with the request's validated parameters, token
+history and private state.
 """
 
 from __future__ import annotations
@@ -51,6 +66,47 @@ NEEDS = (
 )
 
 
+# What each kind is: the first of these needs a declaration names decides it.
+KIND_BY_NEED = (
+    ("draft", "speculative"),
+    ("samples", "selection"),
+    ("tool", "tool_loop"),
+    ("logits", "logits"),
+)
+KINDS = tuple(kind for _, kind in KIND_BY_NEED)
+
+
+def kind_of(cls: type) -> str:
+    """The kind of a declared method, from its needs (see the module docstring)."""
+    for need, kind in KIND_BY_NEED:
+        if need in cls.needs:
+            return kind
+    raise TypeError(f"{cls.__qualname__}: its needs {sorted(cls.needs)} name no kind; "
+                    f"one of {[need for need, _ in KIND_BY_NEED]} is required")
+
+
+class Method:
+    """The declaration every registered method carries (no behaviour).
+
+    ``composes_with`` lists the kinds (and ``"grammar"``) a request may combine
+    this method with: a logits method can be chained after another logits
+    method, decode a selection's candidates or a tool loop's text, and run under
+    a grammar; the engine refuses any other combination up front, with a 400.
+    """
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    paper: ClassVar[str]
+    needs: ClassVar[frozenset[str]] = frozenset()
+    params: ClassVar[tuple[Param, ...]] = ()
+    composes_with: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = (cls.__doc__ or "").strip().splitlines()
+        return doc[0] if doc else cls.name
+
+
 def check_declaration(cls: type) -> None:
     """Refuse a method or selection-rule class whose declaration is incomplete
     (no name/family/paper) or names an unknown family or need."""
@@ -62,6 +118,10 @@ def check_declaration(cls: type) -> None:
     unknown = set(cls.needs) - set(NEEDS)
     if unknown:
         raise TypeError(f"{cls.name}: unknown needs {sorted(unknown)}")
+    kind_of(cls)
+    unknown = set(getattr(cls, "composes_with", ())) - {*KINDS, "grammar"}
+    if unknown:
+        raise TypeError(f"{cls.name}: composes_with names unknown kinds {sorted(unknown)}")
 
 
 def add_unique(catalog: dict[str, type], cls: type, kind: str = "method") -> None:
@@ -136,7 +196,7 @@ def stacked(rows: Sequence[RowContext], key: str | Callable[[RowContext], str],
                                                             dtype=torch.float32)
 
 
-class LogitsMethod:
+class LogitsMethod(Method):
     """Base class for methods that transform next-token logits.
 
     Subclasses set the class attributes and implement :meth:`apply`. ``apply``
@@ -149,11 +209,9 @@ class LogitsMethod:
     temperature and filters still apply afterwards.
     """
 
-    name: ClassVar[str]
-    family: ClassVar[str]
-    paper: ClassVar[str]
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
-    params: ClassVar[tuple[Param, ...]] = ()
+    composes_with: ClassVar[frozenset[str]] = frozenset(
+        {"logits", "selection", "tool_loop", "grammar"})
     # Methods whose transform never moves the argmax can be skipped for greedy
     # rows (vLLM's is_argmax_invariant).
     argmax_invariant: ClassVar[bool] = False
@@ -180,11 +238,6 @@ class LogitsMethod:
     def on_token(cls, row: RowContext, token_id: int) -> None:
         """Called after the engine sampled ``token_id`` for this row (before it is
         appended to ``row.output_ids``). Stateful methods (mirostat) update here."""
-
-    @classmethod
-    def summary(cls) -> str:
-        doc = (cls.__doc__ or "").strip().splitlines()
-        return doc[0] if doc else cls.name
 
 
 def scaled(logits: torch.Tensor, rows: Sequence[RowContext],

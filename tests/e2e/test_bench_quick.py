@@ -9,8 +9,8 @@ import json
 import pytest
 from conftest import start_server
 
-from sglang_ilsi_lab.bench import runner
 from sglang_ilsi.cli import main
+from sglang_ilsi_lab.bench import runner
 from sglang_ilsi_lab.models import catalog
 from sglang_ilsi_lab.server_process import ServerProcess
 

@@ -70,7 +70,7 @@ def hf(tiny_model_path):
 def test_every_registered_method_is_covered():
     # methods needing extra distributions: test_e2e_multi_distribution.py
     extra = {"aux_model", "second_context", "layer_logits"}
-    assert {m for m, _ in CASES} == {m for m in registry.all_methods()
+    assert {m for m, _ in CASES} == {m for m in registry.logits_methods()
                                      if not registry.get(m).needs & extra}
 
 

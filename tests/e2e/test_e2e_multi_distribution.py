@@ -22,8 +22,8 @@ from conftest import start_server
 from multi_reference_decoding import MultiHF
 
 from sglang_ilsi import registry
-from sglang_ilsi_lab.models import catalog
 from sglang_ilsi.params import validate_params
+from sglang_ilsi_lab.models import catalog
 
 pytestmark = pytest.mark.server
 
@@ -47,7 +47,7 @@ CASES = [
     # all tokens evolved: a top-k cut would make near-ties at its edge flip the scores
     ("sled", {"layers": [0, 1, 2, 3], "evolution_rate": 50.0, "evolution_scale": 512}),
 ]
-MULTI = {m for m in registry.all_methods()
+MULTI = {m for m in registry.logits_methods()
          if registry.get(m).needs & {"aux_model", "second_context", "layer_logits"}}
 
 

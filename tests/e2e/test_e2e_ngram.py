@@ -1,7 +1,7 @@
 """End-to-end: SGLang's own NGRAM speculative decoding on CPU.
 
 ``--speculative-algorithm NGRAM`` used to crash the scheduler on the
-torch_native backend (no target-verify mode); ``engine/spec_verify_cpu.py``
+torch_native backend (no target-verify mode); ``engine/cpu/verify_attention.py``
 adds it. Greedy output must equal plain (non-speculative) greedy decoding,
 checked against the transformers reference that plain serving already matches
 token for token, on the lab target and on the tiny model, one request at a

@@ -1,7 +1,7 @@
 """End-to-end: SGLang's outlines grammar backend with the plugin's cached masks.
 
 A server launched with ``--grammar-backend outlines`` fills each request's
-vocabulary mask from ``engine/outlines_masks.py`` (one cached row per FSM
+vocabulary mask from ``engine/scheduler/outlines_masks.py`` (one cached row per FSM
 state) instead of SGLang's per-step rebuild. The oracle is a transformers
 greedy loop masked by SGLang's own, unpatched outlines backend (this test
 process never installs the plugin's patches): the server's greedy tokens must

@@ -1,9 +1,9 @@
 """End-to-end: SGLang's own draft-model speculative decoding on CPU.
 
 ``--speculative-algorithm STANDALONE --speculative-draft-model-path ...`` used
-to be refused on the torch_native backend; ``engine/spec_draft_cpu.py`` adds
-the draft model's multi-step decode attention, ``engine/spec_verify_cpu.py``
-the target's tree verify, and ``engine/spec_sampling_cpu.py`` the sampled
+to be refused on the torch_native backend; ``engine/cpu/draft_attention.py`` adds
+the draft model's multi-step decode attention, ``engine/cpu/verify_attention.py``
+the target's tree verify, and ``engine/cpu/verify_sampling.py`` the sampled
 verify step (SGLang fell back to argmax on CPU for every batch).
 
 On the lab pair (``lab-target`` and its 0.27 M-parameter ``lab-draft``, same

@@ -8,7 +8,7 @@ import pytest
 
 from sglang_ilsi import registry
 from sglang_ilsi.cli import main
-from sglang_ilsi.methods.base import FAMILIES, NEEDS
+from sglang_ilsi.methods.base import FAMILIES, KINDS, NEEDS, kind_of
 
 ILSI_FLAGS = ("--ilsi-methods", "--ilsi-default-method", "--ilsi-default-params",
               "--ilsi-allow-custom-logit-processor", "--ilsi-plugin", "--ilsi-trace-max-k")
@@ -23,12 +23,14 @@ def run(capsys, argv: list[str]) -> str:
 
 def test_methods_json_lists_every_method(capsys):
     cards = json.loads(run(capsys, ["methods", "--json"]))
-    methods = registry.catalog()
+    methods = registry.entries()
     assert [c["name"] for c in cards] == list(methods)
     assert {"typical", "eta", "mirostat"} <= {c["name"] for c in cards}
     for card in cards:
         cls = methods[card["name"]]
         assert card["family"] == cls.family and card["family"] in FAMILIES
+        assert card["kind"] == kind_of(cls) and card["kind"] in KINDS
+        assert set(card["composes_with"]) <= {*KINDS, "grammar"}
         assert card["needs"] == sorted(cls.needs) and set(card["needs"]) <= set(NEEDS)
         assert card["paper"] == cls.paper and card["paper"]
         assert isinstance(card["summary"], str) and card["summary"]
@@ -37,6 +39,18 @@ def test_methods_json_lists_every_method(capsys):
             assert p["type"] == param.kind
             assert p["default"] == param.default
             assert "doc" in p
+
+
+def test_the_catalog_lists_every_kind(capsys):
+    """One catalog: logits methods, selection rules, the tool loop and the
+    speculative algorithms (SGLang's own included) are all listed."""
+    cards = {c["name"]: c for c in json.loads(run(capsys, ["methods", "--json"]))}
+    assert {c["kind"] for c in cards.values()} == set(KINDS)
+    assert cards["self_consistency"]["kind"] == "selection"
+    assert cards["tools"]["kind"] == "tool_loop"
+    assert {"speculative_standalone", "speculative_ngram", "self_speculative", "lookahead",
+            "speculative_contrastive"} <= {n for n, c in cards.items()
+                                           if c["kind"] == "speculative"}
 
 
 def test_methods_json_typical_card(capsys):
@@ -52,8 +66,9 @@ def test_methods_json_typical_card(capsys):
 
 def test_methods_text(capsys):
     out = run(capsys, ["methods"])
-    for name, cls in registry.catalog().items():
-        header = f"{name}  [{cls.family}]  needs: {', '.join(sorted(cls.needs))}"
+    for name, cls in registry.entries().items():
+        header = (f"{name}  [{kind_of(cls)}, {cls.family}]  "
+                  f"needs: {', '.join(sorted(cls.needs))}")
         assert header in out
         for p in cls.params:
             assert f"    - {p.name}: {p.kind} = {p.default!r}" in out

@@ -16,8 +16,8 @@ import math
 import random
 import re
 import sys
-from pathlib import Path
 
+import method_references as ref  # noqa: E402
 import numpy as np
 import pytest
 import torch
@@ -27,9 +27,6 @@ from sglang_ilsi.methods.constrained.lexical_constraints import Matcher
 from sglang_ilsi.methods.constrained.phrases import decode_keywords, encode_keywords
 from sglang_ilsi.params import IlsiRequestError, validate_params
 from sglang_ilsi.registry import get
-
-
-import method_references as ref  # noqa: E402
 
 NEG_INF = float("-inf")
 EOS = 0

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from sglang_ilsi_lab.data import synthetic
 from sglang_ilsi.engine.http import tool_loop
+from sglang_ilsi_lab.data import synthetic
 from sglang_ilsi_lab.models import lab, lab_tools
 
 

@@ -12,9 +12,9 @@ import json
 import pytest
 import torch
 
-from sglang_ilsi.engine.speculative import self_speculative
+from sglang_ilsi.engine.speculative import layer_skip, self_speculative
+from sglang_ilsi.methods.speculative import self_speculative as skip_rule
 from sglang_ilsi_lab.models import tiny
-from sglang_ilsi.engine.speculative import layer_skip
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +52,9 @@ def test_derived_draft_equals_the_target_with_layers_skipped(four_layers, skip, 
 
 
 def test_default_skip_keeps_first_and_last():
-    assert layer_skip.default_skip(4) == (1,)
-    assert layer_skip.default_skip(30) == tuple(range(1, 29, 2))
-    assert layer_skip.default_skip(2) == ()
+    assert skip_rule.default_skip(4) == (1,)
+    assert skip_rule.default_skip(30) == tuple(range(1, 29, 2))
+    assert skip_rule.default_skip(2) == ()
 
 
 def test_draft_for_uses_the_default_rule(four_layers, monkeypatch, tmp_path):
@@ -65,8 +65,8 @@ def test_draft_for_uses_the_default_rule(four_layers, monkeypatch, tmp_path):
 
 def test_check_skip_messages():
     with pytest.raises(ValueError, match="do not exist"):
-        layer_skip.check_skip([4], 4)
+        skip_rule.check_skip([4], 4)
     with pytest.raises(ValueError, match="no draft model"):
-        layer_skip.check_skip([0, 1], 2)
+        skip_rule.check_skip([0, 1], 2)
     with pytest.raises(ValueError, match="no layer to skip"):
-        layer_skip.check_skip([], 2)
+        skip_rule.check_skip([], 2)

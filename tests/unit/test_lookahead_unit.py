@@ -1,4 +1,4 @@
-"""Lookahead decoding's window and verify-tree layout (``engine/lookahead.py``).
+"""Lookahead decoding's window and verify-tree layout (``engine/speculative/lookahead.py``).
 
 The 2D window must be a tree whose node ``(level l, column c)`` sits at
 relative position ``c + l + 1``, hanging off level ``l - 1`` in its column;
@@ -19,6 +19,7 @@ import torch
 
 from sglang_ilsi.engine.speculative import lookahead
 from sglang_ilsi.engine.speculative.lookahead import JacobiWindow, WindowShape
+from sglang_ilsi.methods.speculative import lookahead as lookahead_declaration
 
 # The CPU stand-in of SGLang's tree-index kernel (the one the server runs here).
 _SPEC = Path(lookahead.__file__).parents[1] / "cpu" / "shim" / "sgl_kernel" / "_spec.py"
@@ -140,14 +141,14 @@ def test_window_seeds_from_the_prompt_tail():
 
 
 def test_shapes_and_budgets():
-    assert lookahead.parse_shape(" 5 ,4") == WindowShape(5, 4)
+    assert lookahead_declaration.parse_shape(" 5 ,4") == WindowShape(5, 4)
     assert WindowShape(4, 3).nodes == 8
-    assert lookahead.pool_size(12, WindowShape(4, 3)) == 4
+    assert lookahead_declaration.pool_size(12, WindowShape(4, 3)) == 4
     with pytest.raises(ValueError, match="needs at least 10"):
-        lookahead.pool_size(9, WindowShape(4, 3))
+        lookahead_declaration.pool_size(9, WindowShape(4, 3))
     for bad in ("4", "4,3,2", "-1,3", "x,3"):
         with pytest.raises(ValueError, match="expected W,N"):
-            lookahead.parse_shape(bad)
+            lookahead_declaration.parse_shape(bad)
 
 
 _TOUCH_POINTS = """
@@ -181,6 +182,7 @@ assert mask.reshape(4, 4)[:, 0].all()
 from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
 from sglang_ilsi.engine.speculative import lookahead
+from sglang_ilsi.methods.speculative import lookahead as lookahead_declaration
 from sglang_ilsi.engine.speculative import self_speculative
 
 lookahead.register()

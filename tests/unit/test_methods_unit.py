@@ -12,18 +12,15 @@ import math
 import random
 import re
 import sys
-from pathlib import Path
 
+import method_references as ref  # noqa: E402
 import numpy as np
 import pytest
 import torch
 
 from sglang_ilsi.methods.base import FAMILIES, RowContext
 from sglang_ilsi.params import IlsiRequestError, validate_params
-from sglang_ilsi.registry import all_methods, get
-
-
-import method_references as ref  # noqa: E402
+from sglang_ilsi.registry import get, logits_methods
 
 TEMPS = (0.0, 0.7, 1.3)
 NEG_INF = float("-inf")
@@ -719,7 +716,7 @@ def test_param_validation_rejects(method: str, param: str, value) -> None:
 
 
 def test_unknown_param_rejected() -> None:
-    for name, cls in all_methods().items():
+    for name, cls in logits_methods().items():
         with pytest.raises(IlsiRequestError, match="no_such_param"):
             validate_params(cls.params, {"no_such_param": 1})
         if name == "keyword_boost":  # the prepared key cannot be injected by a request
@@ -732,7 +729,7 @@ EXPECTED = {"typical", "eta", "epsilon", "mirostat", "top_n_sigma", "penalty_dec
 
 
 def test_catalog_cards() -> None:
-    methods = all_methods()
+    methods = logits_methods()
     assert EXPECTED <= set(methods)
     for name, cls in methods.items():
         assert cls.name == name

@@ -14,8 +14,8 @@ from monitor_reference import monitor as reference
 from sglang_ilsi import monitors, registry
 from sglang_ilsi.methods.base import RowContext
 from sglang_ilsi.methods.constrained.phrases import decode_keywords
-from sglang_ilsi_lab.models import tiny
 from sglang_ilsi.params import IlsiRequestError, validate_params
+from sglang_ilsi_lab.models import tiny
 
 METHOD = registry.get("monitor")
 

@@ -1,4 +1,4 @@
-"""Cached outlines masks (``engine/outlines_masks.py``) equal SGLang's own.
+"""Cached outlines masks (``engine/scheduler/outlines_masks.py``) equal SGLang's own.
 
 The touch point is installed the way a server installs it (``patches.install``
 with ``--grammar-backend outlines`` in the config), in a fresh interpreter, and

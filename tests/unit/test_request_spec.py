@@ -142,6 +142,17 @@ def test_unknown_method():
     assert "unknown method 'nosuch'" in msg and "typical" in msg
 
 
+def test_a_speculative_algorithm_is_chosen_per_server():
+    msg = error({"ilsi": "lookahead"}, param="method")
+    assert "speculative algorithm" in msg
+    assert "--speculative-algorithm LOOKAHEAD --ilsi-lookahead W,N" in msg
+
+
+def test_the_tool_loop_cannot_be_chained():
+    msg = error({"ilsi": {"method": "typical", "then": ["tools"]}}, param="then[0].method")
+    assert "'tools' is a tool_loop method" in msg
+
+
 def test_method_not_enabled():
     msg = error({"ilsi": "eta"}, IlsiConfig(methods=("typical",)), param="method")
     assert "not enabled" in msg and "'eta'" in msg
@@ -258,7 +269,7 @@ def test_every_registered_logits_method_is_refused_under_speculative_decoding():
     from sglang_ilsi import registry
 
     cfg = IlsiConfig(speculative_algorithm="NGRAM")
-    for name, cls in registry.all_methods().items():
+    for name, cls in registry.logits_methods().items():
         if "logits" in cls.needs:
             error({"ilsi": name}, cfg, param="method")
 

@@ -11,32 +11,26 @@ from __future__ import annotations
 import json
 import math
 import random
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+import selection_references as ref  # noqa: E402
 
 from sglang_ilsi.methods.base import FAMILIES, NEEDS
+from sglang_ilsi.methods.selection.esc import should_stop
 from sglang_ilsi.params import IlsiRequestError
+from sglang_ilsi.registry import describe, get_rule, selection_rules
 from sglang_ilsi.selection import (
     EXTRACTORS,
     UTILITIES,
     Candidate,
     Selection,
-    all_rules,
-    describe_rule,
-    get_rule,
     make_extractor,
-    should_stop,
     utility_matrix,
 )
 from sglang_ilsi.selection import utilities as util_mod
 from sglang_ilsi.selection.extractors import normalize_number
-
-
-import selection_references as ref  # noqa: E402
 
 WORDS = ("the cat sat on a mat dog ran fast slow red blue answer is was then so "
          "because therefore it we they apple banana über naïve").split()
@@ -510,12 +504,12 @@ def test_best_of_n(seed):
 
 
 def test_rule_declarations():
-    from sglang_ilsi.registry import all_methods
+    from sglang_ilsi.registry import logits_methods
 
-    rules = all_rules()
+    rules = selection_rules()
     assert set(rules) == {"self_consistency", "esc", "mbr", "mbr_model", "mbr_pruned",
                           "mbr_diverse", "best_of_n"}
-    assert not set(rules) & set(all_methods())  # one namespace with the logits methods
+    assert not set(rules) & set(logits_methods())  # one namespace with the logits methods
     for name, cls in rules.items():
         assert cls.name == name and cls.family in FAMILIES and cls.paper
         assert "samples" in cls.needs and set(cls.needs) <= set(NEEDS)
@@ -526,7 +520,7 @@ def test_rule_declarations():
             assert by_name["utility"].choices == UTILITIES
         if "extractor" in by_name:
             assert by_name["extractor"].choices == EXTRACTORS
-        card = describe_rule(cls)
+        card = describe(cls)
         assert json.loads(json.dumps(card)) == card
         params = cls.validate({})
         assert cls.validate(params) == params  # idempotent

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from sglang_ilsi.engine import patches
-from sglang_ilsi.engine.cpu import portability
-from sglang_ilsi.engine.cpu import verify_attention
+from sglang_ilsi.engine.cpu import portability, verify_attention
 
 HEADS, KV_HEADS, DIM = 4, 2, 8
 
@@ -127,8 +126,8 @@ def test_short_mask_is_an_error():
 
 def test_touch_point_only_without_cuda(monkeypatch):
     target = "TorchNativeAttnBackend.forward_extend"
-    monkeypatch.setattr(cpu_portability, "cuda_available", lambda: True)
+    monkeypatch.setattr(portability, "cuda_available", lambda: True)
     assert not any(target in tp.target for tp in patches._cpu_only_touch_points())
-    monkeypatch.setattr(cpu_portability, "cuda_available", lambda: False)
+    monkeypatch.setattr(portability, "cuda_available", lambda: False)
     (tp,) = [tp for tp in patches._cpu_only_touch_points() if target in tp.target]
     assert tp.where == patches.WORKER and tp.kind == "AROUND"

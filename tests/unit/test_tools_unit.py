@@ -17,9 +17,9 @@ import pytest
 
 from sglang_ilsi import tools
 from sglang_ilsi.engine.http import tool_loop
+from sglang_ilsi.methods.tool_use.tools import ToolUse
 from sglang_ilsi.params import IlsiRequestError
 from sglang_ilsi.tools import calculator
-from sglang_ilsi.tools.method import ToolUse
 from sglang_ilsi.tools.retrieval import Retriever
 from sglang_ilsi.tools.sandbox import (
     Limits,
@@ -294,7 +294,7 @@ def test_tool_use_is_in_the_catalog():
     from sglang_ilsi import registry
     from sglang_ilsi.methods.base import check_declaration
 
-    assert registry.catalog()["tools"] is ToolUse
+    assert registry.entries()["tools"] is ToolUse
     check_declaration(ToolUse)
     assert registry.describe(ToolUse)["needs"] == ["grammar", "tool"]
 

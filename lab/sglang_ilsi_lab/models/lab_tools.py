@@ -27,9 +27,9 @@ import random
 import re
 from collections.abc import Sequence
 
-from sglang_ilsi_lab.data import synthetic
 from sglang_ilsi.engine.http import tool_loop
 from sglang_ilsi.engine.http.tool_loop import OPEN
+from sglang_ilsi_lab.data import synthetic
 from sglang_ilsi_lab.models import lab
 
 # OpenAI chat: the user's message is the question (the tools' system text is not shown to

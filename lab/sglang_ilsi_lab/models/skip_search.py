@@ -122,11 +122,11 @@ def search(model_path: str, prompts: Sequence[str], steps: int = 3, max_new_toke
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sglang_ilsi.engine.speculative import layer_skip
+    from sglang_ilsi.methods.speculative import self_speculative as skip_rule
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
-    layers = layer_skip.num_layers(model_path)
+    layers = skip_rule.num_layers(model_path)
     if layers < 3:
         raise ValueError(f"{model_path}: {layers} layers leave none to skip but the first and last")
     if tokenizer.chat_template:
@@ -139,7 +139,7 @@ def search(model_path: str, prompts: Sequence[str], steps: int = 3, max_new_toke
     scorer = AcceptanceScorer(model, ids, max_new_tokens, tokenizer.eos_token_id)
     curve = greedy_search(scorer, layers, steps, max_skip)
     best = max(curve, key=lambda c: c.speedup)
-    default = layer_skip.default_skip(layers)
+    default = skip_rule.default_skip(layers)
     default_acceptance = scorer.acceptance(default)
     return {
         "model": model_path, "layers": layers, "steps": steps, "prompts": len(prompts),

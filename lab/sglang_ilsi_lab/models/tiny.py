@@ -18,12 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sysconfig
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from sglang_ilsi.cache import building, cache_root
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
@@ -33,13 +31,6 @@ CHAT_TEMPLATE = (
 )
 # Bump when the recipe changes, so stale caches are not reused.
 RECIPE_VERSION = 2
-
-
-def cache_root() -> Path:
-    base = os.environ.get("SGLANG_ILSI_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "sglang-ilsi"
-    )
-    return Path(base)
 
 
 def _corpus_files(limit: int) -> list[Path]:
@@ -128,24 +119,6 @@ def cached_path(seed: int = 0, **overrides) -> Path:
 
 def is_built(seed: int = 0, **overrides) -> bool:
     return (cached_path(seed, **overrides) / "sglang_ilsi_recipe.json").is_file()
-
-
-@contextmanager
-def building(final: Path) -> Iterator[Path]:
-    """A temporary folder beside ``final`` to build into; renamed to ``final``
-    when the block succeeds, removed when it fails, so a cache never holds a
-    half-written folder (if a concurrent build won, its folder is kept)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(tmp)
-    else:
-        tmp.rename(final)
 
 
 def ensure(seed: int = 0, **overrides) -> Path:

@@ -23,7 +23,7 @@ model in two modes the ``torch_native`` backend was never given, so
 
 :func:`around_create_backend` adds both to the factory's backend maps; it is
 installed by ``engine/patches.py`` only when no CUDA device exists. The target
-side (``TARGET_VERIFY``) is ``engine/spec_verify_cpu.py``.
+side (``TARGET_VERIFY``) is ``engine/cpu/verify_attention.py``.
 """
 
 from __future__ import annotations

@@ -220,8 +220,8 @@ async def around_openai_handle_request(original, serving: Any, request: Any, raw
         if model != served and (served is None or base == served):
             from sglang_ilsi import registry
 
-            if method not in registry.catalog() or not config().method_allowed(method):
-                enabled = sorted(m for m in registry.catalog() if config().method_allowed(m))
+            if method not in registry.entries() or not config().method_allowed(method):
+                enabled = sorted(m for m in registry.entries() if config().method_allowed(m))
                 return serving.create_error_response(
                     message=f"model: suffix '+{method}' names no enabled sglang-ilsi "
                     f"method; enabled: {enabled}",

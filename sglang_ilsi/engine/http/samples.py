@@ -43,9 +43,9 @@ class SelectionPlan:
 
 
 def _rules() -> Mapping[str, Any]:
-    from sglang_ilsi.selection import all_rules
+    from sglang_ilsi import registry
 
-    return all_rules()
+    return registry.selection_rules()
 
 
 def plan_for(obj: Any, config: Any) -> SelectionPlan | None:
@@ -108,7 +108,7 @@ def _finish(meta: Mapping[str, Any]) -> str | None:
 async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, request: Any,
               plan: SelectionPlan, prepare: Callable[[Any, Any], None]) -> AsyncIterator[dict]:
     """Sample the candidates, select, and yield the chosen output once."""
-    from sglang_ilsi.selection import Candidate, extractor_from_params, should_stop
+    from sglang_ilsi.selection import Candidate
 
     start = time.perf_counter()
     if not isinstance(obj.rid, str):  # the response's id (the inner requests get their own)
@@ -134,16 +134,12 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
         return out if isinstance(out, list) else [out]
 
     n = plan.params["n"]
-    if plan.rule.name == "esc":
-        window = plan.params["window"]
-        extract = extractor_from_params(plan.params)
-        outputs: list[dict] = []
-        while len(outputs) < n:
-            outputs += await sample(min(window, n - len(outputs)))
-            if should_stop([extract(o["text"]) for o in outputs], window):
-                break
-    else:
-        outputs = await sample(n)
+    window = plan.rule.sample_window(plan.params) or n
+    outputs: list[dict] = []
+    while len(outputs) < n:  # window by window while the rule wants more
+        outputs += await sample(min(window, n - len(outputs)))
+        if plan.rule.enough([o["text"] for o in outputs], plan.params):
+            break
 
     rewards: list[float | None] = [None] * len(outputs)
     reward_ms = 0.0

@@ -43,9 +43,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sglang_ilsi import tools as tool_registry
+from sglang_ilsi.methods.tool_use.tools import DECODING_KEY, ToolUse
 from sglang_ilsi.params import IlsiRequestError
 from sglang_ilsi.request_spec import REQUEST_KEY, SOURCE_REQUEST, SOURCE_SUFFIX, SUFFIX_KEY
-from sglang_ilsi.tools.method import DECODING_KEY, ToolUse
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _check_decoding(decoding: Any) -> None:
         decoding.get("method") if isinstance(decoding, Mapping) else None)
     if not isinstance(name, str):
         raise IlsiRequestError(DECODING_KEY, 'expected a logits method like {"method": "typical"}')
-    if name != "none" and registry.get(name) is None:
+    if name != "none" and registry.get(name, "logits") is None:
         raise IlsiRequestError(f"{DECODING_KEY}.method", f"{name!r} is not a logits-stage "
                                "method (the text between tool calls is decoded with it)")
 

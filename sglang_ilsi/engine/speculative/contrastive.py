@@ -53,10 +53,11 @@ import torch
 from sglang_ilsi.engine.scheduler import sglang_forward
 from sglang_ilsi.engine.scheduler.logits_stage import META_KEY
 from sglang_ilsi.methods.model_aided.contrastive_decoding_beta import contrast_beta
+from sglang_ilsi.methods.speculative.speculative_contrastive import SpeculativeContrastive
 
 logger = logging.getLogger(__name__)
 
-ALGORITHM = "SPECULATIVE_CONTRASTIVE"
+ALGORITHM = SpeculativeContrastive.algorithm
 METHOD = "speculative_contrastive_decoding"  # as reported in meta_info.ilsi
 DEFAULT_SHAPE = {"speculative_num_steps": 3, "speculative_eagle_topk": 1,
                  "speculative_num_draft_tokens": 4}

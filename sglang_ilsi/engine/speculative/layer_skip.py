@@ -13,7 +13,7 @@ SGLang's own draft-model speculative worker can serve it.
 The paper picks S by Bayesian optimisation on a small set; :func:`default_skip`
 is a fixed rule instead (every other layer, first and last kept), operators
 choose S with ``--ilsi-self-spec-skip``, and ``sglang-ilsi self-spec-search``
-(:mod:`sglang_ilsi_lab.models.skip_search`) proposes one. The derived weights are a copy: the
+(``sglang-ilsi self-spec-search``, in the lab) proposes one. The derived weights are a copy: the
 draft does not share the target's weight memory.
 """
 
@@ -26,34 +26,12 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from sglang_ilsi_lab.models import tiny
+from sglang_ilsi.cache import building, cache_root
+from sglang_ilsi.methods.speculative.self_speculative import check_skip, num_layers
 
 MARKER = "sglang_ilsi_layer_skip.json"
 _LAYER_KEY = re.compile(r"^(model\.layers\.)(\d+)(\..*)$")
 _WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.pt")
-
-
-def num_layers(target: Path) -> int:
-    config = json.loads((Path(target) / "config.json").read_text())
-    return int(config.get("num_hidden_layers") or config["text_config"]["num_hidden_layers"])
-
-
-def default_skip(layers: int) -> tuple[int, ...]:
-    """Every other layer, keeping the first and the last: 1, 3, 5, ... < layers - 1."""
-    return tuple(range(1, layers - 1, 2))
-
-
-def check_skip(skip: Sequence[int], layers: int) -> tuple[int, ...]:
-    """Sorted, de-duplicated layer ids; raises ValueError naming the problem."""
-    chosen = tuple(sorted(set(int(i) for i in skip)))
-    bad = [i for i in chosen if not 0 <= i < layers]
-    if bad:
-        raise ValueError(f"layer(s) {bad} do not exist (the target has {layers}: 0..{layers - 1})")
-    if len(chosen) >= layers:
-        raise ValueError(f"skipping all {layers} layers leaves no draft model")
-    if not chosen:
-        raise ValueError("no layer to skip: the draft would be the target itself")
-    return chosen
 
 
 def derived_path(target: Path, skip: Sequence[int]) -> Path:
@@ -62,7 +40,7 @@ def derived_path(target: Path, skip: Sequence[int]) -> Path:
              for p in sorted(target.glob("*.safetensors"))]
     key = hashlib.sha256(json.dumps(
         {"target": str(target), "weights": stamp, "skip": list(skip)}).encode()).hexdigest()[:12]
-    return tiny.cache_root() / "self-spec" / f"{target.name}-skip{len(skip)}-{key}"
+    return cache_root() / "self-spec" / f"{target.name}-skip{len(skip)}-{key}"
 
 
 def derive(target: Path, skip: Sequence[int]) -> Path:
@@ -80,7 +58,7 @@ def derive(target: Path, skip: Sequence[int]) -> Path:
         raise ValueError(f"{target}: self-speculative drafts need safetensors weights")
     keep = [i for i in range(layers) if i not in skip]
     new_index = {old: new for new, old in enumerate(keep)}
-    with tiny.building(final) as tmp:
+    with building(final) as tmp:
         state = {}
         for path in weights:
             for name, tensor in load_file(str(path)).items():

@@ -15,7 +15,7 @@ draft from the target (:mod:`sglang_ilsi.engine.speculative.layer_skip`, cached)
 points ``speculative_draft_model_path`` at it; the worker is SGLang's own
 draft-model worker (``StandaloneWorkerV2``), so verification, the KV cache
 and the radix cache are SGLang's, and on a CPU the draft runs on
-``engine/spec_draft_cpu.py``.
+``engine/cpu/draft_attention.py``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from sglang_ilsi.methods.speculative.self_speculative import (
+    SelfSpeculative,
+    default_skip,
+    num_layers,
+)
+
 logger = logging.getLogger(__name__)
 
-ALGORITHM = "SELF_SPECULATIVE"
+ALGORITHM = SelfSpeculative.algorithm
 DEFAULT_SHAPE = {"speculative_num_steps": 3, "speculative_eagle_topk": 1,
                  "speculative_num_draft_tokens": 4}
 
@@ -36,7 +42,7 @@ def draft_for(model_path: str, skip: tuple[int, ...] | None) -> Path:
     from sglang_ilsi.engine.speculative import layer_skip
 
     target = Path(model_path)
-    chosen = skip or layer_skip.default_skip(layer_skip.num_layers(target))
+    chosen = skip or default_skip(num_layers(target))
     return layer_skip.derive(target, chosen)
 
 
@@ -55,8 +61,8 @@ def register() -> None:
 
 def handle_server_args(server_args: Any) -> None:
     """Derive the draft from the target and set the draft-model defaults."""
-    from sglang_ilsi.engine.http import api
     from sglang_ilsi.engine.cpu import portability
+    from sglang_ilsi.engine.http import api
 
     if getattr(server_args, "speculative_draft_model_path", None):
         raise ValueError(

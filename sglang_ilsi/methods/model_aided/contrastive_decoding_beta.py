@@ -50,7 +50,7 @@ def contrast_beta(expert: torch.Tensor, amateur: torch.Tensor,
     """CD_β over rows of logits (``[rows, vocab]``): ``(1+β)·s_e − β·s_a`` where
     ``s_e ≥ log α + max s_e``, −inf elsewhere. ``alpha``/``beta`` are floats
     or ``[rows, 1]`` columns. Also the verified distribution of speculative
-    contrastive decoding (``engine/spec_contrastive.py``)."""
+    contrastive decoding (``engine/speculative/contrastive.py``)."""
     alpha = torch.as_tensor(alpha, dtype=expert.dtype, device=expert.device)
     cutoff = alpha.log() + expert.max(dim=-1, keepdim=True).values
     score = (1.0 + beta) * expert - beta * amateur

@@ -1,8 +1,7 @@
 """The ``tools`` request-level method: its declaration and parameter checks.
 
-It runs around SGLang's generate call (:mod:`sglang_ilsi.engine.http.tool_loop`),
-not in the logits stage, so it lives beside the selection rules in the
-catalog (:func:`sglang_ilsi.registry.request_methods`)::
+Its need ``tool`` makes it kind ``tool_loop``: it runs around SGLang's generate
+call (:mod:`sglang_ilsi.engine.http.tool_loop`), not in the logits stage::
 
     {"method": "tools", "tools": ["calculator"], "max_calls": 3,
      "tool_choice": "auto", "decoding": {"method": "typical", "mass": 0.9}}
@@ -13,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from sglang_ilsi.methods.base import Method
 from sglang_ilsi.params import IlsiRequestError, Param, validate_params
+from sglang_ilsi.registry import register
 from sglang_ilsi.tools import TOOLS
 
 DECODING_KEY = "decoding"
@@ -21,7 +22,8 @@ RESERVED = ("method", "trace", DECODING_KEY)
 CHOICES = ("auto", "required", "none")
 
 
-class ToolUse:
+@register
+class ToolUse(Method):
     """Tool-use loop: the model's grammar-constrained calls run on the server, results go back in."""
 
     name: ClassVar[str] = "tools"
@@ -30,6 +32,8 @@ class ToolUse:
                             "Themselves to Use Tools (NeurIPS), arXiv:2302.04761; Gao et al. "
                             "2023, PAL: Program-aided Language Models (ICML), arXiv:2211.10435")
     needs: ClassVar[frozenset[str]] = frozenset({"tool", "grammar"})
+    # ``decoding``: a logits method for the text between calls
+    composes_with: ClassVar[frozenset[str]] = frozenset({"logits"})
     params: ClassVar[tuple[Param, ...]] = (
         Param("tools", "str_list", [], "tools the model may call (default: every tool the "
               "server enables)", max_items=8, max_length=64),
@@ -41,10 +45,6 @@ class ToolUse:
         Param("call_max_tokens", "int", 256, "most tokens of one call's JSON", minimum=16,
               maximum=2048),
     )
-
-    @classmethod
-    def summary(cls) -> str:
-        return (cls.__doc__ or cls.name).strip().splitlines()[0]
 
     @classmethod
     def validate(cls, raw: Mapping[str, Any], config: Any) -> dict[str, Any]:

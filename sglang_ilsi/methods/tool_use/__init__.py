@@ -1,0 +1,1 @@
+"""Methods of kind ``tool_loop`` (need ``tool``): a generate loop that runs tool calls."""
