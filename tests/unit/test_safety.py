@@ -16,8 +16,6 @@ import shlex
 import dill
 import pytest
 
-# Imports SGLang (slow, ~10 s): once for the whole module.
-from sglang_ilsi.engine.scheduler import logits_stage
 from sglang_ilsi.engine.safety import (
     ALLOWED_PROCESSORS,
     RefusedProcessorError,
@@ -26,6 +24,9 @@ from sglang_ilsi.engine.safety import (
     processor_class,
     referenced_global,
 )
+
+# Imports SGLang (slow, ~10 s): once for the whole module.
+from sglang_ilsi.engine.scheduler import logits_stage
 
 PROTOCOLS = (2, 3, 4, 5)
 

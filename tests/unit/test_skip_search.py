@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from sglang_ilsi import cli
-from sglang_ilsi_lab.models import catalog, skip_search
 from sglang_ilsi.engine.speculative import layer_skip
+from sglang_ilsi_lab.models import catalog, skip_search
 
 
 def test_expected_speedup_is_leviathans_model():

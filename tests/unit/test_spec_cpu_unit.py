@@ -17,9 +17,7 @@ import torch
 from scipy.stats import chisquare
 
 from sglang_ilsi.engine import patches
-from sglang_ilsi.engine.cpu import portability
-from sglang_ilsi.engine.cpu import draft_attention
-from sglang_ilsi.engine.cpu import verify_sampling
+from sglang_ilsi.engine.cpu import draft_attention, portability, verify_sampling
 
 VOCAB = 6
 N = 4  # root, two sibling children (tokens A, B), and a grandchild C under A
