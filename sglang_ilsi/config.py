@@ -68,6 +68,9 @@ class IlsiConfig:
     # (None = the defaults of engine/spec_contrastive.py).
     scd_alpha: float | None = None
     scd_beta: float | None = None
+    # Start even when SGLang's version or a touch point does not match what the
+    # plugin was checked against (engine/patches.py); a warning instead of a refusal.
+    allow_unsupported_sglang: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -116,6 +119,13 @@ def _parser() -> _Parser:
         action="store_true",
         help="UNSAFE: keep SGLang's dill-serialized custom_logit_processor requests "
         "(they run client-sent code in the server)",
+    )
+    p.add_argument(
+        "--ilsi-allow-unsupported-sglang",
+        action="store_true",
+        help="start even when the installed SGLang is outside the supported version range "
+        "or one of the plugin's SGLang touch points no longer matches (logged as a warning; "
+        "a hook that cannot be applied still stops the launch)",
     )
     p.add_argument(
         "--ilsi-plugin",
@@ -315,6 +325,7 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
         lookahead=lookahead,
         scd_alpha=ns.ilsi_scd_alpha,
         scd_beta=ns.ilsi_scd_beta,
+        allow_unsupported_sglang=ns.ilsi_allow_unsupported_sglang,
     )
 
 

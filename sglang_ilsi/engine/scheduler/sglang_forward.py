@@ -1,7 +1,9 @@
 """SGLang internals used to run extra forwards inside the scheduler: the one
-place (beside :mod:`.patches`) that builds SGLang objects by hand. Checked
-against SGLang 0.5.23 (:data:`CHECKED_SGLANG`); each function names the
-SGLang pieces it relies on.
+place (beside :mod:`sglang_ilsi.engine.patches`) that builds SGLang objects by
+hand. Each function names the SGLang pieces it relies on; their signatures and
+attributes are entries of the touch-point table in ``engine/patches.py``,
+verified at start-up against the running SGLang (supported versions:
+``patches.SUPPORTED_SGLANG``).
 
 - :func:`extend_batch` builds an EXTEND-mode ``ForwardBatch`` for a few
   sequences whose KV-cache slots the caller has set in the request-to-token
@@ -32,8 +34,6 @@ from typing import Any
 import torch
 
 logger = logging.getLogger(__name__)
-
-CHECKED_SGLANG = "0.5.23"
 
 
 def extend_batch(like: Any, *, req_pool_indices: list[int], prefix_lens: list[int],
