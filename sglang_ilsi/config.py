@@ -18,21 +18,10 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sglang_ilsi.errors import ENV_ARGS, ENV_CONFIG, ENV_ENABLE, IlsiConfigError
 from sglang_ilsi.tools import flags as tool_flags
 
-ENV_CONFIG = "SGLANG_ILSI_CONFIG"
-ENV_ENABLE = "SGLANG_ILSI"
-ENV_ARGS = "SGLANG_ILSI_ARGS"
-
 FLAG_PREFIX = "--ilsi"
-
-
-class IlsiConfigError(SystemExit):
-    """Bad ``--ilsi*`` flags. A SystemExit, so that it stops the launch even
-    though SGLang's plugin loader catches ordinary exceptions."""
-
-    def __init__(self, message: str):
-        super().__init__(f"sglang-ilsi: {message}")
 
 
 @dataclass(frozen=True)
@@ -56,7 +45,7 @@ class IlsiConfig:
     # Set from SGLang's own flags, for request-time refusals.
     speculative_algorithm: str | None = None
     # SGLang's --grammar-backend when given on the command line (outlines gets
-    # cached masks: engine/outlines_masks.py).
+    # cached masks: engine/scheduler/outlines_masks.py).
     grammar_backend: str | None = None
     # Co-resident auxiliary models (amateur, expert, anti-expert): name → path.
     aux_models: dict[str, str] = field(default_factory=dict)
@@ -65,7 +54,7 @@ class IlsiConfig:
     # LOOKAHEAD's window (W, N); empty = the default shape.
     lookahead: tuple[int, ...] = ()
     # SPECULATIVE_CONTRASTIVE's plausibility threshold and contrast weight
-    # (None = the defaults of engine/spec_contrastive.py).
+    # (None = the defaults of engine/speculative/contrastive.py).
     scd_alpha: float | None = None
     scd_beta: float | None = None
     # Start even when SGLang's version or a touch point does not match what the
@@ -233,7 +222,7 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
             registry.load_plugin_file(path)
         except FileNotFoundError as e:
             raise IlsiConfigError(str(e)) from None
-    known = registry.catalog()
+    known = registry.entries()
 
     if ns.ilsi_methods.strip() in ("", "all"):
         methods: tuple[str, ...] = ()
@@ -254,10 +243,12 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
             raise IlsiConfigError(
                 f"--ilsi-default-method: unknown method {default!r}; known: {sorted(known)}"
             )
-        if default not in registry.all_methods():
+        if default not in registry.logits_methods():
+            from sglang_ilsi.methods.base import kind_of
+
             raise IlsiConfigError(
-                f"--ilsi-default-method {default!r} is a selection method; the server "
-                f"default must be a logits-stage method"
+                f"--ilsi-default-method {default!r} is a {kind_of(known[default])} method; "
+                f"the server default must be a logits-stage method"
             )
         if methods and default not in methods:
             raise IlsiConfigError(
@@ -289,9 +280,9 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
             f"under --speculative-algorithm {spec}; drop one of the two"
         )
     if "--speculative-use-rejection-sampling" in (sglang_argv or []):
-        from sglang_ilsi.engine.cpu import portability
+        import torch
 
-        if not portability.cuda_available():
+        if not torch.cuda.is_available():
             raise IlsiConfigError(
                 "--speculative-use-rejection-sampling needs SGLang's Triton kernels, which do "
                 "not run on this machine (no CUDA); without it, sampled requests are verified "
@@ -332,13 +323,14 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
 def _speculative_contrastive(ns: argparse.Namespace, spec: str | None,
                              sglang_argv: list[str]) -> None:
     """``--ilsi-scd-*`` and SGLang's flags under ``SPECULATIVE_CONTRASTIVE``."""
-    from sglang_ilsi.engine.speculative.contrastive import ALGORITHM
+    from sglang_ilsi.methods.speculative.speculative_contrastive import SpeculativeContrastive
 
-    chosen = (spec or "").upper() == ALGORITHM
+    algorithm = SpeculativeContrastive.algorithm
+    chosen = (spec or "").upper() == algorithm
     for flag, value in (("--ilsi-scd-alpha", ns.ilsi_scd_alpha),
                         ("--ilsi-scd-beta", ns.ilsi_scd_beta)):
         if value is not None and not chosen:
-            raise IlsiConfigError(f"{flag} needs --speculative-algorithm {ALGORITHM}")
+            raise IlsiConfigError(f"{flag} needs --speculative-algorithm {algorithm}")
     if ns.ilsi_scd_alpha is not None and not 0.0 < ns.ilsi_scd_alpha <= 1.0:
         raise IlsiConfigError("--ilsi-scd-alpha: must be in (0, 1]")
     if ns.ilsi_scd_beta is not None and not 0.0 <= ns.ilsi_scd_beta <= 10.0:
@@ -346,22 +338,23 @@ def _speculative_contrastive(ns: argparse.Namespace, spec: str | None,
     if not chosen:
         return
     if _sglang_flag(sglang_argv, "--speculative-draft-model-path") is None:
-        raise IlsiConfigError(f"--speculative-algorithm {ALGORITHM} needs the amateur as "
+        raise IlsiConfigError(f"--speculative-algorithm {algorithm} needs the amateur as "
                               "--speculative-draft-model-path")
     topk = _sglang_flag(sglang_argv, "--speculative-eagle-topk")
     if topk is not None and topk.strip() != "1":
-        raise IlsiConfigError(f"--speculative-algorithm {ALGORITHM} verifies a chain of "
+        raise IlsiConfigError(f"--speculative-algorithm {algorithm} verifies a chain of "
                               f"drafts: --speculative-eagle-topk must be 1, not {topk}")
 
 
 def _lookahead(value: str | None, spec: str | None,
                draft_tokens: str | None) -> tuple[int, ...]:
     """``--ilsi-lookahead W,N`` → ``(W, N)``, checked against the draft-token budget."""
-    from sglang_ilsi.engine.speculative import lookahead
+    from sglang_ilsi.methods.speculative import lookahead
 
-    is_lookahead = (spec or "").upper() == lookahead.ALGORITHM
+    algorithm = lookahead.LookaheadDecoding.algorithm
+    is_lookahead = (spec or "").upper() == algorithm
     if value is not None and not is_lookahead:
-        raise IlsiConfigError(f"--ilsi-lookahead needs --speculative-algorithm {lookahead.ALGORITHM}")
+        raise IlsiConfigError(f"--ilsi-lookahead needs --speculative-algorithm {algorithm}")
     if not is_lookahead:
         return ()
     try:
@@ -376,14 +369,15 @@ def _lookahead(value: str | None, spec: str | None,
 def _self_spec_skip(value: str | None, spec: str | None,
                     target_path: str | None) -> tuple[int, ...]:
     """``--ilsi-self-spec-skip`` → layer ids, checked against the target's layer count."""
-    from sglang_ilsi.engine.speculative.self_speculative import ALGORITHM
-    from sglang_ilsi.engine.speculative import layer_skip
+    from sglang_ilsi.methods.speculative import self_speculative as layer_skip
+
+    algorithm = layer_skip.SelfSpeculative.algorithm
 
     if value is None:
         return ()
-    if (spec or "").upper() != ALGORITHM:
+    if (spec or "").upper() != algorithm:
         raise IlsiConfigError(
-            f"--ilsi-self-spec-skip needs --speculative-algorithm {ALGORITHM}")
+            f"--ilsi-self-spec-skip needs --speculative-algorithm {algorithm}")
     try:
         layers = [int(x) for x in value.split(",") if x.strip()]
     except ValueError:

@@ -12,7 +12,7 @@ and fixed). Monitors are registered by name in :data:`MONITORS`:
   executed; a dotted name's parent package is imported by
   :func:`importlib.util.find_spec` to locate the source. Only modules the
   operator allows (``--ilsi-monitor-modules``, default
-  :data:`sglang_ilsi.tools.flags.DEFAULT_MONITOR_MODULES`) can be named.
+  :data:`DEFAULT_MONITOR_MODULES`) can be named.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ from functools import lru_cache
 from typing import ClassVar
 
 from sglang_ilsi.params import IlsiRequestError
+
+# Modules ``monitor`` may read when the operator names none (--ilsi-monitor-modules).
+DEFAULT_MONITOR_MODULES = ("json", "os.path", "string", "textwrap", "random", "re",
+                           "statistics", "fractions", "shutil", "pathlib", "collections")
 
 MAX_NAMES = 2000
 
@@ -106,8 +110,6 @@ def module_names(module: str) -> tuple[str, ...]:
 
 @lru_cache(maxsize=4)
 def _allowed_from(exported: str | None) -> tuple[str, ...]:
-    from sglang_ilsi.tools.flags import DEFAULT_MONITOR_MODULES
-
     if exported:
         modules = json.loads(exported).get("monitor_modules")
         if modules:
@@ -118,7 +120,7 @@ def _allowed_from(exported: str | None) -> tuple[str, ...]:
 def allowed_modules() -> tuple[str, ...]:
     """The operator's allow-list (``--ilsi-monitor-modules``) in a server
     process, else the default list."""
-    from sglang_ilsi.config import ENV_CONFIG
+    from sglang_ilsi.errors import ENV_CONFIG
 
     return _allowed_from(os.environ.get(ENV_CONFIG))
 

@@ -13,20 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sglang_ilsi.errors import IlsiRequestError  # noqa: F401  (re-exported: methods raise it)
+
 # The types a parameter may have. Lists are flat lists of scalars, so the
 # value survives SGLang's msgpack/pickle IPC unchanged.
 KINDS = ("float", "int", "bool", "str", "int_list", "float_list", "str_list")
-
-
-class IlsiRequestError(ValueError):
-    """A request's ``ilsi`` object is invalid. Subclasses ValueError so that
-    SGLang's HTTP layer answers 400 with this message."""
-
-    status_code = 400
-
-    def __init__(self, param: str, message: str):
-        self.param = param
-        super().__init__(f"ilsi.{param}: {message}" if param else f"ilsi: {message}")
 
 
 @dataclass(frozen=True)

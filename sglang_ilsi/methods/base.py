@@ -100,6 +100,9 @@ class Method:
     needs: ClassVar[frozenset[str]] = frozenset()
     params: ClassVar[tuple[Param, ...]] = ()
     composes_with: ClassVar[frozenset[str]] = frozenset()
+    # The request parameter naming the logits method that decodes this method's
+    # own generations (a selection's candidates, a tool loop's text), if any.
+    decoded_by: ClassVar[str | None] = None
 
     @classmethod
     def summary(cls) -> str:

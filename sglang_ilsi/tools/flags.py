@@ -9,7 +9,7 @@
   (default 8, at most 64);
 - ``--ilsi-monitor-modules json,os.path``: Python modules whose attribute
   names the ``monitor`` method may read (by parsing their source, never by
-  importing them; default: :data:`DEFAULT_MONITOR_MODULES`).
+  importing them; default: :data:`sglang_ilsi.monitors.DEFAULT_MONITOR_MODULES`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import argparse
 import os
 from typing import Any
 
+from sglang_ilsi.monitors import DEFAULT_MONITOR_MODULES
+
 TAKES_VALUE = frozenset({"--ilsi-tools", "--ilsi-tool-retrieval-dir", "--ilsi-tool-max-calls",
                          "--ilsi-monitor-modules"})
 DEFAULT_MAX_CALLS = 8
 MAX_CALLS_CAP = 64
-DEFAULT_MONITOR_MODULES = ("json", "os.path", "string", "textwrap", "random", "re",
-                           "statistics", "fractions", "shutil", "pathlib", "collections")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def parse(ns: argparse.Namespace) -> dict[str, Any]:
     """Validated ``IlsiConfig`` fields; raises ``IlsiConfigError``."""
-    from sglang_ilsi.config import IlsiConfigError
+    from sglang_ilsi.errors import IlsiConfigError
     from sglang_ilsi.tools import TOOLS
 
     names = tuple(dict.fromkeys(t.strip() for t in ns.ilsi_tools.split(",") if t.strip()))

@@ -229,8 +229,8 @@ def test_trace_max_k_not_an_int():
 @pytest.fixture
 def isolated_registry(monkeypatch):
     """Let a test register methods without leaking them into other tests."""
-    registry.load_builtin_and_entry_point_methods()
-    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    registry.load()
+    monkeypatch.setattr(registry, "_ENTRIES", dict(registry._ENTRIES))
     before = set(sys.modules)
     yield
     for name in set(sys.modules) - before:

@@ -11,7 +11,7 @@ from sglang_ilsi.config import IlsiConfig
 from sglang_ilsi.engine.http import request_needs
 from sglang_ilsi.methods.disturbed_prompt.second_context import SECOND_IDS
 from sglang_ilsi.params import IlsiRequestError, validate_params
-from sglang_ilsi.request_spec import MethodChoice
+from sglang_ilsi.plan import MethodChoice
 from sglang_ilsi_lab.models import catalog
 
 FACTS = request_needs.ModelFacts(num_layers=4, vocab_size=512)

@@ -317,18 +317,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--from", dest="source", default=None,
-                    help="render from this results.json instead of running the grid")
+                    help="render from this results.json")
     ap.add_argument("--merge", action="append", default=[],
                     help="with --from: a later run's results.json whose task and model blocks "
                          "replace the saved ones (repeatable)")
     ap.add_argument("--doc", default="docs/evidence.md")
     ns, rest = ap.parse_known_args(argv)
     if ns.source is None:
-        if ns.merge:
-            ap.error("--merge needs --from")
-        from sglang_ilsi_lab.bench.cli import main as bench_main
-
-        return bench_main(["--evidence", "--doc", ns.doc, *rest])
+        ap.error("--from RESULTS.json is required here (this only renders); run the grid "
+                 "and render with: sglang-ilsi bench --evidence")
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     results = json.loads(Path(ns.source).read_text())
     for path in ns.merge:
         results = merge(results, json.loads(Path(path).read_text()))

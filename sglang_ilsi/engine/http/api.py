@@ -20,7 +20,7 @@ import json
 from collections import OrderedDict
 from typing import Any
 
-from sglang_ilsi import request_spec
+from sglang_ilsi import plan
 from sglang_ilsi.config import IlsiConfig
 from sglang_ilsi.engine.http import request_needs
 from sglang_ilsi.params import IlsiRequestError
@@ -47,24 +47,17 @@ def _has_client_processor(value: Any) -> bool:
 SGLANG_GRAMMAR_KEYS = ("json_schema", "regex", "ebnf", "structural_tag")
 
 
-def apply_named_grammar(item: dict, custom: Any, backend: str) -> None:
-    """``ilsi.grammar`` (a name from the grammars library, plus ``ilsi.schema``
-    for ``json-object``) becomes SGLang's own ``json_schema``/``regex``/``ebnf``
-    sampling parameter, compiled by the server's grammar backend."""
-    raw = custom.get(request_spec.REQUEST_KEY) if isinstance(custom, dict) else None
-    if not isinstance(raw, dict) or "grammar" not in raw:
-        if isinstance(raw, dict) and "schema" in raw:
-            raise IlsiRequestError("schema", "only meaningful with ilsi.grammar")
+def apply_grammar(item: dict, grammar: plan.GrammarChoice | None, backend: str) -> None:
+    """A named grammar (``ilsi.grammar``) becomes SGLang's own ``json_schema`` /
+    ``regex`` / ``ebnf`` sampling parameter, compiled by the server's backend."""
+    if grammar is None:
         return
     from sglang_ilsi import grammars
 
-    name = raw["grammar"]
-    if not isinstance(name, str):
-        raise IlsiRequestError("grammar", f"expected a grammar name, got {type(name).__name__}")
     clash = [k for k in SGLANG_GRAMMAR_KEYS if item.get(k) is not None]
     if clash:
         raise IlsiRequestError("grammar", f"cannot be combined with sampling_params.{clash[0]}")
-    item.update(grammars.sampling_params_for(name, backend, raw.get("schema")))
+    item.update(grammars.sampling_params_for(grammar.name, backend, grammar.schema))
 
 
 def _prompts(obj: Any) -> tuple[list[Any], bool]:
@@ -75,47 +68,63 @@ def _prompts(obj: Any) -> tuple[list[Any], bool]:
     return [prompt], False
 
 
-def _needs_second_context(choice: Any) -> bool:
-    return choice is not None and request_needs.requirements(choice).second_context
+def _items(obj: Any) -> list[Any]:
+    if obj.sampling_params is None:
+        obj.sampling_params = {}
+    return obj.sampling_params if isinstance(obj.sampling_params, list) else [obj.sampling_params]
 
 
-def prepare_generate_input(obj: Any, tokenizer: Any, grammar_backend: str = "xgrammar",
-                           facts: request_needs.ModelFacts | None = None) -> None:
-    """Validate and rewrite one ``GenerateReqInput`` in place."""
-    cfg = config()
+def read_plans(obj: Any, tokenizer: Any) -> list[plan.Plan]:
+    """Each ``sampling_params`` item's plan, read once."""
+    return [plan.read(item.get("custom_params") if isinstance(item, dict) else None, config(),
+                      tokenizer) for item in _items(obj)]
+
+
+def _needs_second_context(chosen: plan.Plan) -> bool:
+    return chosen.logits is not None and request_needs.requirements(chosen.logits).second_context
+
+
+def _refuse_client_processor(obj: Any) -> bool:
+    """Whether the request carries a client processor (refused unless the
+    operator opted in)."""
     client_processor = _has_client_processor(getattr(obj, "custom_logit_processor", None))
-    if client_processor and not cfg.allow_custom_logit_processor:
+    if client_processor and not config().allow_custom_logit_processor:
         raise IlsiRequestError(
             "",
             "custom_logit_processor is refused: serialized (dill) processors run "
             "client-sent code and are disabled while sglang-ilsi is active; select a "
             "named method with custom_params.ilsi instead",
         )
-    if obj.sampling_params is None:
-        obj.sampling_params = {}
+    return client_processor
+
+
+def prepare_generate_input(obj: Any, tokenizer: Any, plans: list[plan.Plan],
+                           grammar_backend: str = "xgrammar",
+                           facts: request_needs.ModelFacts | None = None) -> None:
+    """Rewrite one ``GenerateReqInput`` in place for its (validated) plans: the
+    grammar, the logits chain's server-side needs, and our processor."""
+    cfg = config()
+    client_processor = _refuse_client_processor(obj)
+    items = _items(obj)
     prompts, batched = _prompts(obj)
-    if batched and isinstance(obj.sampling_params, dict) and _needs_second_context(
-            request_spec.resolve(obj.sampling_params.get("custom_params"), cfg, tokenizer)):
+    if batched and isinstance(obj.sampling_params, dict) and _needs_second_context(plans[0]):
         # each prompt gets its own second context: one sampling_params per prompt
         obj.sampling_params = [copy.deepcopy(obj.sampling_params) for _ in prompts]
-    items = obj.sampling_params if isinstance(obj.sampling_params, list) else [obj.sampling_params]
+        items = obj.sampling_params
+        plans = [plans[0].for_one_prompt() for _ in prompts]
     chosen = False
-    for index, item in enumerate(items):
+    for index, (item, chosen_plan) in enumerate(zip(items, plans, strict=True)):
         if not isinstance(item, dict):
             continue
-        custom = item.get("custom_params")
-        apply_named_grammar(item, custom, grammar_backend)
-        choice = request_spec.resolve(custom, cfg, tokenizer)
-        if choice is not None:
-            chat_ids = custom.get(request_needs.CHAT_SECOND_IDS_KEY) \
-                if isinstance(custom, dict) else None
-            request_needs.check_and_prepare(choice, cfg, facts or request_needs.ModelFacts(),
-                                            prompts[min(index, len(prompts) - 1)], tokenizer,
-                                            chat_ids)
-        rewritten = request_spec.rewrite_custom_params(custom, choice)
+        apply_grammar(item, chosen_plan.grammar, grammar_backend)
+        chain = chosen_plan.logits
+        if chain is not None:
+            request_needs.check_and_prepare(chain, cfg, facts or request_needs.ModelFacts(),
+                                            prompts[min(index, len(prompts) - 1)], tokenizer)
+        rewritten = plan.rewrite_custom_params(item.get("custom_params"), chain)
         if rewritten is not None:
             item["custom_params"] = rewritten
-        chosen |= choice is not None
+        chosen |= chain is not None
     if chosen:
         if client_processor:
             raise IlsiRequestError(
@@ -129,36 +138,36 @@ def prepare_generate_input(obj: Any, tokenizer: Any, grammar_backend: str = "xgr
 def around_generate_request(original, tokenizer_manager: Any, obj: Any, *args: Any, **kwargs: Any):
     """AROUND hook on ``TokenizerManager.generate_request`` (an async generator).
 
-    Validation runs when the generator is created, so a bad request raises
-    ValueError where SGLang's HTTP layer turns it into a 400. Requests naming a
-    selection rule are expanded into N samples (:mod:`.samples`)."""
+    The request's plan is read (validated) here, when the generator is created,
+    so a bad request raises ValueError where SGLang's HTTP layer turns it into a
+    400; then it is dispatched on the plan's kind: a tool loop or a selection
+    runs its own loop of inner requests, anything else is rewritten and goes on."""
     from sglang.srt.managers.io_struct import GenerateReqInput
 
-    if isinstance(obj, GenerateReqInput):
-        from sglang_ilsi.engine.http import samples
+    if not isinstance(obj, GenerateReqInput):
+        return original(tokenizer_manager, obj, *args, **kwargs)
+    from sglang_ilsi.engine.http import samples, tool_loop
 
-        backend = _grammar_backend(tokenizer_manager)
+    tokenizer = getattr(tokenizer_manager, "tokenizer", None)
+    backend = _grammar_backend(tokenizer_manager)
+    facts = request_needs.ModelFacts.of(tokenizer_manager)
 
-        facts = request_needs.ModelFacts.of(tokenizer_manager)
+    def prepare(o: Any, inner_plan: plan.Plan) -> None:
+        prepare_generate_input(o, tokenizer, [inner_plan], backend, facts)
 
-        def prepare(o: Any, tokenizer: Any) -> None:
-            prepare_generate_input(o, tokenizer, backend, facts)
-
-        from sglang_ilsi.engine.http import tool_loop
-
-        tool_plan = tool_loop.plan_for(obj, config())
-        if tool_plan is not None:
+    _refuse_client_processor(obj)  # before anything else reads the request
+    plans = read_plans(obj, tokenizer)
+    loops = {plan.TOOL_LOOP: tool_loop, plan.SELECTION: samples}
+    for kind, runner in loops.items():
+        found = [i for i, p in enumerate(plans) if p.kind == kind]
+        if found:
+            runner.check_request(obj)
             request = args[0] if args else kwargs.get("request")
-            return _remembering(tool_loop.run(original, tokenizer_manager, obj, request,
-                                              tool_plan, prepare, config()))
-        plan = samples.plan_for(obj, config())
-        if plan is not None:
-            request = args[0] if args else kwargs.get("request")
-            return _remembering(samples.run(original, tokenizer_manager, obj, request, plan,
-                                            prepare))
-        prepare(obj, getattr(tokenizer_manager, "tokenizer", None))
-        if obj.stream and obj.custom_logit_processor is not None:
-            return _remembering(original(tokenizer_manager, obj, *args, **kwargs))
+            return _remembering(runner.run(original, tokenizer_manager, obj, request,
+                                           plans[found[0]], prepare, config()))
+    prepare_generate_input(obj, tokenizer, plans, backend, facts)
+    if obj.stream and obj.custom_logit_processor is not None:
+        return _remembering(original(tokenizer_manager, obj, *args, **kwargs))
     return original(tokenizer_manager, obj, *args, **kwargs)
 
 
@@ -229,7 +238,7 @@ async def around_openai_handle_request(original, serving: Any, request: Any, raw
                     status_code=400,
                 )
             custom = dict(request.custom_params or {})
-            custom[request_spec.SUFFIX_KEY] = method
+            custom[plan.SUFFIX_KEY] = method
             request.custom_params = custom
             request.model = base
     from sglang_ilsi.engine.http import tool_loop
@@ -243,51 +252,28 @@ async def around_openai_handle_request(original, serving: Any, request: Any, raw
         return await original(serving, request, raw_request)
     if getattr(request, "messages", None) is not None and hasattr(request, "custom_params"):
         try:
-            _attach_chat_second_context(serving, request)
+            _read_chat_plan(serving, request)
         except IlsiRequestError as e:
             return serving.create_error_response(message=str(e), err_type="BadRequest",
                                                  status_code=400)
     return await original(serving, request, raw_request)
 
 
-def _names_second_context_method(custom: Any) -> bool:
-    """Whether the request (or the server default it falls back to) names a
-    method that needs a second context; full validation happens later."""
-    from sglang_ilsi import registry
-
-    raw = custom.get(request_spec.REQUEST_KEY) if isinstance(custom, dict) else None
-    if raw is None and isinstance(custom, dict):
-        raw = custom.get(request_spec.SUFFIX_KEY)
-    if raw is None:
-        raw = config().default_method
-    names = []
-    if isinstance(raw, str):
-        names.append(raw)
-    elif isinstance(raw, dict):
-        names.append(raw.get("method"))
-        then = raw.get(request_spec.THEN_KEY)
-        if isinstance(then, list):
-            names += [t.get("method") if isinstance(t, dict) else t for t in then]
-    classes = [registry.get(n) for n in names if isinstance(n, str)]
-    return any(c is not None and "second_context" in c.needs for c in classes)
-
-
-def _attach_chat_second_context(serving: Any, request: Any) -> None:
-    """Chat requests whose method needs a second context built from the
-    messages get its token ids here, where the messages still exist."""
-    custom = request.custom_params
-    if isinstance(custom, dict) and request_needs.CHAT_SECOND_IDS_KEY in custom:
-        raise IlsiRequestError("", f"custom_params key {request_needs.CHAT_SECOND_IDS_KEY!r} "
-                               "is reserved")
-    if not _names_second_context_method(custom):
-        return
+def _read_chat_plan(serving: Any, request: Any) -> None:
+    """Read a chat request's plan here, where the messages still exist: a method
+    that needs a second context built from the messages gets its token ids now.
+    The plan travels on under :data:`~sglang_ilsi.plan.PLAN_KEY`."""
     tokenizer = getattr(serving.tokenizer_manager, "tokenizer", None)
-    choice = request_spec.resolve(custom, config(), tokenizer)
-    if not _needs_second_context(choice) or tokenizer is None:
+    chosen = plan.read(request.custom_params, config(), tokenizer)
+    if chosen is plan.PLAIN_PLAN and request.custom_params is None:
         return
-    ids = request_needs.chat_second_ids(choice, request, tokenizer)
-    if ids is not None:
-        request.custom_params = {**(custom or {}), request_needs.CHAT_SECOND_IDS_KEY: ids}
+    if _needs_second_context(chosen) and tokenizer is not None:
+        ids = request_needs.chat_second_ids(chosen.logits, request, tokenizer)
+        if ids is not None:
+            request_needs.check_and_prepare(
+                chosen.logits, config(), request_needs.ModelFacts.of(serving.tokenizer_manager),
+                None, tokenizer, ids)
+    request.custom_params = {**(request.custom_params or {}), plan.PLAN_KEY: chosen}
 
 
 def after_update_request_meta_info(result: Any, tokenizer_manager: Any, meta_info: dict, *a, **k):

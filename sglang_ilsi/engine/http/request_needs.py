@@ -23,9 +23,9 @@ from sglang_ilsi.methods.disturbed_prompt.second_context import (
     SecondContextMethod,
 )
 from sglang_ilsi.params import IlsiRequestError
-from sglang_ilsi.request_spec import CHAT_SECOND_IDS_KEY, MethodChoice
+from sglang_ilsi.plan import MethodChoice
 
-__all__ = ["CHAT_SECOND_IDS_KEY", "ModelFacts", "chat_second_ids", "check_and_prepare",
+__all__ = ["ModelFacts", "chat_second_ids", "check_and_prepare",
            "requirements"]
 
 MAX_SECOND_IDS = 1 << 16
@@ -65,7 +65,7 @@ def _param_naming(choice: MethodChoice, value: str) -> str:
 
 
 def check_and_prepare(choice: MethodChoice, config: IlsiConfig, facts: ModelFacts,
-                      prompt: Any, tokenizer: Any, chat_second_ids: Any) -> None:
+                      prompt: Any, tokenizer: Any, chat_second_ids: Any = None) -> None:
     """Validate the request's needs against this server and fill in the
     server-side parts of its params (default layers, second-context ids), in
     place. ``prompt`` is the request's text or token ids."""

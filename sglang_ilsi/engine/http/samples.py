@@ -24,68 +24,26 @@ import copy
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from sglang_ilsi.params import IlsiRequestError
-from sglang_ilsi.request_spec import REQUEST_KEY, SOURCE_REQUEST, SOURCE_SUFFIX, SUFFIX_KEY
-
-CANDIDATES_KEY = "candidates"
-RESERVED = ("method", "trace", CANDIDATES_KEY)
+from sglang_ilsi.plan import PLAN_KEY, REQUEST_KEY, SOURCE_SUFFIX, SUFFIX_KEY, Plan
 
 
-@dataclass(frozen=True)
-class SelectionPlan:
-    rule: Any  # a SelectionRule class
-    params: dict[str, Any]
-    candidates: Any  # the candidates' own ilsi selection (logits method) or None
-    source: str
-
-
-def _rules() -> Mapping[str, Any]:
-    from sglang_ilsi import registry
-
-    return registry.selection_rules()
-
-
-def plan_for(obj: Any, config: Any) -> SelectionPlan | None:
-    """The selection plan of a ``GenerateReqInput``, or None if it names no
-    selection rule. Raises :class:`IlsiRequestError` for bad input."""
+def check_request(obj: Any) -> None:
+    """What a selection asks of the request's shape (its ilsi object is valid)."""
     items = obj.sampling_params if isinstance(obj.sampling_params, list) else [obj.sampling_params]
-    found: list[tuple[dict, Any, str]] = []
-    for item in items:
-        custom = item.get("custom_params") if isinstance(item, dict) else None
-        if not isinstance(custom, dict):
-            continue
-        raw, source = custom.get(REQUEST_KEY), SOURCE_REQUEST
-        if raw is None and SUFFIX_KEY in custom:
-            raw, source = custom[SUFFIX_KEY], SOURCE_SUFFIX
-        name = raw if isinstance(raw, str) else raw.get("method") if isinstance(raw, dict) else None
-        if isinstance(name, str) and name in _rules():
-            found.append((item, raw if isinstance(raw, dict) else {"method": raw}, source))
-    if not found:
-        return None
-    if len(items) > 1 or not _single_prompt(obj):
+    if len(items) > 1 or not single_prompt(obj):
         raise IlsiRequestError("method", "selection methods take one prompt per request")
-    item, raw, source = found[0]
-    name = raw["method"]
-    if not config.method_allowed(name):
-        raise IlsiRequestError("method", f"method not enabled on this server {name!r}")
-    if item.get("n", 1) != 1:
+    if items[0].get("n", 1) != 1:
         raise IlsiRequestError(
             "n", "sampling_params.n (OpenAI n) cannot be combined with a selection method; "
             "use the method's own ilsi.n")
     if obj.custom_logit_processor is not None:
         raise IlsiRequestError("", "a selection method cannot be combined with custom_logit_processor")
-    rule = _rules()[name]
-    params = rule.validate({k: v for k, v in raw.items() if k not in RESERVED})
-    if config.speculative_algorithm and raw.get(CANDIDATES_KEY) not in (None, "none"):
-        raise IlsiRequestError(CANDIDATES_KEY, "logits-stage methods are refused under "
-                               f"speculative decoding ({config.speculative_algorithm})")
-    return SelectionPlan(rule, params, raw.get(CANDIDATES_KEY), source)
 
 
-def _single_prompt(obj: Any) -> bool:
+def single_prompt(obj: Any) -> bool:
     if obj.text is not None:
         return isinstance(obj.text, str)
     if obj.input_ids is not None:
@@ -106,8 +64,10 @@ def _finish(meta: Mapping[str, Any]) -> str | None:
 
 
 async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, request: Any,
-              plan: SelectionPlan, prepare: Callable[[Any, Any], None]) -> AsyncIterator[dict]:
+              chosen: Plan, prepare: Callable[[Any, Plan], None], config: Any
+              ) -> AsyncIterator[dict]:
     """Sample the candidates, select, and yield the chosen output once."""
+    plan = chosen.selection
     from sglang_ilsi.selection import Candidate
 
     start = time.perf_counter()
@@ -116,9 +76,7 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
     client_wants_logprobs = bool(obj.return_logprob)
     base = dict(obj.sampling_params)
     custom = {k: v for k, v in (base.get("custom_params") or {}).items()
-              if k not in (REQUEST_KEY, SUFFIX_KEY)}
-    if plan.candidates is not None:
-        custom[REQUEST_KEY] = plan.candidates
+              if k not in (REQUEST_KEY, SUFFIX_KEY, PLAN_KEY)}
     calls = 0
 
     async def sample(k: int) -> list[dict]:
@@ -128,7 +86,7 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
         inner.rid = None
         inner.stream = False
         inner.return_logprob = True
-        prepare(inner, getattr(tokenizer_manager, "tokenizer", None))
+        prepare(inner, plan.candidates)
         calls += 1
         out = await original(tokenizer_manager, inner, request).__anext__()
         return out if isinstance(out, list) else [out]
@@ -172,9 +130,9 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
         "method": plan.rule.name,
         "family": plan.rule.family,
         "params": plan.params,
-        "source": plan.source,
+        "source": chosen.source,
         "why": ("selection rule chosen by the request's model-name suffix"
-                if plan.source == SOURCE_SUFFIX else
+                if chosen.source == SOURCE_SUFFIX else
                 "selection rule chosen by the request (custom_params.ilsi)"),
         "chosen": selection.index,
         "selection": report_selection,

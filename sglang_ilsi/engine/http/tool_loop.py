@@ -39,13 +39,12 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from sglang_ilsi import tools as tool_registry
-from sglang_ilsi.methods.tool_use.tools import DECODING_KEY, ToolUse
+from sglang_ilsi.methods.tool_use.tools import ToolUse
 from sglang_ilsi.params import IlsiRequestError
-from sglang_ilsi.request_spec import REQUEST_KEY, SOURCE_REQUEST, SOURCE_SUFFIX, SUFFIX_KEY
+from sglang_ilsi.plan import PLAIN_PLAN, PLAN_KEY, REQUEST_KEY, SOURCE_SUFFIX, SUFFIX_KEY, Plan
 
 logger = logging.getLogger(__name__)
 
@@ -56,35 +55,14 @@ GRAMMAR_KEYS = ("json_schema", "regex", "ebnf", "structural_tag")
 MAX_BLOCKING_TOOLS = 2  # concurrent subprocess/disk tool calls per server
 
 
-@dataclass(frozen=True)
-class ToolPlan:
-    params: dict[str, Any]
-    decoding: Any  # the free-text segments' own ilsi selection (a logits method) or None
-    source: str
+def check_request(obj: Any) -> None:
+    """What the tool loop asks of the request's shape (its ilsi object is valid)."""
+    from sglang_ilsi.engine.http.samples import single_prompt
 
-
-def plan_for(obj: Any, config: Any) -> ToolPlan | None:
-    """The tool plan of a ``GenerateReqInput``, or None if it does not name
-    ``tools``. Raises :class:`IlsiRequestError` for bad input."""
     items = obj.sampling_params if isinstance(obj.sampling_params, list) else [obj.sampling_params]
-    found = []
-    for item in items:
-        custom = item.get("custom_params") if isinstance(item, dict) else None
-        if not isinstance(custom, dict):
-            continue
-        raw, source = custom.get(REQUEST_KEY), SOURCE_REQUEST
-        if raw is None and SUFFIX_KEY in custom:
-            raw, source = custom[SUFFIX_KEY], SOURCE_SUFFIX
-        name = raw if isinstance(raw, str) else raw.get("method") if isinstance(raw, dict) else None
-        if name == ToolUse.name:
-            found.append((item, raw if isinstance(raw, dict) else {"method": name}, source))
-    if not found:
-        return None
-    if not config.method_allowed(ToolUse.name):
-        raise IlsiRequestError("method", "method not enabled on this server 'tools'")
-    if len(items) > 1 or not _single_prompt(obj):
+    if len(items) > 1 or not single_prompt(obj):
         raise IlsiRequestError("method", "the tool loop takes one prompt per request")
-    item, raw, source = found[0]
+    item = items[0]
     if item.get("n", 1) != 1:
         raise IlsiRequestError("n", "sampling_params.n (OpenAI n) cannot be combined with tools")
     if obj.custom_logit_processor is not None:
@@ -93,33 +71,6 @@ def plan_for(obj: Any, config: Any) -> ToolPlan | None:
     if clash:
         raise IlsiRequestError("method", f"tools cannot be combined with sampling_params."
                                f"{clash[0]}: the tool calls take their own grammar")
-    if "grammar" in raw:
-        raise IlsiRequestError("grammar", "tools cannot be combined with a named grammar")
-    params = ToolUse.validate(raw, config)
-    decoding = raw.get(DECODING_KEY)
-    if decoding is not None:
-        _check_decoding(decoding)
-    return ToolPlan(params, decoding, source)
-
-
-def _check_decoding(decoding: Any) -> None:
-    from sglang_ilsi import registry
-
-    name = decoding if isinstance(decoding, str) else (
-        decoding.get("method") if isinstance(decoding, Mapping) else None)
-    if not isinstance(name, str):
-        raise IlsiRequestError(DECODING_KEY, 'expected a logits method like {"method": "typical"}')
-    if name != "none" and registry.get(name, "logits") is None:
-        raise IlsiRequestError(f"{DECODING_KEY}.method", f"{name!r} is not a logits-stage "
-                               "method (the text between tool calls is decoded with it)")
-
-
-def _single_prompt(obj: Any) -> bool:
-    if obj.text is not None:
-        return isinstance(obj.text, str)
-    if obj.input_ids is not None:
-        return bool(obj.input_ids) and isinstance(obj.input_ids[0], int)
-    return False
 
 
 # -- tools of this process ---------------------------------------------------------------
@@ -187,19 +138,17 @@ def _finish(meta: Mapping[str, Any]) -> dict:
 
 
 async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, request: Any,
-              plan: ToolPlan, prepare: Callable[[Any, Any], None], config: Any
+              chosen: Plan, prepare: Callable[[Any, Plan], None], config: Any
               ) -> AsyncIterator[dict]:
     """Run the loop and yield the final output once."""
+    plan = chosen.tools
     start = time.perf_counter()
     if not isinstance(obj.rid, str):
         obj.rid = uuid.uuid4().hex
     tokenizer = getattr(tokenizer_manager, "tokenizer", None)
     base = dict(obj.sampling_params)
     custom = {k: v for k, v in (base.get("custom_params") or {}).items()
-              if k not in (REQUEST_KEY, SUFFIX_KEY)}
-    text_custom = dict(custom)
-    if plan.decoding is not None:
-        text_custom[REQUEST_KEY] = plan.decoding
+              if k not in (REQUEST_KEY, SUFFIX_KEY, PLAN_KEY)}
     budget = int(base.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
     stops = base.get("stop") or []
     stops = [stops] if isinstance(stops, str) else list(stops)
@@ -218,7 +167,7 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
     answer: dict | None = None  # the last free-text segment's output
     stopped = "answer"
 
-    async def generate(update: dict[str, Any], custom_params: dict[str, Any]) -> dict:
+    async def generate(update: dict[str, Any], decoding: Plan) -> dict:
         nonlocal used
         inner = copy.copy(obj)
         if obj.text is not None:
@@ -226,10 +175,10 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
         else:
             extra = tokenizer.encode(transcript, add_special_tokens=False) if transcript else []
             inner.input_ids = list(obj.input_ids) + list(extra)
-        inner.sampling_params = {**base, **update, "custom_params": dict(custom_params)}
+        inner.sampling_params = {**base, **update, "custom_params": dict(custom)}
         inner.rid = None
         inner.stream = False
-        prepare(inner, tokenizer)
+        prepare(inner, decoding)
         out = await original(tokenizer_manager, inner, request).__anext__()
         metas.append(out["meta_info"])
         used += int(out["meta_info"].get("completion_tokens", 0))
@@ -239,7 +188,7 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
         if not (forced and not calls):
             answer = await generate({"max_new_tokens": budget - used, "no_stop_trim": False,
                                      "stop": stops + ([OPEN] if allow_calls else [])},
-                                    text_custom)
+                                    plan.decoding)
             transcript += answer["text"]
             finish = _finish(answer["meta_info"])
             if not (allow_calls and finish.get("type") == "stop" and finish.get("matched") == OPEN):
@@ -257,7 +206,7 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
         call_out = await generate({
             "max_new_tokens": min(p["call_max_tokens"], budget - used), "stop": None,
             "stop_token_ids": None, "min_new_tokens": 0, "ignore_eos": False,
-            **tool_registry.call_grammar(allowed, backend)}, custom)
+            **tool_registry.call_grammar(allowed, backend)}, PLAIN_PLAN)
         call_text = call_out["text"].strip()
         name = _peek_name(call_text)
         record = await execute(instances.get(name) if name in allowed else None, call_text,
@@ -281,8 +230,8 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
         "method": ToolUse.name,
         "family": ToolUse.family,
         "params": p,
-        "source": plan.source,
-        "why": ("tool loop chosen by the request's model-name suffix" if plan.source == SOURCE_SUFFIX
+        "source": chosen.source,
+        "why": ("tool loop chosen by the request's model-name suffix" if chosen.source == SOURCE_SUFFIX
                 else "tool loop chosen by the request (custom_params.ilsi or OpenAI tools)"),
         "calls": calls,
         "stopped": stopped,
@@ -357,7 +306,7 @@ def adapt_openai_request(request: Any, config: Any) -> bool:
     else:
         spec = {"method": ToolUse.name}
         if raw is not None:
-            spec[DECODING_KEY] = raw
+            spec[ToolUse.decoded_by] = raw
     spec.setdefault("tools", names)
     spec.setdefault("tool_choice", choice)
     custom[REQUEST_KEY] = spec

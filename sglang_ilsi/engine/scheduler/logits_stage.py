@@ -40,7 +40,7 @@ from sglang_ilsi.methods.base import (
     layer_key,
 )
 from sglang_ilsi.methods.disturbed_prompt.second_context import SECOND_IDS
-from sglang_ilsi.request_spec import ENCODED_KEY, MethodChoice, explain
+from sglang_ilsi.plan import ENCODED_KEY, MethodChoice, explain
 
 logger = logging.getLogger(__name__)
 

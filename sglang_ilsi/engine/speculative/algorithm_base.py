@@ -14,6 +14,7 @@ and ``LOOKAHEAD`` (``is_ngram``) only say which built-in path they take:
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from functools import cache
 from typing import Any, Literal
@@ -49,13 +50,14 @@ _PATHS: dict[str, dict[str, bool]] = {
 
 
 def register_algorithm(name: str, path: Literal["standalone", "ngram"],
-                       handle_server_args: Callable[[Any], None],
-                       worker: Callable[[Any], type]) -> None:
+                       handle_server_args: Callable[[Any], None], worker: str) -> None:
     """Register ``--speculative-algorithm name`` in this process (idempotent).
 
     ``path`` names the built-in path the algorithm takes, ``handle_server_args``
-    adjusts (or refuses) the launch flags, and ``worker(server_args)`` returns the
-    worker class, as ``SpeculativeAlgorithm.register`` expects.
+    adjusts (or refuses) the launch flags, and ``worker`` names the worker class
+    as ``"module:Class"``, imported only when SGLang builds the worker (the
+    worker modules import SGLang's speculative workers, which every process
+    need not load).
     """
     from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
     from sglang.srt.speculative.spec_registry import get_spec
@@ -69,4 +71,10 @@ def register_algorithm(name: str, path: Literal["standalone", "ngram"],
     namespace["__doc__"] = f"{name}: SGLang's {path} path with the plugin's launch handling."
     spec_class = type("".join(w.title() for w in name.split("_")), (plugin_algorithm_base(),),
                       namespace)
-    SpeculativeAlgorithm.register(name, supports_overlap=True, spec_class=spec_class)(worker)
+    SpeculativeAlgorithm.register(name, supports_overlap=True, spec_class=spec_class)(
+        lambda server_args: _load_class(worker))
+
+
+def _load_class(path: str) -> type:
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)

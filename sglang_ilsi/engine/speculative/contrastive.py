@@ -209,17 +209,12 @@ def after_forward(runner: Any, forward_batch: Any, output: Any) -> None:
         current.after_forward(forward_batch, output)
 
 
-def _worker(server_args: Any) -> type:
-    from sglang_ilsi.engine.speculative.contrastive_worker import SpeculativeContrastiveWorker
-
-    return SpeculativeContrastiveWorker
-
-
 def register() -> None:
     """Register the algorithm in this process (idempotent)."""
     from sglang_ilsi.engine.speculative.algorithm_base import register_algorithm
 
-    register_algorithm(ALGORITHM, "standalone", handle_server_args, _worker)
+    register_algorithm(ALGORITHM, "standalone", handle_server_args,
+                       "sglang_ilsi.engine.speculative.contrastive_worker:SpeculativeContrastiveWorker")
 
 
 def handle_server_args(server_args: Any) -> None:

@@ -188,17 +188,12 @@ def shape_in_use() -> WindowShape:
     return WindowShape(*chosen) if chosen else WindowShape()
 
 
-def _worker(server_args: Any) -> type:
-    from sglang_ilsi.engine.speculative.lookahead_worker import LookaheadWorker
-
-    return LookaheadWorker
-
-
 def register() -> None:
     """Register the algorithm in this process (idempotent)."""
     from sglang_ilsi.engine.speculative.algorithm_base import register_algorithm
 
-    register_algorithm(ALGORITHM, "ngram", handle_server_args, _worker)
+    register_algorithm(ALGORITHM, "ngram", handle_server_args,
+                       "sglang_ilsi.engine.speculative.lookahead_worker:LookaheadWorker")
 
 
 def handle_server_args(server_args: Any) -> None:

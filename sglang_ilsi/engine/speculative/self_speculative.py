@@ -46,17 +46,12 @@ def draft_for(model_path: str, skip: tuple[int, ...] | None) -> Path:
     return layer_skip.derive(target, chosen)
 
 
-def _worker(server_args: Any) -> type:
-    from sglang.srt.speculative.standalone_worker_v2 import StandaloneWorkerV2
-
-    return StandaloneWorkerV2
-
-
 def register() -> None:
     """Register the algorithm in this process (idempotent)."""
     from sglang_ilsi.engine.speculative.algorithm_base import register_algorithm
 
-    register_algorithm(ALGORITHM, "standalone", handle_server_args, _worker)
+    register_algorithm(ALGORITHM, "standalone", handle_server_args,
+                       "sglang.srt.speculative.standalone_worker_v2:StandaloneWorkerV2")
 
 
 def handle_server_args(server_args: Any) -> None:

@@ -55,6 +55,7 @@ class SelectionRule(Method):
     needs: ClassVar[frozenset[str]] = frozenset({"samples"})
     # a logits method may decode the candidates (``ilsi.candidates``)
     composes_with: ClassVar[frozenset[str]] = frozenset({"logits"})
+    decoded_by: ClassVar[str | None] = "candidates"
 
     @classmethod
     def validate(cls, given: Mapping[str, Any] | None = None) -> dict[str, Any]:

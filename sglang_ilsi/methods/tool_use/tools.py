@@ -17,8 +17,7 @@ from sglang_ilsi.params import IlsiRequestError, Param, validate_params
 from sglang_ilsi.registry import register
 from sglang_ilsi.tools import TOOLS
 
-DECODING_KEY = "decoding"
-RESERVED = ("method", "trace", DECODING_KEY)
+RESERVED = ("method", "trace", "decoding")
 CHOICES = ("auto", "required", "none")
 
 
@@ -34,6 +33,7 @@ class ToolUse(Method):
     needs: ClassVar[frozenset[str]] = frozenset({"tool", "grammar"})
     # ``decoding``: a logits method for the text between calls
     composes_with: ClassVar[frozenset[str]] = frozenset({"logits"})
+    decoded_by: ClassVar[str | None] = "decoding"
     params: ClassVar[tuple[Param, ...]] = (
         Param("tools", "str_list", [], "tools the model may call (default: every tool the "
               "server enables)", max_items=8, max_length=64),

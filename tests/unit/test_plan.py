@@ -1,4 +1,5 @@
-"""Unit tests of request-time method selection (``sglang_ilsi.request_spec``)."""
+"""Unit tests of the request's plan (``sglang_ilsi.plan``): the logits chain
+(:func:`resolve`) and the whole plan read once (:func:`read`)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,24 @@ import pytest
 
 from sglang_ilsi.config import IlsiConfig
 from sglang_ilsi.params import IlsiRequestError
-from sglang_ilsi.request_spec import (
+from sglang_ilsi.plan import (
     DEFAULT_TRACE_K,
     ENCODED_KEY,
+    LOGITS,
+    PLAIN,
+    PLAIN_PLAN,
+    PLAN_KEY,
     REQUEST_KEY,
+    SELECTION,
     SOURCE_DEFAULT,
     SOURCE_REQUEST,
     SOURCE_SUFFIX,
     SUFFIX_KEY,
+    TOOL_LOOP,
+    GrammarChoice,
     MethodChoice,
     explain,
+    read,
     resolve,
     rewrite_custom_params,
 )
@@ -26,9 +35,9 @@ OPEN = IlsiConfig()  # every method, no default
 TYPICAL_DEFAULTS = {"mass": 0.95, "min_tokens_to_keep": 1}
 
 
-def error(custom_params, config=OPEN, param: str | None = None) -> str:
+def error(custom_params, config=OPEN, param: str | None = None, parse=resolve) -> str:
     with pytest.raises(IlsiRequestError) as exc:
-        resolve(custom_params, config)
+        parse(custom_params, config)
     message = str(exc.value)
     assert isinstance(exc.value, ValueError)
     if param is not None:
@@ -328,3 +337,78 @@ def test_rewrite_server_default_onto_no_params():
     out = rewrite_custom_params(None, choice)
     assert set(out) == {ENCODED_KEY}
     assert MethodChoice.decode(out[ENCODED_KEY]).source == SOURCE_DEFAULT
+
+
+# -- read: the whole plan, once ------------------------------------------------------------
+
+TOOLS = IlsiConfig(tools=("calculator",))
+
+
+def test_read_plain_and_logits():
+    assert read(None, OPEN) is PLAIN_PLAN
+    chosen = read({"ilsi": {"method": "typical", "mass": 0.9}}, OPEN)
+    assert chosen.kind == LOGITS and chosen.logits.method == "typical"
+    assert chosen.logits.params["mass"] == 0.9 and chosen.grammar is None
+
+
+def test_read_a_named_grammar_with_or_without_a_method():
+    chosen = read({"ilsi": {"grammar": "yes-no"}}, OPEN)
+    assert chosen.kind == PLAIN and chosen.grammar == GrammarChoice("yes-no")
+    chosen = read({"ilsi": {"method": "eta", "grammar": "json-object", "schema": {}}}, OPEN)
+    assert chosen.kind == LOGITS and chosen.grammar == GrammarChoice("json-object", {})
+    msg = error({"ilsi": {"method": "eta", "schema": {}}}, param="schema", parse=read)
+    assert "only meaningful with ilsi.grammar" in msg
+
+
+def test_read_a_selection_validates_its_candidates_up_front():
+    chosen = read({"ilsi": {"method": "self_consistency", "n": 4,
+                            "candidates": {"method": "typical", "mass": 0.8}}}, OPEN)
+    assert chosen.kind == SELECTION and chosen.selection.rule.name == "self_consistency"
+    assert chosen.selection.params["n"] == 4
+    assert chosen.selection.candidates.logits.params["mass"] == 0.8
+    msg = error({"ilsi": {"method": "mbr", "candidates": {"method": "typical", "mass": 5}}},
+                param="mass", parse=read)
+    assert "must be <= 1" in msg
+    msg = error({"ilsi": {"method": "mbr", "candidates": "esc"}}, param="method", parse=read)
+    assert "'esc' is a selection method" in msg
+    error({"ilsi": {"method": "mbr", "n": 0}}, param="n", parse=read)
+
+
+def test_read_candidates_fall_back_to_the_server_default():
+    cfg = IlsiConfig(default_method="typical", default_params=TYPICAL_DEFAULTS)
+    chosen = read({"ilsi": "self_consistency"}, cfg)
+    assert chosen.selection.candidates.logits.source == SOURCE_DEFAULT
+    assert read({"ilsi": {"method": "self_consistency", "candidates": "none"}},
+                cfg).selection.candidates is PLAIN_PLAN
+
+
+def test_read_a_tool_loop_validates_its_decoding_up_front():
+    chosen = read({"ilsi": {"method": "tools", "decoding": {"method": "eta"}}}, TOOLS)
+    assert chosen.kind == TOOL_LOOP and chosen.tools.params["tools"] == ["calculator"]
+    assert chosen.tools.decoding.logits.method == "eta"
+    assert read({"ilsi": "tools"}, TOOLS).tools.decoding is PLAIN_PLAN
+    msg = error({"ilsi": {"method": "tools", "decoding": "mbr"}}, TOOLS, param="decoding.method", parse=read)
+    assert "not a logits-stage method" in msg
+    error({"ilsi": {"method": "tools", "decoding": {"method": "eta", "epsilon": -1}}}, TOOLS,
+          param="epsilon", parse=read)
+    error({"ilsi": {"method": "tools", "grammar": "yes-no"}}, TOOLS, param="grammar", parse=read)
+    assert "no tools are enabled" in error({"ilsi": "tools"}, param="method", parse=read)
+
+
+def test_read_kinds_follow_the_model_suffix():
+    assert read({SUFFIX_KEY: "esc"}, OPEN).kind == SELECTION
+    assert read({SUFFIX_KEY: "esc"}, OPEN).source == SOURCE_SUFFIX
+
+
+def test_a_plan_read_once_travels_and_a_client_cannot_forge_one():
+    chosen = read({"ilsi": "typical"}, OPEN)
+    assert read({"ilsi": "eta", PLAN_KEY: chosen}, OPEN) is chosen
+    assert "reserved" in error({PLAN_KEY: {"kind": "logits"}}, param="", parse=read)
+    assert PLAN_KEY not in rewrite_custom_params({PLAN_KEY: chosen, "k": 1}, chosen.logits)
+
+
+def test_for_one_prompt_copies_the_parameters_a_prompt_completes():
+    chosen = read({"ilsi": {"method": "cad", "remove": ["x"]}}, OPEN)
+    copy = chosen.for_one_prompt()
+    copy.logits.params["filled"] = True
+    assert "filled" not in chosen.logits.params

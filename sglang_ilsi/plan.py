@@ -1,6 +1,6 @@
-"""Turn a request's method selection into a validated, compact spec.
+"""The request's plan: its ``ilsi`` object read once into a typed, immutable plan.
 
-A request chooses a method in one of three ways, in this order:
+A request chooses what to do in one of three ways, in this order:
 
 1. ``custom_params: {"ilsi": {"method": "typical", "mass": 0.9, "trace": 5}}``
    (parameters sit beside ``method``; ``"ilsi": "typical"`` is shorthand);
@@ -8,16 +8,29 @@ A request chooses a method in one of three ways, in this order:
    send extra fields);
 3. the server default (``--ilsi-default-method``).
 
-``{"method": "none"}`` opts out of the server default. The result is a
-:class:`MethodChoice`, encoded as one JSON string under a private
-``custom_params`` key so that it survives SGLang's IPC unchanged.
+``{"method": "none"}`` opts out of the server default. :func:`read` validates the
+whole object once (every parameter, nested ones included: a selection's
+``candidates``, a tool loop's ``decoding``) and returns a :class:`Plan` whose
+``kind`` follows from the named method's declared needs:
+
+- ``plain``: SGLang's own decoding (perhaps under a named ``grammar``);
+- ``logits``: a chain of logits methods (:class:`MethodChoice`), encoded as one
+  JSON string under a private ``custom_params`` key so that it survives
+  SGLang's IPC to the scheduler unchanged;
+- ``selection``: N samples, one chosen (:class:`SelectionPlan`);
+- ``tool_loop``: a generate loop that runs tool calls (:class:`ToolPlan`).
+
+The HTTP side dispatches on ``kind`` (:mod:`sglang_ilsi.engine.http.api`); a plan
+read by the OpenAI layer travels to it under :data:`PLAN_KEY`, so no request is
+read twice.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sglang_ilsi import registry
@@ -28,7 +41,7 @@ from sglang_ilsi.params import IlsiRequestError, validate_params
 REQUEST_KEY = "ilsi"  # what clients send inside custom_params
 ENCODED_KEY = "__ilsi"  # what travels to the scheduler
 SUFFIX_KEY = "__ilsi_suffix"  # set by the OpenAI model-suffix hook
-CHAT_SECOND_IDS_KEY = "__ilsi_second_ids"  # set by the OpenAI chat hook (second context)
+PLAN_KEY = "__ilsi_plan"  # a Plan the OpenAI layer already read (never from a client)
 THEN_KEY = "then"  # further logits methods applied after the first, in order
 GRAMMAR_KEYS = ("grammar", "schema")  # a named grammar from the library (see api.py)
 RESERVED = ("method", "trace", THEN_KEY, *GRAMMAR_KEYS)
@@ -89,8 +102,9 @@ def resolve(
             raise IlsiRequestError("", "custom_params must be a JSON object")
         # Refused whatever else the request says: with {"ilsi": "none"} the
         # client's own value would otherwise be forwarded, unvalidated.
-        if ENCODED_KEY in custom_params:
-            raise IlsiRequestError("", f"custom_params key {ENCODED_KEY!r} is reserved")
+        for key in (ENCODED_KEY, PLAN_KEY):
+            if key in custom_params and not isinstance(custom_params[key], Plan):
+                raise IlsiRequestError("", f"custom_params key {key!r} is reserved")
         raw = custom_params.get(REQUEST_KEY)
         if raw is None and SUFFIX_KEY in custom_params:
             raw, source = {"method": custom_params[SUFFIX_KEY]}, SOURCE_SUFFIX
@@ -189,8 +203,141 @@ def rewrite_custom_params(
     if custom_params is None and choice is None:
         return None
     out = {k: v for k, v in (custom_params or {}).items()
-           if k not in (REQUEST_KEY, SUFFIX_KEY, CHAT_SECOND_IDS_KEY)}
+           if k not in (REQUEST_KEY, SUFFIX_KEY, PLAN_KEY)}
     if choice is not None:
         out[ENCODED_KEY] = choice.encode()
     return out
 
+
+
+# -- the plan -------------------------------------------------------------------------
+
+PLAIN, LOGITS, SELECTION, TOOL_LOOP = "plain", "logits", "selection", "tool_loop"
+
+
+@dataclass(frozen=True)
+class GrammarChoice:
+    """A named grammar from the library (``ilsi.grammar``), with ``ilsi.schema``
+    for the grammars that take one."""
+
+    name: str
+    schema: Any = None
+
+
+@dataclass(frozen=True)
+class SelectionPlan:
+    rule: Any  # the selection rule's class
+    params: dict[str, Any]
+    candidates: Plan  # how each candidate is decoded (plain or logits)
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    params: dict[str, Any]
+    decoding: Plan  # how the text between calls is decoded (plain or logits)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a request asked of sglang-ilsi, validated."""
+
+    kind: str
+    source: str = SOURCE_REQUEST
+    logits: MethodChoice | None = None
+    grammar: GrammarChoice | None = None
+    selection: SelectionPlan | None = None
+    tools: ToolPlan | None = None
+
+    def for_one_prompt(self) -> Plan:
+        """A copy whose parameters this prompt's needs may complete in place
+        (second-context ids are per prompt)."""
+        if self.logits is None:
+            return self
+        return replace(self, logits=replace(self.logits, params=copy.deepcopy(self.logits.params),
+                                            then=copy.deepcopy(self.logits.then)))
+
+
+PLAIN_PLAN = Plan(PLAIN)
+
+
+def read(custom_params: Mapping[str, Any] | None, config: IlsiConfig,
+         tokenizer: Any | None = None) -> Plan:
+    """The request's plan (see the module docstring). Raises
+    :class:`IlsiRequestError` naming the parameter."""
+    if isinstance(custom_params, Mapping) and isinstance(custom_params.get(PLAN_KEY), Plan):
+        return custom_params[PLAN_KEY]
+    raw = custom_params.get(REQUEST_KEY) if isinstance(custom_params, Mapping) else None
+    source = SOURCE_REQUEST
+    if raw is None and isinstance(custom_params, Mapping) and SUFFIX_KEY in custom_params:
+        raw, source = {"method": custom_params[SUFFIX_KEY]}, SOURCE_SUFFIX
+    if isinstance(raw, str):
+        raw = {"method": raw}
+    cls = registry.get(raw.get("method")) if isinstance(raw, Mapping) else None
+    kind = kind_of(cls) if cls is not None else LOGITS
+    if kind == SELECTION:
+        return _selection(cls, raw, source, config, tokenizer)
+    if kind == TOOL_LOOP:
+        return _tool_loop(cls, raw, source, config, tokenizer)
+    grammar = _grammar(raw)
+    chain = resolve(custom_params, config, tokenizer)
+    if chain is None:
+        return Plan(PLAIN, source, grammar=grammar) if grammar is not None else PLAIN_PLAN
+    return Plan(LOGITS, chain.source, logits=chain, grammar=grammar)
+
+
+def _nested(raw: Any, config: IlsiConfig, tokenizer: Any | None) -> Plan:
+    """A selection's candidates or a tool loop's decoding: plain or logits only
+    (``None`` falls back to the server default, like a request naming nothing)."""
+    name = raw if isinstance(raw, str) else raw.get("method") if isinstance(raw, Mapping) else None
+    cls = registry.get(name) if isinstance(name, str) else None
+    if cls is not None and kind_of(cls) not in (LOGITS,):
+        raise IlsiRequestError("method", _not_a_logits_method(cls))
+    return read({} if raw is None else {REQUEST_KEY: raw}, config, tokenizer)
+
+
+def _grammar(raw: Any) -> GrammarChoice | None:
+    if not isinstance(raw, Mapping) or "grammar" not in raw:
+        if isinstance(raw, Mapping) and "schema" in raw:
+            raise IlsiRequestError("schema", "only meaningful with ilsi.grammar")
+        return None
+    name = raw["grammar"]
+    if not isinstance(name, str):
+        raise IlsiRequestError("grammar", f"expected a grammar name, got {type(name).__name__}")
+    return GrammarChoice(name, raw.get("schema"))
+
+
+def _enabled(name: str, config: IlsiConfig) -> None:
+    if not config.method_allowed(name):
+        raise IlsiRequestError("method", f"method not enabled on this server {name!r}")
+
+
+def _selection(rule: Any, raw: Mapping[str, Any], source: str, config: IlsiConfig,
+               tokenizer: Any | None) -> Plan:
+    _enabled(rule.name, config)
+    params = rule.validate({k: v for k, v in raw.items()
+                            if k not in ("method", "trace", rule.decoded_by)})
+    candidates = raw.get(rule.decoded_by)
+    if config.speculative_algorithm and candidates not in (None, "none"):
+        raise IlsiRequestError(rule.decoded_by, "logits-stage methods are refused under "
+                               f"speculative decoding ({config.speculative_algorithm})")
+    return Plan(SELECTION, source, selection=SelectionPlan(
+        rule, params, _nested(candidates, config, tokenizer)))
+
+
+def _tool_loop(tool_use: Any, raw: Mapping[str, Any], source: str, config: IlsiConfig,
+               tokenizer: Any | None) -> Plan:
+    _enabled(tool_use.name, config)
+    if "grammar" in raw:
+        raise IlsiRequestError("grammar", "tools cannot be combined with a named grammar")
+    params = tool_use.validate(raw, config)
+    key = tool_use.decoded_by
+    decoding = raw.get(key)
+    if decoding is not None:
+        name = decoding if isinstance(decoding, str) else (
+            decoding.get("method") if isinstance(decoding, Mapping) else None)
+        if not isinstance(name, str):
+            raise IlsiRequestError(key, 'expected a logits method like {"method": "typical"}')
+        if name != "none" and registry.get(name, LOGITS) is None:
+            raise IlsiRequestError(f"{key}.method", f"{name!r} is not a logits-stage "
+                                   "method (the text between tool calls is decoded with it)")
+    return Plan(TOOL_LOOP, source, tools=ToolPlan(params, _nested(decoding, config, tokenizer)))
