@@ -1,5 +1,6 @@
 """Shared fixtures: the tiny model, a transformers reference, and real SGLang
-servers (one per test module and configuration, started once)."""
+servers (one per configuration, started once: :func:`tiny_server` is shared by
+every module that needs the plugin's default configuration on the tiny model)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,9 @@ def start_server(
                 os.unlink(server.log_path)
             except OSError:
                 pass
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model_path: str) -> Iterator[Client]:
+    """The tiny model served with ``--ilsi`` and nothing else, for the whole session."""
+    yield from start_server(tiny_model_path, ["--ilsi"])

@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import selection_references as ref
-from conftest import start_server
 
 pytestmark = pytest.mark.server
 
@@ -21,8 +20,8 @@ PROMPT = "def hello(world):"
 
 
 @pytest.fixture(scope="module")
-def client(tiny_model_path):
-    yield from start_server(tiny_model_path, ["--ilsi"])
+def client(tiny_server):
+    return tiny_server
 
 
 def select(client, ilsi: dict, max_new_tokens: int = 3, temperature: float = 1.0, **kw) -> dict:

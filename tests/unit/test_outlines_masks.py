@@ -18,6 +18,8 @@ from sglang_ilsi.engine import patches
 
 _CHECK = r"""
 import json, random, sys
+from sglang_ilsi.engine.cpu import portability
+portability.activate()  # first thing, as the plugin does in every SGLang process
 import torch
 from transformers import AutoTokenizer
 from sglang.srt.constrained import outlines_backend as ob
