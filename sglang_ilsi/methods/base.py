@@ -9,9 +9,9 @@ its needs alone (:func:`kind_of`), and the engine dispatches on needs only:
 ============ ================================ =====================================
 kind         needs                            runs where
 ============ ================================ =====================================
-logits       ``logits`` (+ extras)            the scheduler's logits stage, batched
 selection    ``samples``                      N samples in one request, one chosen
-tool_loop    ``tool``                         a generate loop that runs tool calls
+logits       ``logits`` (+ extras)            the scheduler's logits stage, batched
+tool_loop    ``tool`` (no ``logits``)         a generate loop that runs tool calls
 speculative  ``draft``                        an SGLang speculative worker (per server)
 ============ ================================ =====================================
 
@@ -70,8 +70,8 @@ NEEDS = (
 KIND_BY_NEED = (
     ("draft", "speculative"),
     ("samples", "selection"),
+    ("logits", "logits"),  # before "tool": monitor reads a module in the logits stage
     ("tool", "tool_loop"),
-    ("logits", "logits"),
 )
 KINDS = tuple(kind for _, kind in KIND_BY_NEED)
 

@@ -64,10 +64,10 @@ def _finish(meta: Mapping[str, Any]) -> str | None:
 
 
 async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, request: Any,
-              chosen: Plan, prepare: Callable[[Any, Plan], None], config: Any
+              request_plan: Plan, prepare: Callable[[Any, Plan], None], config: Any
               ) -> AsyncIterator[dict]:
     """Sample the candidates, select, and yield the chosen output once."""
-    plan = chosen.selection
+    plan = request_plan.selection
     from sglang_ilsi.selection import Candidate
 
     start = time.perf_counter()
@@ -130,9 +130,9 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
         "method": plan.rule.name,
         "family": plan.rule.family,
         "params": plan.params,
-        "source": chosen.source,
+        "source": request_plan.source,
         "why": ("selection rule chosen by the request's model-name suffix"
-                if chosen.source == SOURCE_SUFFIX else
+                if request_plan.source == SOURCE_SUFFIX else
                 "selection rule chosen by the request (custom_params.ilsi)"),
         "chosen": selection.index,
         "selection": report_selection,

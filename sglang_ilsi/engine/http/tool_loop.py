@@ -138,10 +138,10 @@ def _finish(meta: Mapping[str, Any]) -> dict:
 
 
 async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, request: Any,
-              chosen: Plan, prepare: Callable[[Any, Plan], None], config: Any
+              request_plan: Plan, prepare: Callable[[Any, Plan], None], config: Any
               ) -> AsyncIterator[dict]:
     """Run the loop and yield the final output once."""
-    plan = chosen.tools
+    plan = request_plan.tools
     start = time.perf_counter()
     if not isinstance(obj.rid, str):
         obj.rid = uuid.uuid4().hex
@@ -230,8 +230,8 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
         "method": ToolUse.name,
         "family": ToolUse.family,
         "params": p,
-        "source": chosen.source,
-        "why": ("tool loop chosen by the request's model-name suffix" if chosen.source == SOURCE_SUFFIX
+        "source": request_plan.source,
+        "why": ("tool loop chosen by the request's model-name suffix" if request_plan.source == SOURCE_SUFFIX
                 else "tool loop chosen by the request (custom_params.ilsi or OpenAI tools)"),
         "calls": calls,
         "stopped": stopped,
