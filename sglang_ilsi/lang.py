@@ -130,13 +130,13 @@ def ilsi_gen(s: Any, name: str, method: str | dict[str, Any], *, max_tokens: int
 def skeleton_of_thought(s: Any, name: str, question: str, *, max_points: int = 6,
                         skeleton_tokens: int = 96, point_tokens: int = 64,
                         temperature: float = 0.0, chat_template: Any = None) -> str:
-    """Skeleton-of-thought (Ning et al., ICLR 2024; :mod:`sglang_ilsi.skeleton`):
+    """Skeleton-of-thought (Ning et al., ICLR 2024; :mod:`sglang_ilsi.methods.prompting.skeleton_of_thought`):
     one request for a numbered outline of ``question``, then every point
     expanded in parallel in **one** batched ``/generate`` call; appends the
     assembled answer. ``name + "_ilsi"`` holds the skeleton, points, expansions
     and cost (tokens, seconds per stage, calls). Prompts use ``chat_template``
     (a ``sglang.lang.chat_template.ChatTemplate``), else the backend's."""
-    from sglang_ilsi import skeleton
+    from sglang_ilsi.methods.prompting import skeleton_of_thought as skeleton
 
     backend = _backend(s)
     template = chat_template or backend.get_chat_template()

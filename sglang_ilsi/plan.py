@@ -182,6 +182,9 @@ def _not_a_logits_method(cls: type) -> str:
     if kind == "speculative":
         return (f"{cls.name!r} is a speculative algorithm, chosen per server "
                 f"({cls.launch()}), not per request")
+    if kind == "program":
+        return (f"{cls.name!r} is a frontend program ({cls.program}): run it from an SGLang "
+                "frontend program; the server does not run programs per request")
     return (f"{cls.name!r} is a {kind} method: it takes the request's top-level ilsi object "
             "and cannot be chained or decode another method's text")
 

@@ -13,6 +13,7 @@ selection    ``samples``                      N samples in one request, one chos
 logits       ``logits`` (+ extras)            the scheduler's logits stage, batched
 tool_loop    ``tool`` (no ``logits``)         a generate loop that runs tool calls
 speculative  ``draft``                        an SGLang speculative worker (per server)
+program      nothing                          a client-side program over the public API
 ============ ================================ =====================================
 
 A logits method is a pure, batched tensor transform. It never imports SGLang: the
@@ -73,7 +74,8 @@ KIND_BY_NEED = (
     ("logits", "logits"),  # before "tool": monitor reads a module in the logits stage
     ("tool", "tool_loop"),
 )
-KINDS = tuple(kind for _, kind in KIND_BY_NEED)
+PROGRAM = "program"  # needs nothing from the engine: a program over the public API
+KINDS = (*(kind for _, kind in KIND_BY_NEED), PROGRAM)
 
 
 def kind_of(cls: type) -> str:
@@ -81,8 +83,10 @@ def kind_of(cls: type) -> str:
     for need, kind in KIND_BY_NEED:
         if need in cls.needs:
             return kind
-    raise TypeError(f"{cls.__qualname__}: its needs {sorted(cls.needs)} name no kind; "
-                    f"one of {[need for need, _ in KIND_BY_NEED]} is required")
+    if cls.needs:
+        raise TypeError(f"{cls.__qualname__}: its needs {sorted(cls.needs)} name no kind; "
+                        f"one of {[need for need, _ in KIND_BY_NEED]}, or none (a program)")
+    return PROGRAM
 
 
 class Method:
@@ -159,6 +163,11 @@ class RowContext:
 
 
 SECOND = "second"
+# The ``second_context`` need's interface: the parameters that describe the
+# second prompt (a method declares those it takes, and a ``second_default``),
+# and where the HTTP side puts the second prompt's token ids for the scheduler.
+SECOND_CONTEXT_PARAMS = ("second_prompt", "remove", "prefix", "system")
+SECOND_IDS = "__second_ids"  # filled in by the server, never by clients
 
 
 def aux_key(name: str) -> str:
@@ -232,6 +241,17 @@ class LogitsMethod(Method):
         """The extra distributions a request with these (validated) params
         needs; methods whose ``needs`` go beyond ``logits`` override this."""
         return Requirements()
+
+    # ``second_context``: the second prompt when a request describes none: ``{}``
+    # (one of SECOND_CONTEXT_PARAMS is required), ``{"prefix": ...}``,
+    # ``{"system": ...}`` or ``{"unconditional": True}``.
+    second_default: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def default_layers(cls, num_layers: int) -> list[int] | None:
+        """``layer_logits``: the early layers used when a request lists none
+        (None: the request must list them)."""
+        return None
 
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:

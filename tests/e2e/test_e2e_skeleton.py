@@ -15,7 +15,8 @@ import pytest
 import sglang as sgl
 from conftest import start_server
 
-from sglang_ilsi import lang, skeleton
+from sglang_ilsi import lang
+from sglang_ilsi.methods.prompting import skeleton_of_thought as skeleton
 from sglang_ilsi_lab.models import catalog
 
 pytestmark = pytest.mark.server

@@ -49,6 +49,7 @@ def test_the_catalog_lists_every_kind(capsys):
     assert cards["self_consistency"]["kind"] == "selection"
     assert cards["tools"]["kind"] == "tool_loop"
     assert cards["monitor"]["kind"] == "logits"  # needs logits and tool: the logits stage
+    assert cards["skeleton_of_thought"]["kind"] == "program"
     assert {"speculative_standalone", "speculative_ngram", "self_speculative", "lookahead",
             "speculative_contrastive"} <= {n for n, c in cards.items()
                                            if c["kind"] == "speculative"}

@@ -412,3 +412,8 @@ def test_for_one_prompt_copies_the_parameters_a_prompt_completes():
     copy = chosen.for_one_prompt()
     copy.logits.params["filled"] = True
     assert "filled" not in chosen.logits.params
+
+
+def test_a_frontend_program_is_not_run_per_request():
+    msg = error({"ilsi": "skeleton_of_thought"}, param="method", parse=read)
+    assert "frontend program (sglang_ilsi.lang.skeleton_of_thought)" in msg

@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 from sglang_ilsi import registry
 from sglang_ilsi.config import IlsiConfig
 from sglang_ilsi.engine.http import request_needs
-from sglang_ilsi.methods.disturbed_prompt.second_context import SECOND_IDS
+from sglang_ilsi.methods.base import SECOND_IDS
 from sglang_ilsi.params import IlsiRequestError, validate_params
 from sglang_ilsi.plan import MethodChoice
 from sglang_ilsi_lab.models import catalog

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sglang_ilsi import skeleton
-from sglang_ilsi.skeleton import parse_skeleton, trim_expansion
+from sglang_ilsi.methods.prompting import skeleton_of_thought as skeleton
+from sglang_ilsi.methods.prompting.skeleton_of_thought import parse_skeleton, trim_expansion
 
 
 def test_numbered_list():

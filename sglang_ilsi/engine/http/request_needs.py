@@ -5,7 +5,7 @@ parameter, never a scheduler-side failure.
 
 The second context's token ids are built here (the tokenizer lives on this
 side) and travel with the request's encoded choice under
-:data:`~sglang_ilsi.methods.disturbed_prompt.second_context.SECOND_IDS`.
+:data:`~sglang_ilsi.methods.base.SECOND_IDS`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,7 @@ from typing import Any
 
 from sglang_ilsi import registry
 from sglang_ilsi.config import IlsiConfig
-from sglang_ilsi.methods.base import Requirements
-from sglang_ilsi.methods.contrastive.dola import default_layers
-from sglang_ilsi.methods.disturbed_prompt.second_context import (
-    SECOND_IDS,
-    SPEC_NAMES,
-    SecondContextMethod,
-)
+from sglang_ilsi.methods.base import SECOND_CONTEXT_PARAMS, SECOND_IDS, Requirements
 from sglang_ilsi.params import IlsiRequestError
 from sglang_ilsi.plan import MethodChoice
 
@@ -72,8 +66,8 @@ def check_and_prepare(choice: MethodChoice, config: IlsiConfig, facts: ModelFact
     for name, params in choice.steps():
         cls = registry.get(name)
         if "layer_logits" in cls.needs and "layers" in params:
-            _check_layers(params, facts)
-        if issubclass(cls, SecondContextMethod) and SECOND_IDS not in params:
+            _check_layers(cls, params, facts)
+        if "second_context" in cls.needs and SECOND_IDS not in params:
             params[SECOND_IDS] = _second_ids(cls, params, prompt, tokenizer, chat_second_ids,
                                              facts)
     for aux in requirements(choice).aux_models:
@@ -86,13 +80,15 @@ def check_and_prepare(choice: MethodChoice, config: IlsiConfig, facts: ModelFact
             )
 
 
-def _check_layers(params: dict[str, Any], facts: ModelFacts) -> None:
+def _check_layers(cls: type, params: dict[str, Any], facts: ModelFacts) -> None:
     n = facts.num_layers
     if not params["layers"]:
-        if n is None:
+        chosen = cls.default_layers(n) if n is not None else None
+        if chosen is None:
             raise IlsiRequestError("layers", "this server cannot tell the model's layer "
-                                   "count; list the candidate layers")
-        params["layers"] = default_layers(n)
+                                   "count; list the candidate layers" if n is None else
+                                   f"{cls.name} has no default layers; list them")
+        params["layers"] = chosen
         return
     if n is not None:
         bad = [i for i in params["layers"] if i >= n]
@@ -104,17 +100,17 @@ def _check_layers(params: dict[str, Any], facts: ModelFacts) -> None:
         raise IlsiRequestError("layers", "a layer is listed twice")
 
 
-def _spec(cls: type[SecondContextMethod], params: dict[str, Any]) -> dict[str, Any]:
-    given = {k: params[k] for k in SPEC_NAMES if params.get(k)}
+def _spec(cls: type, params: dict[str, Any]) -> dict[str, Any]:
+    given = {k: params[k] for k in SECOND_CONTEXT_PARAMS if params.get(k)}
     if len(given) > 1:
         names = sorted(given)
-        raise IlsiRequestError(names[1], f"give only one of {list(SPEC_NAMES)} "
+        raise IlsiRequestError(names[1], f"give only one of {list(SECOND_CONTEXT_PARAMS)} "
                                f"(got {names})")
     if given:
         return given
     if not cls.second_default:
         raise IlsiRequestError(
-            "remove", f"{cls.name} needs a second context: give one of {list(SPEC_NAMES)} "
+            "remove", f"{cls.name} needs a second context: give one of {list(SECOND_CONTEXT_PARAMS)} "
             "(e.g. remove: [the context text])")
     return dict(cls.second_default)
 
@@ -123,7 +119,7 @@ def _encode(tokenizer: Any, text: str, add_special_tokens: bool = True) -> list[
     return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))
 
 
-def _second_ids(cls: type[SecondContextMethod], params: dict[str, Any], prompt: Any,
+def _second_ids(cls: type, params: dict[str, Any], prompt: Any,
                 tokenizer: Any, chat_second_ids: Any, facts: ModelFacts) -> list[int]:
     if chat_second_ids is not None:
         ids = chat_second_ids
@@ -131,7 +127,7 @@ def _second_ids(cls: type[SecondContextMethod], params: dict[str, Any], prompt: 
         if tokenizer is None:
             raise IlsiRequestError("method", f"{cls.name} needs the server's tokenizer")
         spec = _spec(cls, params)
-        explicit = {k for k in SPEC_NAMES if params.get(k)}
+        explicit = {k for k in SECOND_CONTEXT_PARAMS if params.get(k)}
         if "system" in spec:
             if "system" in explicit:
                 raise IlsiRequestError("system", "only for chat requests; use prefix or "
@@ -190,7 +186,7 @@ def chat_second_ids(choice: MethodChoice, request: Any, tokenizer: Any) -> list[
     (``second_prompt``, CFG's unconditional prompt): /generate-level rules apply."""
     for name, params in choice.steps():
         cls = registry.get(name)
-        if not issubclass(cls, SecondContextMethod):
+        if "second_context" not in cls.needs:
             continue
         spec = _spec(cls, params)
         if not {"system", "prefix", "remove"} & set(spec):

@@ -33,13 +33,13 @@ from sglang.srt.sampling.custom_logit_processor import CustomLogitProcessor
 from sglang_ilsi import registry
 from sglang_ilsi.methods.base import (
     SECOND,
+    SECOND_IDS,
     LogitsMethod,
     Requirements,
     RowContext,
     aux_key,
     layer_key,
 )
-from sglang_ilsi.methods.disturbed_prompt.second_context import SECOND_IDS
 from sglang_ilsi.plan import ENCODED_KEY, MethodChoice, explain
 
 logger = logging.getLogger(__name__)

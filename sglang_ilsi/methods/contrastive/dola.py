@@ -59,23 +59,33 @@ def js_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     return (kl_pm + kl_qm) / 2
 
 
+class EarlyLayerMethod(LogitsMethod):
+    """Base of the methods that read early layers' logits: the request's
+    ``layers`` (or :func:`default_layers`) are what the engine computes."""
+
+    needs = frozenset({"logits", "layer_logits"})
+
+    @classmethod
+    def requirements(cls, params: dict[str, Any]) -> Requirements:
+        return Requirements(layers=tuple(params["layers"]))
+
+    @classmethod
+    def default_layers(cls, num_layers: int) -> list[int] | None:
+        return default_layers(num_layers)
+
+
 @register
-class DoLa(LogitsMethod):
+class DoLa(EarlyLayerMethod):
     """DoLa: log q_final − log q_premature, premature layer chosen by max JSD."""
 
     name = "dola"
     family = "independent/contrastive"
     paper = "Chuang et al. 2024, DoLa (arXiv:2309.03883)"
-    needs = frozenset({"logits", "layer_logits"})
     params = (
         LAYERS,
         Param("alpha", "float", 0.1, "adaptive plausibility threshold α",
               minimum=0.0, maximum=1.0, exclusive_minimum=True),
     )
-
-    @classmethod
-    def requirements(cls, params: dict[str, Any]) -> Requirements:
-        return Requirements(layers=tuple(params["layers"]))
 
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:

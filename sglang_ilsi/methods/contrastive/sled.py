@@ -26,24 +26,22 @@ signal, the row keeps z_N on T.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
-from sglang_ilsi.methods.base import LogitsMethod, Requirements, RowContext, layer_key
-from sglang_ilsi.methods.contrastive.dola import LAYERS
+from sglang_ilsi.methods.base import RowContext, layer_key
+from sglang_ilsi.methods.contrastive.dola import LAYERS, EarlyLayerMethod
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
 
 @register
-class Sled(LogitsMethod):
+class Sled(EarlyLayerMethod):
     """SLED: one KL step of the final logits toward the early layers' latent estimate."""
 
     name = "sled"
     family = "independent/contrastive"
     paper = "Zhang et al. 2024, SLED (arXiv:2411.02433)"
-    needs = frozenset({"logits", "layer_logits"})
     params = (
         LAYERS,
         Param("evolution_rate", "float", 2.0, "step size α of the logits evolution",
@@ -51,10 +49,6 @@ class Sled(LogitsMethod):
         Param("evolution_scale", "int", 10, "number k of top tokens evolved",
               minimum=1, maximum=1000),
     )
-
-    @classmethod
-    def requirements(cls, params: dict[str, Any]) -> Requirements:
-        return Requirements(layers=tuple(params["layers"]))
 
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:

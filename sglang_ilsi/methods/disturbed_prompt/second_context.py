@@ -3,7 +3,7 @@
 Exactly one of the parameters below builds the second prompt; a method may
 supply a default (instructive decoding's noisy instruction, ROSE's reverse
 system prompt, CFG's unconditional prompt). The HTTP side turns the choice
-into token ids (:mod:`sglang_ilsi.engine.second_prompt`) and the scheduler runs
+into token ids (:mod:`sglang_ilsi.engine.http.request_needs`) and the scheduler runs
 the target on them in lockstep with the request (:mod:`sglang_ilsi.engine.scheduler.companions`):
 the second sequence is the second prompt followed by the tokens the request
 generates.
@@ -12,14 +12,20 @@ generates.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
-from sglang_ilsi.methods.base import SECOND, LogitsMethod, Requirements, RowContext, column, stacked
+from sglang_ilsi.methods.base import (
+    SECOND,
+    SECOND_CONTEXT_PARAMS,
+    LogitsMethod,
+    Requirements,
+    RowContext,
+    column,
+    stacked,
+)
 from sglang_ilsi.params import Param
-
-SECOND_IDS = "__second_ids"  # filled in by the server, never by clients
 
 SPEC_PARAMS = (
     Param("second_prompt", "str", "", "the second prompt, verbatim (replaces the prompt)",
@@ -31,20 +37,18 @@ SPEC_PARAMS = (
     Param("system", "str", "", "chat requests: the system message of the second prompt "
           "(replaces the request's system message, or is added)", max_length=8192),
 )
-SPEC_NAMES = tuple(p.name for p in SPEC_PARAMS)
+assert tuple(p.name for p in SPEC_PARAMS) == SECOND_CONTEXT_PARAMS
 
 
 class SecondContextMethod(LogitsMethod):
     """Base of methods needing the target's logits on a second context.
 
-    ``second_default`` is used when the request gives none of the spec
-    parameters: ``{}`` (one is required), ``{"prefix": ...}``,
-    ``{"system": ...}`` or ``{"unconditional": True}`` (the second prompt is
-    empty: only the beginning-of-sequence token, or the prompt's last token
-    for tokenizers without one)."""
+    ``second_default`` (see :class:`LogitsMethod`) is used when the request
+    gives none of the spec parameters; ``{"unconditional": True}`` makes the
+    second prompt empty: only the beginning-of-sequence token, or the prompt's
+    last token for tokenizers without one."""
 
     needs = frozenset({"logits", "second_context"})
-    second_default: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def requirements(cls, params: dict[str, Any]) -> Requirements:

@@ -26,7 +26,8 @@ the method then costs one ordinary answer plus the failed skeleton.
 This module is pure Python and talks to a server only through the two
 callables :func:`run` receives; :func:`http_generate` builds the batched
 ``/generate`` one, and ``sglang_ilsi.lang.skeleton_of_thought`` wires both to an
-SGLang frontend program.
+SGLang frontend program. Registered as a method of kind ``program`` (it needs
+nothing from the engine), so the catalog lists it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import requests
+
+from sglang_ilsi.methods.base import Method
+from sglang_ilsi.params import Param
+from sglang_ilsi.registry import register
 
 Messages = list[dict[str, str]]
 # generate(prompts, max_new_tokens, temperature, stop) -> one /generate result per prompt
@@ -224,3 +229,23 @@ def http_generate(base_url: str, headers: dict[str, str] | None = None,
         return out if isinstance(out, list) else [out]
 
     return generate
+
+
+@register
+class SkeletonOfThought(Method):
+    """Skeleton-of-thought: a numbered outline, then every point expanded in one batch."""
+
+    name = "skeleton_of_thought"
+    family = "context-aware/prompting"
+    paper = ("Ning et al. 2024, Skeleton-of-Thought: Prompting LLMs for Efficient Parallel "
+             "Generation (ICLR), arXiv:2307.15337")
+    # a frontend program: no engine need; its generations decode like any request
+    composes_with = frozenset({"logits"})
+    program = "sglang_ilsi.lang.skeleton_of_thought"
+    params = (
+        Param("max_points", "int", 6, "most points in the skeleton", minimum=2, maximum=16),
+        Param("skeleton_tokens", "int", 96, "token budget of the skeleton", minimum=8,
+              maximum=1024),
+        Param("point_tokens", "int", 64, "token budget of each point's expansion", minimum=4,
+              maximum=1024),
+    )

@@ -1,0 +1,1 @@
+"""Prompting programs (kind ``program``: no engine need, only the public API)."""
