@@ -404,6 +404,10 @@ def _request_touch_points() -> list[TouchPoint]:
                "SGLang puts the Req under custom_params['__req__'] for custom logit "
                "processors; the logits stage and companions find each row's request there",
                ("__req__",)),
+        _check(CODE, "sglang.srt.managers.schedule_batch.Req.__init__", WORKER,
+               "a forward whose extend_end stops short of origin_input_ids prefills a middle "
+               "chunk: its sampled token is discarded, so the logits stage does not count it",
+               ("extend_end", "origin_input_ids")),
         *(
             _check(ATTRIBUTE, SCHEMA_VALIDATION + check, MAIN,
                    "grammars.py refuses JSON-schema keywords the backend would ignore")

@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "plugins" / "example_method.py"
 DEFAULT = {"penalty": 3.0, "window": 8}
 PROMPT = "def hello(world):"
+CHUNK = 32  # prefill chunk size of this server: LONG_PROMPT takes several chunks
+LONG_PROMPT = "import os\nimport sys\n\n" + "".join(
+    f"def f{i}(x):\n    return x + {i}\n\n" for i in range(8))
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,7 @@ def client(tiny_model_path):
         "--ilsi-default-params", json.dumps(DEFAULT),
         "--ilsi-allow-custom-logit-processor",
         "--ilsi-plugin", str(PLUGIN),
-    ])
+    ], ["--chunked-prefill-size", str(CHUNK)])
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +58,18 @@ def test_server_default_applies_to_requests_that_name_none(client, hf):
     expected = hf.greedy(hf.encode(PROMPT), 20, make_transform("penalty_decoding", full, hf.eos_ids))
     assert out["output_ids"] == expected
     assert expected != hf.greedy(hf.encode(PROMPT), 20, None)
+
+
+def test_a_prompt_prefilled_in_chunks_decodes_like_the_reference(client, hf):
+    """The steps that only prefill a chunk (their sampled token is discarded)
+    are not decoding steps: the method's history and step count skip them."""
+    prompt_ids = hf.encode(LONG_PROMPT)
+    assert len(prompt_ids) > 3 * CHUNK
+    out = client.generate(LONG_PROMPT, max_new_tokens=16)
+    full = validate_params(registry.get("penalty_decoding").params, DEFAULT)
+    transform = make_transform("penalty_decoding", full, hf.eos_ids)
+    assert out["output_ids"] == hf.greedy(prompt_ids, 16, transform)
+    assert out["meta_info"]["ilsi"]["cost"]["steps"] == len(out["output_ids"])
 
 
 def test_method_none_opts_out_of_the_default(client, hf):

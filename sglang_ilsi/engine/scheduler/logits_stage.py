@@ -176,9 +176,16 @@ def state_of(params: Any, create: bool = True) -> RequestState | None:
 
 
 def in_chunked_prefill(params: dict) -> bool:
-    # A request still being prefilled chunk by chunk has its sampled token
-    # discarded by SGLang; it is not a decoding step.
-    return getattr(params["__req__"], "is_chunked", 0) > 0
+    """Whether this forward only prefills a middle chunk of the request's prompt:
+    SGLang discards the token it samples, so it is not a decoding step.
+
+    This round extends the request up to ``extend_end``; a middle chunk stops
+    short of the prompt. (SGLang's own ``inflight_middle_chunks`` counter cannot
+    tell: under the overlap scheduler it still counts the previous chunk, whose
+    result is processed after this forward.) Checked in ``engine/patches.py``."""
+    req = params["__req__"]
+    end = getattr(req, "extend_end", None)
+    return end is not None and end < len(req.origin_input_ids)
 
 
 def _top(logprobs: torch.Tensor, k: int) -> list[list[float]]:
