@@ -25,7 +25,9 @@ CONFIG = {"ilsi", "temperature", "sampling", "max_new_tokens", "server_args", "i
           "transformed", "logprobs"}
 CI = {"mean", "ci_low", "ci_high", "n"}
 EFFECT = {"baseline", "metric", "higher_is_better", "diff", "ci_low", "ci_high", "n",
-          "expected_sign", "verdict", "cost_ratio"}
+          "expected_sign", "verdict", "cost_ratio", "time_ratio"}
+JUDGED = {"claim_kind", "verdict_test"}  # the first comparison's: the published claim's test
+RATIO = {"ratio", "ci_low", "ci_high", "n"}
 COST = {"completion_tokens", "forward_tokens", "samples", "extra_forward_tokens",
         "aux_model_tokens", "prompt_tokens", "latency_s", "seconds", "seconds_per_item"}
 
@@ -58,11 +60,17 @@ def test_quick_json_has_every_field(quick_run):
         if cell["family"] != "baseline":
             assert cell["effects"] and cell["published"]
         for eff in cell["effects"]:
-            assert set(eff) == EFFECT
-            assert eff["ci_low"] <= eff["diff"] <= eff["ci_high"]
             first = eff is cell["effects"][0]
-            assert eff["verdict"] in (("reproduced", "inconclusive", "opposite") if first
-                                      else ("n/a",))
+            assert set(eff) == (EFFECT | JUDGED if first else EFFECT)
+            assert eff["ci_low"] <= eff["diff"] <= eff["ci_high"]
+            assert eff["verdict"] in (("reproduced", "inconclusive", "opposite", "not shown",
+                                       "by construction") if first else ("n/a",))
+            if first:
+                assert eff["claim_kind"] in ("effect", "speed", "equivalence", "by_construction")
+                assert eff["verdict_test"]
+            assert set(eff["time_ratio"]) == RATIO and 0 < eff["time_ratio"]["n"] <= cell["items"]
+            assert eff["time_ratio"]["ci_low"] <= eff["time_ratio"]["ratio"] \
+                <= eff["time_ratio"]["ci_high"]
             assert eff["cost_ratio"]["forward_tokens"] > 0
 
 
