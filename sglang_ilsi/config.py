@@ -244,7 +244,7 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
                 f"--ilsi-default-method: unknown method {default!r}; known: {sorted(known)}"
             )
         if default not in registry.logits_methods():
-            from sglang_ilsi.methods.base import kind_of
+            from sglang_ilsi.declaration import kind_of
 
             raise IlsiConfigError(
                 f"--ilsi-default-method {default!r} is a {kind_of(known[default])} method; "

@@ -35,7 +35,7 @@ from typing import Any
 
 from sglang_ilsi import registry
 from sglang_ilsi.config import IlsiConfig
-from sglang_ilsi.methods.base import kind_of
+from sglang_ilsi.declaration import kind_of
 from sglang_ilsi.params import IlsiRequestError, validate_params
 
 REQUEST_KEY = "ilsi"  # what clients send inside custom_params

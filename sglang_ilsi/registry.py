@@ -2,9 +2,9 @@
 
 Logits methods, selection rules, the tool loop and the speculative algorithms
 all register here with :func:`register`, in one declaration shape
-(:class:`~sglang_ilsi.methods.base.Method`: name, family, paper, needs, params,
+(:class:`~sglang_ilsi.declaration.Method`: name, family, paper, needs, params,
 composes_with); an entry's *kind* follows from its needs
-(:func:`~sglang_ilsi.methods.base.kind_of`) and the engine dispatches on that.
+(:func:`~sglang_ilsi.declaration.kind_of`) and the engine dispatches on that.
 
 Where entries come from:
 
@@ -26,7 +26,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from sglang_ilsi.methods.base import Method, add_unique, check_declaration, kind_of
+from sglang_ilsi.declaration import Method, add_unique, check_declaration, kind_of
 from sglang_ilsi.params import IlsiRequestError
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import pytest
 
 from sglang_ilsi import registry
 from sglang_ilsi.cli import main
-from sglang_ilsi.methods.base import FAMILIES, KINDS, NEEDS, kind_of
+from sglang_ilsi.declaration import FAMILIES, KINDS, NEEDS, kind_of
 
 ILSI_FLAGS = ("--ilsi-methods", "--ilsi-default-method", "--ilsi-default-params",
               "--ilsi-allow-custom-logit-processor", "--ilsi-plugin", "--ilsi-trace-max-k")

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from sglang_ilsi.methods.base import FAMILIES, RowContext
+from sglang_ilsi.declaration import FAMILIES
+from sglang_ilsi.methods.base import RowContext
 from sglang_ilsi.params import IlsiRequestError, validate_params
 from sglang_ilsi.registry import get, logits_methods
 

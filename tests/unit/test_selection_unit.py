@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import selection_references as ref  # noqa: E402
 
-from sglang_ilsi.methods.base import FAMILIES, NEEDS
+from sglang_ilsi.declaration import FAMILIES, NEEDS
 from sglang_ilsi.methods.selection.esc import should_stop
 from sglang_ilsi.params import IlsiRequestError
 from sglang_ilsi.registry import describe, get_rule, selection_rules

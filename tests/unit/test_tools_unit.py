@@ -292,7 +292,7 @@ def _config(**kw):
 
 def test_tool_use_is_in_the_catalog():
     from sglang_ilsi import registry
-    from sglang_ilsi.methods.base import check_declaration
+    from sglang_ilsi.declaration import check_declaration
 
     assert registry.entries()["tools"] is ToolUse
     check_declaration(ToolUse)

@@ -100,7 +100,8 @@ def _check_layers(cls: type, params: dict[str, Any], facts: ModelFacts) -> None:
         raise IlsiRequestError("layers", "a layer is listed twice")
 
 
-def _spec(cls: type, params: dict[str, Any]) -> dict[str, Any]:
+def _second_prompt(cls: type, params: dict[str, Any]) -> dict[str, Any]:
+    """The request's description of its second prompt (or the method's default)."""
     given = {k: params[k] for k in SECOND_CONTEXT_PARAMS if params.get(k)}
     if len(given) > 1:
         names = sorted(given)
@@ -126,14 +127,14 @@ def _second_ids(cls: type, params: dict[str, Any], prompt: Any,
     else:
         if tokenizer is None:
             raise IlsiRequestError("method", f"{cls.name} needs the server's tokenizer")
-        spec = _spec(cls, params)
+        described = _second_prompt(cls, params)
         explicit = {k for k in SECOND_CONTEXT_PARAMS if params.get(k)}
-        if "system" in spec:
+        if "system" in described:
             if "system" in explicit:
                 raise IlsiRequestError("system", "only for chat requests; use prefix or "
                                        "second_prompt with /generate and completions")
-            spec = {"prefix": spec["system"]}
-        ids = _second_ids_from_prompt(spec, prompt, tokenizer)
+            described = {"prefix": described["system"]}
+        ids = _second_ids_from_prompt(described, prompt, tokenizer)
     if not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids):
         raise IlsiRequestError(SECOND_IDS, "expected a non-empty list of token ids")
     if len(ids) > MAX_SECOND_IDS:
@@ -143,12 +144,12 @@ def _second_ids(cls: type, params: dict[str, Any], prompt: Any,
     return ids
 
 
-def _second_ids_from_prompt(spec: dict[str, Any], prompt: Any,
+def _second_ids_from_prompt(described: dict[str, Any], prompt: Any,
                             tokenizer: Any) -> list[int]:
-    if "second_prompt" in spec:
-        return _encode(tokenizer, spec["second_prompt"])
+    if "second_prompt" in described:
+        return _encode(tokenizer, described["second_prompt"])
     from_ids = isinstance(prompt, list)
-    if spec.get("unconditional"):
+    if described.get("unconditional"):
         bos = getattr(tokenizer, "bos_token_id", None)
         probe = _encode(tokenizer, "a")
         if bos is not None and probe and probe[0] == bos:
@@ -160,11 +161,11 @@ def _second_ids_from_prompt(spec: dict[str, Any], prompt: Any,
     text = tokenizer.decode(prompt, skip_special_tokens=False) if from_ids else prompt
     if not isinstance(text, str):
         raise IlsiRequestError("method", "a second context needs a text or token-id prompt")
-    if "prefix" in spec:
+    if "prefix" in described:
         if from_ids:
-            return _encode(tokenizer, spec["prefix"], add_special_tokens=False) + list(prompt)
-        return _encode(tokenizer, spec["prefix"] + text)
-    removed = _remove(text, spec["remove"])
+            return _encode(tokenizer, described["prefix"], add_special_tokens=False) + list(prompt)
+        return _encode(tokenizer, described["prefix"] + text)
+    removed = _remove(text, described["remove"])
     return _encode(tokenizer, removed, add_special_tokens=not from_ids)
 
 
@@ -182,27 +183,27 @@ def chat_second_ids(choice: MethodChoice, request: Any, tokenizer: Any) -> list[
     """For an OpenAI chat request: the second prompt's ids, built from its
     messages through the chat template (``system`` replaces or adds the system
     message, ``prefix`` goes before the last user message's text, ``remove``
-    cuts text out of the messages). None when the spec is not message-based
+    cuts text out of the messages). None when the described is not message-based
     (``second_prompt``, CFG's unconditional prompt): /generate-level rules apply."""
     for name, params in choice.steps():
         cls = registry.get(name)
         if "second_context" not in cls.needs:
             continue
-        spec = _spec(cls, params)
-        if not {"system", "prefix", "remove"} & set(spec):
+        described = _second_prompt(cls, params)
+        if not {"system", "prefix", "remove"} & set(described):
             return None
         messages = [_message_dict(m) for m in request.messages]
-        if "system" in spec:
+        if "system" in described:
             rest = [m for m in messages if m["role"] != "system"]
-            messages = [{"role": "system", "content": spec["system"]}, *rest]
-        elif "prefix" in spec:
+            messages = [{"role": "system", "content": described["system"]}, *rest]
+        elif "prefix" in described:
             users = [i for i, m in enumerate(messages) if m["role"] == "user"]
             if not users:
                 raise IlsiRequestError("prefix", "the chat has no user message")
             last = messages[users[-1]]
-            last["content"] = spec["prefix"] + last["content"]
+            last["content"] = described["prefix"] + last["content"]
         else:
-            messages = _remove_from_messages(messages, spec["remove"])
+            messages = _remove_from_messages(messages, described["remove"])
         return list(tokenizer.apply_chat_template(messages, tokenize=True,
                                                   add_generation_prompt=True,
                                                   return_dict=False))

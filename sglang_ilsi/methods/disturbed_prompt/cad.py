@@ -21,7 +21,10 @@ from collections.abc import Sequence
 import torch
 
 from sglang_ilsi.methods.base import SECOND, RowContext, column, stacked
-from sglang_ilsi.methods.disturbed_prompt.second_context import SPEC_PARAMS, SecondContextMethod
+from sglang_ilsi.methods.disturbed_prompt.second_context import (
+    SECOND_PROMPT_PARAMS,
+    SecondContextMethod,
+)
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
@@ -35,7 +38,7 @@ class ContextAwareDecoding(SecondContextMethod):
     paper = "Shi et al. 2024, Context-aware Decoding (arXiv:2305.14739)"
     params = (
         Param("alpha", "float", 0.5, "weight α of the contrast", minimum=0.0, maximum=10.0),
-        *SPEC_PARAMS,
+        *SECOND_PROMPT_PARAMS,
     )
 
     @classmethod

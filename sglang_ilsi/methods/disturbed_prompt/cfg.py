@@ -20,7 +20,10 @@ from typing import Any, ClassVar
 import torch
 
 from sglang_ilsi.methods.base import SECOND, RowContext, column, stacked
-from sglang_ilsi.methods.disturbed_prompt.second_context import SPEC_PARAMS, SecondContextMethod
+from sglang_ilsi.methods.disturbed_prompt.second_context import (
+    SECOND_PROMPT_PARAMS,
+    SecondContextMethod,
+)
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
@@ -35,7 +38,7 @@ class ClassifierFreeGuidance(SecondContextMethod):
     params = (
         Param("gamma", "float", 1.5, "guidance strength γ", minimum=0.0, maximum=10.0,
               exclusive_minimum=True),
-        *SPEC_PARAMS,
+        *SECOND_PROMPT_PARAMS,
     )
     second_default: ClassVar[dict[str, Any]] = {"unconditional": True}
 

@@ -23,7 +23,7 @@ import torch
 
 from sglang_ilsi.methods.base import RowContext
 from sglang_ilsi.methods.disturbed_prompt.second_context import (
-    SPEC_PARAMS,
+    SECOND_PROMPT_PARAMS,
     SecondContextMethod,
     minus_second,
 )
@@ -43,7 +43,7 @@ class InstructiveDecoding(SecondContextMethod):
     params = (
         Param("epsilon", "float", 0.3, "weight ε of the noisy-instruction logits",
               minimum=0.0, maximum=10.0),
-        *SPEC_PARAMS,
+        *SECOND_PROMPT_PARAMS,
     )
     second_default: ClassVar[dict[str, Any]] = {"prefix": OPPOSITE}
 

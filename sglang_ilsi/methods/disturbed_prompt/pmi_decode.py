@@ -22,7 +22,10 @@ from collections.abc import Sequence
 import torch
 
 from sglang_ilsi.methods.base import SECOND, RowContext, column, stacked
-from sglang_ilsi.methods.disturbed_prompt.second_context import SPEC_PARAMS, SecondContextMethod
+from sglang_ilsi.methods.disturbed_prompt.second_context import (
+    SECOND_PROMPT_PARAMS,
+    SecondContextMethod,
+)
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
@@ -48,7 +51,7 @@ class PmiDecode(SecondContextMethod):
         Param("lam", "float", 1.0, "weight λ of the PMI term", minimum=0.0, maximum=10.0),
         Param("top_p", "float", 0.9, "nucleus of the grounded distribution",
               minimum=0.0, maximum=1.0, exclusive_minimum=True),
-        *SPEC_PARAMS,
+        *SECOND_PROMPT_PARAMS,
     )
 
     @classmethod

@@ -23,7 +23,7 @@ import torch
 
 from sglang_ilsi.methods.base import RowContext
 from sglang_ilsi.methods.disturbed_prompt.second_context import (
-    SPEC_PARAMS,
+    SECOND_PROMPT_PARAMS,
     SecondContextMethod,
     minus_second,
 )
@@ -44,7 +44,7 @@ class Rose(SecondContextMethod):
     params = (
         Param("alpha", "float", 0.5, "weight α of the reverse-prompt logits",
               minimum=0.0, maximum=10.0),
-        *SPEC_PARAMS,
+        *SECOND_PROMPT_PARAMS,
     )
     second_default: ClassVar[dict[str, Any]] = {"prefix": REVERSE}
 

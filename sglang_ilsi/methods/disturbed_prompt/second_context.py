@@ -27,7 +27,7 @@ from sglang_ilsi.methods.base import (
 )
 from sglang_ilsi.params import Param
 
-SPEC_PARAMS = (
+SECOND_PROMPT_PARAMS = (
     Param("second_prompt", "str", "", "the second prompt, verbatim (replaces the prompt)",
           max_length=65536),
     Param("remove", "str_list", [], "strings cut out of the prompt (e.g. the context "
@@ -37,14 +37,14 @@ SPEC_PARAMS = (
     Param("system", "str", "", "chat requests: the system message of the second prompt "
           "(replaces the request's system message, or is added)", max_length=8192),
 )
-assert tuple(p.name for p in SPEC_PARAMS) == SECOND_CONTEXT_PARAMS
+assert tuple(p.name for p in SECOND_PROMPT_PARAMS) == SECOND_CONTEXT_PARAMS
 
 
 class SecondContextMethod(LogitsMethod):
     """Base of methods needing the target's logits on a second context.
 
     ``second_default`` (see :class:`LogitsMethod`) is used when the request
-    gives none of the spec parameters; ``{"unconditional": True}`` makes the
+    gives none of the second-prompt parameters; ``{"unconditional": True}`` makes the
     second prompt empty: only the beginning-of-sequence token, or the prompt's
     last token for tokenizers without one."""
 

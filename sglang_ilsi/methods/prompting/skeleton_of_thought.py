@@ -40,7 +40,7 @@ from typing import Any
 
 import requests
 
-from sglang_ilsi.methods.base import Method
+from sglang_ilsi.declaration import Method
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sglang_ilsi.methods.base import Method
+from sglang_ilsi.declaration import Method
 from sglang_ilsi.params import Param, validate_params
 from sglang_ilsi.selection.candidates import Candidate, Selection, check_candidates
 from sglang_ilsi.selection.extractors import (

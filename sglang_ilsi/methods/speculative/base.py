@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from sglang_ilsi.methods.base import Method
+from sglang_ilsi.declaration import Method
 
 
 class SpeculativeAlgorithm(Method):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from sglang_ilsi.methods.base import Method
+from sglang_ilsi.declaration import Method
 from sglang_ilsi.params import IlsiRequestError, Param, validate_params
 from sglang_ilsi.registry import register
 from sglang_ilsi.tools import TOOLS
