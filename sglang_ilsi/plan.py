@@ -100,11 +100,7 @@ def resolve(
     if custom_params is not None:
         if not isinstance(custom_params, Mapping):
             raise IlsiRequestError("", "custom_params must be a JSON object")
-        # Refused whatever else the request says: with {"ilsi": "none"} the
-        # client's own value would otherwise be forwarded, unvalidated.
-        for key in (ENCODED_KEY, PLAN_KEY):
-            if key in custom_params and not isinstance(custom_params[key], Plan):
-                raise IlsiRequestError("", f"custom_params key {key!r} is reserved")
+        _refuse_reserved(custom_params)
         raw = custom_params.get(REQUEST_KEY)
         if raw is None and SUFFIX_KEY in custom_params:
             raw, source = {"method": custom_params[SUFFIX_KEY]}, SOURCE_SUFFIX
@@ -172,6 +168,17 @@ def _logits_method(raw: Mapping[str, Any], config: IlsiConfig, tokenizer: Any | 
         )
     params = validate_params(cls.params, {k: v for k, v in raw.items() if k not in RESERVED})
     return name, cls.prepare(params, tokenizer)
+
+
+def _refuse_reserved(custom_params: Any) -> None:
+    """Our private keys are refused whatever else the request says (with
+    ``{"ilsi": "none"}``, or a selection of plain candidates, the client's own
+    value would otherwise be forwarded, unvalidated)."""
+    if not isinstance(custom_params, Mapping):
+        return
+    for key in (ENCODED_KEY, PLAN_KEY):
+        if key in custom_params and not isinstance(custom_params[key], Plan):
+            raise IlsiRequestError("", f"custom_params key {key!r} is reserved")
 
 
 def _not_a_logits_method(cls: type) -> str:
@@ -269,6 +276,7 @@ def read(custom_params: Mapping[str, Any] | None, config: IlsiConfig,
     :class:`IlsiRequestError` naming the parameter."""
     if isinstance(custom_params, Mapping) and isinstance(custom_params.get(PLAN_KEY), Plan):
         return custom_params[PLAN_KEY]
+    _refuse_reserved(custom_params)
     raw = custom_params.get(REQUEST_KEY) if isinstance(custom_params, Mapping) else None
     source = SOURCE_REQUEST
     if raw is None and isinstance(custom_params, Mapping) and SUFFIX_KEY in custom_params:

@@ -417,3 +417,8 @@ def test_for_one_prompt_copies_the_parameters_a_prompt_completes():
 def test_a_frontend_program_is_not_run_per_request():
     msg = error({"ilsi": "skeleton_of_thought"}, param="method", parse=read)
     assert "frontend program (sglang_ilsi.lang.skeleton_of_thought)" in msg
+
+
+@pytest.mark.parametrize("method", ["self_consistency", "tools", "typical", "none"])
+def test_private_keys_are_refused_for_every_kind(method):
+    assert "reserved" in error({"ilsi": method, ENCODED_KEY: "{}"}, TOOLS, param="", parse=read)
