@@ -71,7 +71,12 @@ def load_plugin_file(path: str) -> None:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"--ilsi-plugin: no such file: {path}")
-    name = f"sglang_ilsi_plugin_{file.stem}"
+    import_file(file, f"sglang_ilsi_plugin_{file.stem}")
+
+
+def import_file(file: Path, name: str) -> None:
+    """Import the Python file ``file`` once, as the module ``name`` (its
+    registrations run then)."""
     if name in sys.modules:
         return
     spec = importlib.util.spec_from_file_location(name, file)

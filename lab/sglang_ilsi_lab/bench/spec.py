@@ -34,7 +34,6 @@ import importlib.util
 import json
 import logging
 import pkgutil
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -273,14 +272,10 @@ def load_spec_file(path: str) -> None:
     file = Path(path)
     if not file.is_file():
         raise SpecError(f"--spec: no such file: {path}")
-    name = "sglang_ilsi_bench_spec_" + hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:8]
-    if name in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location(name, file)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
+    from sglang_ilsi.registry import import_file
+
+    import_file(file, "sglang_ilsi_bench_spec_"
+                + hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:8])
 
 
 def tasks() -> dict[str, TaskSpec]:
