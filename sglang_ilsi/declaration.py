@@ -109,8 +109,8 @@ class Method:
 
 
 def check_declaration(cls: type) -> None:
-    """Refuse a method or selection-rule class whose declaration is incomplete
-    (no name/family/paper) or names an unknown family or need."""
+    """Refuse a method class (of any kind) whose declaration is incomplete (no
+    name/family/paper), or names an unknown family, need or composable kind."""
     for attr in ("name", "family", "paper"):
         if not getattr(cls, attr, None):
             raise TypeError(f"{cls.__qualname__} must define {attr!r}")
@@ -125,9 +125,9 @@ def check_declaration(cls: type) -> None:
         raise TypeError(f"{cls.name}: composes_with names unknown kinds {sorted(unknown)}")
 
 
-def add_unique(catalog: dict[str, type], cls: type, kind: str = "method") -> None:
-    """``catalog[cls.name] = cls``, refusing a second class under the same name."""
-    existing = catalog.get(cls.name)
+def add_unique(entries: dict[str, type], cls: type) -> None:
+    """``entries[cls.name] = cls``, refusing a second class under the same name."""
+    existing = entries.get(cls.name)
     if existing is not None and existing is not cls:
-        raise ValueError(f"{kind} name {cls.name!r} is already registered by {existing!r}")
-    catalog[cls.name] = cls
+        raise ValueError(f"method name {cls.name!r} is already registered by {existing!r}")
+    entries[cls.name] = cls
