@@ -95,7 +95,8 @@ def lab_commands() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in LAB_COMMANDS and argv[0] not in lab_commands():
+    commands = lab_commands()
+    if argv and argv[0] in LAB_COMMANDS and argv[0] not in commands:
         print(f"sglang-ilsi: '{argv[0]}' belongs to the offline lab, which is not installed: "
               "pip install sglang-ilsi-lab (from this repository: pip install -e lab)",
               file=sys.stderr)
@@ -111,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("flags", help="describe the --ilsi* launch flags")
     p_grammars = sub.add_parser("grammars", help="list the grammars library")
     p_grammars.add_argument("--json", action="store_true", help="machine-readable output")
-    commands = lab_commands()
     for name, command in commands.items():
         command.add_arguments(sub.add_parser(
             name, help=command.help, description=getattr(command, "description", None),

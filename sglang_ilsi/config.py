@@ -369,9 +369,9 @@ def _lookahead(value: str | None, spec: str | None,
 def _self_spec_skip(value: str | None, spec: str | None,
                     target_path: str | None) -> tuple[int, ...]:
     """``--ilsi-self-spec-skip`` → layer ids, checked against the target's layer count."""
-    from sglang_ilsi.methods.speculative import self_speculative as layer_skip
+    from sglang_ilsi.methods.speculative import self_speculative
 
-    algorithm = layer_skip.SelfSpeculative.algorithm
+    algorithm = self_speculative.SelfSpeculative.algorithm
 
     if value is None:
         return ()
@@ -386,9 +386,9 @@ def _self_spec_skip(value: str | None, spec: str | None,
         ) from None
     count = None
     if target_path is not None and os.path.isfile(os.path.join(target_path, "config.json")):
-        count = layer_skip.num_layers(target_path)
+        count = self_speculative.num_layers(target_path)
     try:
-        return layer_skip.check_skip(layers, count if count is not None else max(layers, default=0) + 2)
+        return self_speculative.check_skip(layers, count if count is not None else max(layers, default=0) + 2)
     except ValueError as e:
         raise IlsiConfigError(f"--ilsi-self-spec-skip: {e}") from None
 

@@ -206,14 +206,20 @@ def _trace_k(value: Any, config: IlsiConfig) -> int:
     return value
 
 
+def clients_own(custom_params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``custom_params`` without the keys this module reads (the request's own
+    keys, which travel on unchanged)."""
+    return {k: v for k, v in (custom_params or {}).items()
+            if k not in (REQUEST_KEY, SUFFIX_KEY, PLAN_KEY)}
+
+
 def rewrite_custom_params(
     custom_params: Mapping[str, Any] | None, choice: MethodChoice | None
 ) -> dict[str, Any] | None:
-    """The ``custom_params`` to forward: our request keys replaced by the encoded spec."""
+    """The ``custom_params`` to forward: our request keys replaced by the encoded chain."""
     if custom_params is None and choice is None:
         return None
-    out = {k: v for k, v in (custom_params or {}).items()
-           if k not in (REQUEST_KEY, SUFFIX_KEY, PLAN_KEY)}
+    out = clients_own(custom_params)
     if choice is not None:
         out[ENCODED_KEY] = choice.encode()
     return out

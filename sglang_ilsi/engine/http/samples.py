@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from sglang_ilsi.params import IlsiRequestError
-from sglang_ilsi.plan import PLAN_KEY, REQUEST_KEY, SOURCE_SUFFIX, SUFFIX_KEY, Plan
+from sglang_ilsi.plan import SOURCE_SUFFIX, Plan, clients_own
 
 
 def check_request(obj: Any) -> None:
@@ -75,8 +75,7 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
         obj.rid = uuid.uuid4().hex
     client_wants_logprobs = bool(obj.return_logprob)
     base = dict(obj.sampling_params)
-    custom = {k: v for k, v in (base.get("custom_params") or {}).items()
-              if k not in (REQUEST_KEY, SUFFIX_KEY, PLAN_KEY)}
+    custom = clients_own(base.get("custom_params"))
     calls = 0
 
     async def sample(k: int) -> list[dict]:

@@ -44,7 +44,13 @@ from typing import Any
 from sglang_ilsi import tools as tool_registry
 from sglang_ilsi.methods.tool_use.tools import ToolUse
 from sglang_ilsi.params import IlsiRequestError
-from sglang_ilsi.plan import PLAIN_PLAN, PLAN_KEY, REQUEST_KEY, SOURCE_SUFFIX, SUFFIX_KEY, Plan
+from sglang_ilsi.plan import (
+    PLAIN_PLAN,
+    REQUEST_KEY,
+    SOURCE_SUFFIX,
+    Plan,
+    clients_own,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -147,8 +153,7 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
         obj.rid = uuid.uuid4().hex
     tokenizer = getattr(tokenizer_manager, "tokenizer", None)
     base = dict(obj.sampling_params)
-    custom = {k: v for k, v in (base.get("custom_params") or {}).items()
-              if k not in (REQUEST_KEY, SUFFIX_KEY, PLAN_KEY)}
+    custom = clients_own(base.get("custom_params"))
     budget = int(base.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
     stops = base.get("stop") or []
     stops = [stops] if isinstance(stops, str) else list(stops)
