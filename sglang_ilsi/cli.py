@@ -1,7 +1,8 @@
 """``sglang-ilsi``: the command line.
 
 - ``sglang-ilsi serve ARGS``: ``python -m sglang.launch_server --ilsi ARGS``;
-- ``sglang-ilsi methods [--json]``: the method catalog;
+- ``sglang-ilsi methods [NAME] [--json]``: the catalog (every name a request or a
+  launch flag may use), or one entry with an example request;
 - ``sglang-ilsi flags``: the ``--ilsi*`` launch flags;
 - ``sglang-ilsi grammars [--json]``: the grammars library (``"ilsi": {"grammar": NAME}``).
 
@@ -22,8 +23,6 @@ import os
 import sys
 from typing import Any
 
-from sglang_ilsi import registry
-
 
 def _serve(args: list[str]) -> int:
     argv = [sys.executable, "-m", "sglang.launch_server", *args]
@@ -33,28 +32,85 @@ def _serve(args: list[str]) -> int:
     return 0  # pragma: no cover
 
 
-def _methods(as_json: bool) -> int:
-    cards = [registry.describe(cls) for cls in registry.entries().values()]
+def _methods(name: str | None, as_json: bool) -> int:
+    from sglang_ilsi import catalog
+
+    if name is not None:
+        try:
+            card = catalog.find(name)
+        except KeyError as e:
+            print(f"sglang-ilsi methods: {e.args[0]}", file=sys.stderr)
+            return 2
+        print(json.dumps(card, indent=2) if as_json else "\n".join(method_page(card)))
+        return 0
+    cards = catalog.catalog()
     if as_json:
         print(json.dumps(cards, indent=2))
         return 0
+    kind = None
     for card in cards:
+        if card["kind"] != kind:
+            kind = card["kind"]
+            print(f"== {kind} ==\n")
         print(f"{card['name']}  [{card['kind']}, {card['family']}]  "
               f"needs: {', '.join(card['needs'])}")
         print(f"    {card['summary']}")
         print(f"    paper: {card['paper']}")
         for p in card["params"]:
-            bounds = []
-            for key, op in (("minimum", ">="), ("exclusive_minimum", ">"),
-                            ("maximum", "<="), ("exclusive_maximum", "<")):
-                if key in p:
-                    bounds.append(f"{op}{p[key]:g}")
-            if "choices" in p:
-                bounds.append(f"one of {p['choices']}")
-            extra = f" ({', '.join(bounds)})" if bounds else ""
-            print(f"    - {p['name']}: {p['type']} = {p['default']!r}{extra}  {p['doc']}")
+            print(f"    - {_param_line(p)}")
         print()
+    print("One entry in full, with an example request: sglang-ilsi methods NAME")
     return 0
+
+
+def _param_line(p: dict[str, Any]) -> str:
+    bounds = []
+    for key, op in (("minimum", ">="), ("exclusive_minimum", ">"),
+                    ("maximum", "<="), ("exclusive_maximum", "<")):
+        if key in p:
+            bounds.append(f"{op}{p[key]:g}")
+    if "choices" in p:
+        bounds.append(f"one of {p['choices']}")
+    extra = f" ({', '.join(bounds)})" if bounds else ""
+    return f"{p['name']}: {p['type']} = {p['default']!r}{extra}  {p['doc']}"
+
+
+def method_page(card: dict[str, Any]) -> list[str]:
+    """One catalog card as a page: what it is, its parameters, how to choose it,
+    what it composes with and refuses, and an example request."""
+    lines = [f"{card['name']}  [{card['kind']}, {card['family']}]", "", card["doc"], "",
+             f"paper: {card['paper']}", f"needs: {', '.join(card['needs']) or 'nothing'}", ""]
+    if card["params"]:
+        lines += ["parameters:", *(f"  - {_param_line(p)}" for p in card["params"]), ""]
+    lines += ["chosen by:", *(f"  {how}: {value}" for how, value in card["chosen_by"].items())]
+    lines += ["", f"composes with: {', '.join(card['composes_with']) or 'nothing'}"]
+    if card["refuses"]:
+        lines += ["refuses:", *(f"  - {r['with']}: {r['why']}" for r in card["refuses"])]
+    return lines + ["", *_example_lines(card)]
+
+
+def _example_lines(card: dict[str, Any]) -> list[str]:
+    if card["request"] is None:
+        how = card["chosen_by"]
+        if "server_flag" in how:
+            return ["example (a launch):",
+                    f"  python -m sglang.launch_server --model-path MODEL --ilsi {how['server_flag']}"]
+        return [f"example: run it from an SGLang frontend program ({how.get('frontend', '?')})"]
+    ilsi = json.dumps(card["request"])
+    body = json.dumps({"text": "Hello", "sampling_params": {
+        "max_new_tokens": 32, "custom_params": {"ilsi": card["request"]}}})
+    lines = ["example request (/generate):",
+             f"  curl -s localhost:30000/generate -H 'Content-Type: application/json' "
+             f"-d '{body}'", "",
+             "example request (OpenAI Python client):",
+             '  client.chat.completions.create(model=MODEL, messages=[{"role": "user", '
+             '"content": "Hello"}],',
+             f'      extra_body={{"custom_params": {{"ilsi": {ilsi}}}}})']
+    if "openai_tools" in card:
+        lines += ["", "or with OpenAI tools (the server runs the calls):",
+                  '  client.chat.completions.create(model=MODEL, messages=[...],',
+                  f"      tools={json.dumps(card['openai_tools'])})"]
+    return lines
 
 
 def _grammars(as_json: bool) -> int:
@@ -107,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="start SGLang with the plugin enabled (args go to SGLang)")
-    p_methods = sub.add_parser("methods", help="list the method catalog")
+    p_methods = sub.add_parser("methods", help="the catalog: every method, selection rule, "
+                               "program, speculative algorithm, tool and grammar")
+    p_methods.add_argument("name", nargs="?", help="one entry in full, with an example request")
     p_methods.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("flags", help="describe the --ilsi* launch flags")
     p_grammars = sub.add_parser("grammars", help="list the grammars library")
@@ -119,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
 
     if ns.command == "methods":
-        return _methods(ns.json)
+        return _methods(ns.name, ns.json)
     if ns.command == "grammars":
         return _grammars(ns.json)
     if ns.command == "flags":

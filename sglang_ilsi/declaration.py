@@ -12,17 +12,18 @@ selection    ``samples``                      N samples in one request, one chos
 logits       ``logits`` (+ extras)            the scheduler's logits stage, batched
 tool_loop    ``tool`` (no ``logits``)         a generate loop that runs tool calls
 speculative  ``draft``                        an SGLang speculative worker (per server)
-program      nothing                          a client-side program over the public API
+program      nothing                          a prompting program's inner requests
 ============ ================================ =====================================
 
 Each kind's base class lives with its methods (``methods/base.py``:
 ``LogitsMethod``; ``methods/selection/base.py``: ``SelectionRule``;
-``methods/speculative/base.py``: ``SpeculativeAlgorithm``).
+``methods/speculative/base.py``: ``SpeculativeAlgorithm``;
+``methods/prompting/base.py``: ``Program``).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sglang_ilsi.params import Param
 
@@ -53,6 +54,7 @@ NEEDS = (
     "second_context",
     "layer_logits",
     "samples",
+    "confidence",  # a selection's candidates measured by the ``confidence`` method
     "draft",
     "grammar",
     "datastore",
@@ -101,6 +103,9 @@ class Method:
     # The request parameter naming the logits method that decodes this method's
     # own generations (a selection's candidates, a tool loop's text), if any.
     decoded_by: ClassVar[str | None] = None
+    # The parameters a minimal working request must give beside ``method`` (the
+    # rest take their defaults); the catalog's example request (sglang_ilsi/catalog.py).
+    example: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def summary(cls) -> str:

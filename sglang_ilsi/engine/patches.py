@@ -421,7 +421,28 @@ def touch_points(config: IlsiConfig) -> list[TouchPoint]:
     return (_cpu_only_touch_points() + _grammar_touch_points(config)
             + _hook_touch_points(config) + _speculative_registry_touch_points()
             + _speculative_worker_touch_points(config) + _forward_touch_points()
-            + _request_touch_points())
+            + _request_touch_points() + _route_touch_points())
+
+
+HTTP_SERVER = "sglang.srt.entrypoints.http_server."
+
+
+def _route_touch_points() -> list[TouchPoint]:
+    """``GET /ilsi/methods[/NAME]`` on SGLang's FastAPI app (engine/http/routes.py)."""
+    from sglang_ilsi.engine.http import routes
+
+    return [
+        TouchPoint(
+            HTTP_SERVER + "_setup_and_run_http_server", "BEFORE", routes.before_http_server,
+            MAIN, "add GET /ilsi/methods[/NAME] (the catalog, with this server's "
+            "availability) to the app before it serves; checks no route answers them first",
+        ),
+        _check(SIGNATURE, HTTP_SERVER + "_setup_and_run_http_server", MAIN,
+               "routes.before_http_server takes the tokenizer manager positionally",
+               ("server_args", "tokenizer_manager")),
+        _check(ATTRIBUTE, HTTP_SERVER + "app.add_api_route", MAIN,
+               "the catalog routes are added to SGLang's FastAPI app"),
+    ]
 
 
 def _hook_touch_points(config: IlsiConfig) -> list[TouchPoint]:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from sglang_ilsi import registry
+from sglang_ilsi.catalog import KIND_ORDER
 from sglang_ilsi.cli import main
 from sglang_ilsi.declaration import FAMILIES, KINDS, NEEDS, kind_of
 
@@ -24,9 +25,10 @@ def run(capsys, argv: list[str]) -> str:
 def test_methods_json_lists_every_method(capsys):
     cards = json.loads(run(capsys, ["methods", "--json"]))
     methods = registry.entries()
-    assert [c["name"] for c in cards] == list(methods)
+    assert [c["name"] for c in cards if c["name"] in methods] == sorted(
+        methods, key=lambda n: (KIND_ORDER.index(kind_of(methods[n])), n))
     assert {"typical", "eta", "mirostat"} <= {c["name"] for c in cards}
-    for card in cards:
+    for card in (c for c in cards if c["name"] in methods):
         cls = methods[card["name"]]
         assert card["family"] == cls.family and card["family"] in FAMILIES
         assert card["kind"] == kind_of(cls) and card["kind"] in KINDS
@@ -45,7 +47,7 @@ def test_the_catalog_lists_every_kind(capsys):
     """One catalog: logits methods, selection rules, the tool loop and the
     speculative algorithms (SGLang's own included) are all listed."""
     cards = {c["name"]: c for c in json.loads(run(capsys, ["methods", "--json"]))}
-    assert {c["kind"] for c in cards.values()} == set(KINDS)
+    assert {c["kind"] for c in cards.values()} == {*KINDS, "tool", "grammar"}
     assert cards["self_consistency"]["kind"] == "selection"
     assert cards["tools"]["kind"] == "tool_loop"
     assert cards["monitor"]["kind"] == "logits"  # needs logits and tool: the logits stage
@@ -68,6 +70,8 @@ def test_methods_json_typical_card(capsys):
 
 def test_methods_text(capsys):
     out = run(capsys, ["methods"])
+    for kind in KIND_ORDER:
+        assert f"== {kind} ==" in out
     for name, cls in registry.entries().items():
         header = (f"{name}  [{kind_of(cls)}, {cls.family}]  "
                   f"needs: {', '.join(sorted(cls.needs))}")
@@ -104,3 +108,36 @@ def test_unknown_command_is_an_error(capsys):
         main(["nosuch"])
     assert exc.value.code == 2
     assert "nosuch" in capsys.readouterr().err
+
+
+def test_method_page_shows_one_entry_with_its_example(capsys):
+    out = run(capsys, ["methods", "typical"])
+    assert out.startswith("typical  [logits, independent/sampling]")
+    assert "Meister" in out and "- mass: float = 0.95 (>0, <=1)" in out
+    assert "server_default: --ilsi-default-method typical" in out
+    assert "refuses:" in out and "speculative" in out
+    assert '"custom_params": {"ilsi": {"method": "typical"}}' in out  # the /generate body
+    assert 'extra_body={"custom_params": {"ilsi": {"method": "typical"}}}' in out
+
+
+def test_method_page_of_a_speculative_algorithm_is_a_launch(capsys):
+    out = run(capsys, ["methods", "lookahead"])
+    assert "--speculative-algorithm LOOKAHEAD" in out and "not per request" in out
+    assert "curl" not in out
+
+
+def test_method_page_of_a_tool_shows_openai_tools(capsys):
+    out = run(capsys, ["methods", "calculator"])
+    assert "--ilsi-tools calculator" in out and 'tools=[{"type": "function"' in out
+
+
+def test_method_page_json(capsys):
+    card = json.loads(run(capsys, ["methods", "mbr", "--json"]))
+    assert card["name"] == "mbr" and card["kind"] == "selection"
+    assert card["request"] == {"method": "mbr"}
+
+
+def test_unknown_method_page_names_the_closest(capsys):
+    assert main(["methods", "lookahed"]) == 2
+    err = capsys.readouterr().err
+    assert "lookahed" in err and "lookahead" in err

@@ -19,7 +19,7 @@ from sglang_ilsi.methods.base import SECOND_CONTEXT_PARAMS, SECOND_IDS, Requirem
 from sglang_ilsi.params import IlsiRequestError
 from sglang_ilsi.plan import MethodChoice
 
-__all__ = ["ModelFacts", "chat_second_ids", "check_and_prepare",
+__all__ = ["ModelFacts", "chat_second_ids", "check_and_prepare", "check_aux_models",
            "requirements"]
 
 MAX_SECOND_IDS = 1 << 16
@@ -70,6 +70,11 @@ def check_and_prepare(choice: MethodChoice, config: IlsiConfig, facts: ModelFact
         if "second_context" in cls.needs and SECOND_IDS not in params:
             params[SECOND_IDS] = _second_ids(cls, params, prompt, tokenizer, chat_second_ids,
                                              facts)
+    check_aux_models(choice, config)
+
+
+def check_aux_models(choice: MethodChoice, config: IlsiConfig) -> None:
+    """Refuse a chain naming an auxiliary model this server has not loaded."""
     for aux in requirements(choice).aux_models:
         if aux not in config.aux_models:
             loaded = sorted(config.aux_models) or "none"

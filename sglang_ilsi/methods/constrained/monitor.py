@@ -72,6 +72,7 @@ class MonitorGuided(LogitsMethod):
     paper = ("Agrawal et al. 2023, Monitor-Guided Decoding of Code LMs with Static Analysis "
              "of Repository Context (NeurIPS), arXiv:2306.10763")
     needs = frozenset({"logits", "tool"})
+    example = {"argument": "json"}
     params = (
         Param("monitor", "str", "python_module", "the registered monitor to consult",
               choices=("python_module",)),

@@ -36,6 +36,7 @@ class ContextAwareDecoding(SecondContextMethod):
     name = "cad"
     family = "context-aware/disturbed-prompt"
     paper = "Shi et al. 2024, Context-aware Decoding (arXiv:2305.14739)"
+    example = {"second_prompt": "Answer:"}  # the prompt without its context
     params = (
         Param("alpha", "float", 0.5, "weight α of the contrast", minimum=0.0, maximum=10.0),
         *SECOND_PROMPT_PARAMS,

@@ -47,6 +47,7 @@ class PmiDecode(SecondContextMethod):
     name = "pmi_decode"
     family = "context-aware/disturbed-prompt"
     paper = "Nandwani et al. 2023, PMI-Decode (arXiv:2305.12191)"
+    example = {"second_prompt": "Answer:"}  # the prompt without its document
     params = (
         Param("lam", "float", 1.0, "weight λ of the PMI term", minimum=0.0, maximum=10.0),
         Param("top_p", "float", 0.9, "nucleus of the grounded distribution",

@@ -41,6 +41,7 @@ class LinearCombination(LogitsMethod):
     paper = "Shi et al. 2024, Decoding-Time LM Alignment with Multiple Objectives " \
             "(arXiv:2406.18853)"
     needs = frozenset({"logits", "aux_model"})
+    example = {"models": ["amateur"], "weights": [-0.5]}
     params = (
         Param("models", "str_list", [], "auxiliary model names", max_items=8, max_length=64),
         Param("weights", "float_list", [], "one weight per auxiliary model",

@@ -1,0 +1,71 @@
+"""Our HTTP routes on SGLang's FastAPI app: ``GET /ilsi/methods`` (the catalog,
+with this server's availability) and ``GET /ilsi/methods/{name}`` (one card;
+404 naming the closest names).
+
+:func:`before_http_server` is a BEFORE hook on SGLang's
+``_setup_and_run_http_server`` (``engine/patches.py``): the main process calls
+it once, with the tokenizer manager, just before the app starts serving; it
+adds the routes and checks that a request to them reaches them (no SGLang
+route in front matches the path), or stops the launch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+METHODS_PATH = "/ilsi/methods"
+METHOD_PATH = METHODS_PATH + "/{name}"
+
+
+def catalog_routes(tokenizer_manager: Any) -> list[tuple[str, Any]]:
+    """``(path, endpoint)`` for each of our routes, bound to this server."""
+    from fastapi.responses import JSONResponse
+
+    from sglang_ilsi import catalog
+    from sglang_ilsi.engine.http import api
+
+    def tokenizer() -> Any:
+        return getattr(tokenizer_manager, "tokenizer", None)
+
+    async def list_methods() -> JSONResponse:
+        return JSONResponse(catalog.catalog(api.config(), tokenizer()))
+
+    async def one_method(name: str) -> JSONResponse:
+        try:
+            return JSONResponse(catalog.find(name, api.config(), tokenizer()))
+        except KeyError as e:
+            return JSONResponse({"error": e.args[0]}, status_code=404)
+
+    return [(METHODS_PATH, list_methods), (METHOD_PATH, one_method)]
+
+
+def add_routes(app: Any, routes: list[tuple[str, Any]]) -> None:
+    """Add GET ``routes`` to ``app``; SystemExit if a route already in ``app``
+    would answer one of their paths first."""
+    for path, endpoint in routes:
+        app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=True)
+    for path, endpoint in routes:
+        probe = path.replace("{name}", "typical")
+        first = _first_match(app, probe)
+        if getattr(first, "endpoint", None) is not endpoint:
+            raise SystemExit(f"sglang-ilsi: GET {probe} would be answered by SGLang's "
+                             f"{getattr(first, 'path', first)!r}, not the plugin's catalog")
+
+
+def _first_match(app: Any, path: str) -> Any:
+    from starlette.routing import Match
+
+    scope = {"type": "http", "path": path, "method": "GET", "root_path": ""}
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return route
+    return None
+
+
+def before_http_server(server_args: Any, tokenizer_manager: Any, *args: Any,
+                       **kwargs: Any) -> None:
+    """BEFORE hook on ``sglang.srt.entrypoints.http_server._setup_and_run_http_server``."""
+    from sglang.srt.entrypoints import http_server
+
+    add_routes(http_server.app, catalog_routes(tokenizer_manager))
