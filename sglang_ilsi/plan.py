@@ -18,7 +18,9 @@ whole object once (every parameter, nested ones included: a selection's
   JSON string under a private ``custom_params`` key so that it survives
   SGLang's IPC to the scheduler unchanged;
 - ``selection``: N samples, one chosen (:class:`SelectionPlan`);
-- ``tool_loop``: a generate loop that runs tool calls (:class:`ToolPlan`).
+- ``tool_loop``: a generate loop that runs tool calls (:class:`ToolPlan`);
+- ``program``: a prompting program whose generations run as inner requests
+  (:class:`ProgramPlan`).
 
 The HTTP side dispatches on ``kind`` (:mod:`sglang_ilsi.engine.http.api`); a plan
 read by the OpenAI layer travels to it under :data:`PLAN_KEY`, so no request is
@@ -33,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sglang_ilsi import registry
+from sglang_ilsi import declaration, registry
 from sglang_ilsi.config import IlsiConfig
 from sglang_ilsi.declaration import kind_of
 from sglang_ilsi.params import IlsiRequestError, validate_params
@@ -189,9 +191,9 @@ def _not_a_logits_method(cls: type) -> str:
     if kind == "speculative":
         return (f"{cls.name!r} is a speculative algorithm, chosen per server "
                 f"({cls.launch()}), not per request")
-    if kind == "program":
-        return (f"{cls.name!r} is a frontend program ({cls.program}): run it from an SGLang "
-                "frontend program; the server does not run programs per request")
+    if kind == PROGRAM:
+        return (f"{cls.name!r} is a prompting program: it takes the request's top-level ilsi "
+                "object and cannot be chained or decode another method's text")
     return (f"{cls.name!r} is a {kind} method: it takes the request's top-level ilsi object "
             "and cannot be chained or decode another method's text")
 
@@ -229,6 +231,7 @@ def rewrite_custom_params(
 # -- the plan -------------------------------------------------------------------------
 
 PLAIN, LOGITS, SELECTION, TOOL_LOOP = "plain", "logits", "selection", "tool_loop"
+PROGRAM = declaration.PROGRAM
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,15 @@ class ToolPlan:
 
 
 @dataclass(frozen=True)
+class ProgramPlan:
+    program: Any  # the program's class (methods/prompting/base.py: Program)
+    params: dict[str, Any]
+    decoding: Plan  # how every generation of the program is decoded (plain or logits)
+    # a chat request: the program's chat_messages are in the prompt, the assistant turn open
+    chat: bool = False
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything a request asked of sglang-ilsi, validated."""
 
@@ -263,6 +275,7 @@ class Plan:
     grammar: GrammarChoice | None = None
     selection: SelectionPlan | None = None
     tools: ToolPlan | None = None
+    program: ProgramPlan | None = None
 
     def for_one_prompt(self) -> Plan:
         """A copy whose parameters this prompt's needs may complete in place
@@ -295,6 +308,8 @@ def read(custom_params: Mapping[str, Any] | None, config: IlsiConfig,
         return _selection(cls, raw, source, config, tokenizer)
     if kind == TOOL_LOOP:
         return _tool_loop(cls, raw, source, config, tokenizer)
+    if kind == PROGRAM:
+        return _program(cls, raw, source, config, tokenizer)
     grammar = _grammar(raw)
     chain = resolve(custom_params, config, tokenizer)
     if chain is None:
@@ -334,6 +349,10 @@ def _selection(rule: Any, raw: Mapping[str, Any], source: str, config: IlsiConfi
     params = rule.validate({k: v for k, v in raw.items()
                             if k not in ("method", "trace", rule.decoded_by)})
     candidates = raw.get(rule.decoded_by)
+    if config.speculative_algorithm and "confidence" in rule.needs:
+        raise IlsiRequestError("method", f"{rule.name!r} measures its candidates in the logits "
+                               "stage, which SGLang skips under speculative decoding "
+                               f"({config.speculative_algorithm})")
     if config.speculative_algorithm and candidates not in (None, "none"):
         raise IlsiRequestError(rule.decoded_by, "logits-stage methods are refused under "
                                f"speculative decoding ({config.speculative_algorithm})")
@@ -347,7 +366,14 @@ def _tool_loop(tool_use: Any, raw: Mapping[str, Any], source: str, config: IlsiC
     if "grammar" in raw:
         raise IlsiRequestError("grammar", "tools cannot be combined with a named grammar")
     params = tool_use.validate(raw, config)
-    key = tool_use.decoded_by
+    decoding = _decoding(raw, tool_use.decoded_by, config, tokenizer,
+                         "the text between tool calls is decoded with it")
+    return Plan(TOOL_LOOP, source, tools=ToolPlan(params, decoding))
+
+
+def _decoding(raw: Mapping[str, Any], key: str, config: IlsiConfig, tokenizer: Any | None,
+              what: str) -> Plan:
+    """The plan of ``raw[key]``, a logits method decoding a loop's generations."""
     decoding = raw.get(key)
     if decoding is not None:
         name = decoding if isinstance(decoding, str) else (
@@ -356,5 +382,38 @@ def _tool_loop(tool_use: Any, raw: Mapping[str, Any], source: str, config: IlsiC
             raise IlsiRequestError(key, 'expected a logits method like {"method": "typical"}')
         if name != "none" and registry.get(name, LOGITS) is None:
             raise IlsiRequestError(f"{key}.method", f"{name!r} is not a logits-stage "
-                                   "method (the text between tool calls is decoded with it)")
-    return Plan(TOOL_LOOP, source, tools=ToolPlan(params, _nested(decoding, config, tokenizer)))
+                                   f"method ({what})")
+    return _nested(decoding, config, tokenizer)
+
+
+def _program(program: Any, raw: Mapping[str, Any], source: str, config: IlsiConfig,
+             tokenizer: Any | None) -> Plan:
+    from sglang_ilsi.methods.prompting.base import Program
+
+    if not (isinstance(program, type) and issubclass(program, Program)):
+        runs_in = getattr(program, "program", None) or "an SGLang frontend program"
+        raise IlsiRequestError("method", f"{program.name!r} runs only on the client, as a "
+                               f"frontend program ({runs_in}), not per request")
+    _enabled(program.name, config)
+    if "grammar" in raw:
+        raise IlsiRequestError("grammar", "a prompting program cannot be combined with a "
+                               "named grammar (its steps are free text)")
+    params = program.validate(raw)
+    decoding = _decoding(raw, program.decoded_by, config, tokenizer,
+                         "every generation of the program is decoded with it")
+    return Plan(PROGRAM, source, program=ProgramPlan(program, params, decoding))
+
+
+METER = "confidence"  # the logits method that measures a selection's candidates
+
+
+def measured_by(candidates: Plan, meter_params: Mapping[str, Any]) -> Plan:
+    """``candidates`` decoded with the :data:`METER` method first in the chain
+    (before any method the request named), with the given parameters."""
+    meter = registry.get(METER, LOGITS)
+    params = meter.prepare(validate_params(meter.params, dict(meter_params)), None)
+    chain = candidates.logits
+    choice = MethodChoice(METER, params, chain.trace_k if chain else 0,
+                          chain.source if chain else SOURCE_REQUEST,
+                          tuple(chain.steps()) if chain else ())
+    return replace(candidates, kind=LOGITS, logits=choice)

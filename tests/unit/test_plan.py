@@ -414,9 +414,11 @@ def test_for_one_prompt_copies_the_parameters_a_prompt_completes():
     assert "filled" not in chosen.logits.params
 
 
-def test_a_frontend_program_is_not_run_per_request():
+def test_a_client_only_program_is_not_run_per_request():
+    """Prompting programs run per request (tests/unit/test_prompting_programs.py);
+    skeleton-of-thought stays a frontend program only."""
     msg = error({"ilsi": "skeleton_of_thought"}, param="method", parse=read)
-    assert "frontend program (sglang_ilsi.lang.skeleton_of_thought)" in msg
+    assert "runs only on the client" in msg and "sglang_ilsi.lang.skeleton_of_thought" in msg
 
 
 @pytest.mark.parametrize("method", ["self_consistency", "tools", "typical", "none"])

@@ -6,7 +6,8 @@ These functions are installed as hooks by :mod:`sglang_ilsi.engine.patches`:
   SGLang's ``TokenizerManager`` (``/generate``, both OpenAI endpoints,
   ``sglang.Engine``): it refuses client-sent processors, validates the
   method selection (HTTP 400 naming the parameter), and attaches our
-  processor; a request naming a selection rule is expanded into N samples;
+  processor; a request naming a selection rule is expanded into N samples, a
+  prompting program runs its generations as inner requests;
 - :func:`around_openai_handle_request` reads a ``model="NAME+method"`` suffix;
 - :func:`after_update_request_meta_info` and the two ``after_build_*``
   functions put the method report into ``meta_info.ilsi`` and the OpenAI
@@ -18,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 from sglang_ilsi import plan
@@ -146,18 +148,21 @@ def around_generate_request(original, tokenizer_manager: Any, obj: Any, *args: A
 
     if not isinstance(obj, GenerateReqInput):
         return original(tokenizer_manager, obj, *args, **kwargs)
-    from sglang_ilsi.engine.http import samples, tool_loop
+    from sglang_ilsi.engine.http import programs, samples, tool_loop
 
     tokenizer = getattr(tokenizer_manager, "tokenizer", None)
     backend = _grammar_backend(tokenizer_manager)
     facts = request_needs.ModelFacts.of(tokenizer_manager)
 
     def prepare(o: Any, inner_plan: plan.Plan) -> None:
-        prepare_generate_input(o, tokenizer, [inner_plan], backend, facts)
+        # a batched inner request (a program's sweep) decodes every prompt the same way
+        count = len(o.sampling_params) if isinstance(o.sampling_params, list) else 1
+        prepare_generate_input(o, tokenizer, [inner_plan.for_one_prompt() for _ in range(count)],
+                               backend, facts)
 
     _refuse_client_processor(obj)  # before anything else reads the request
     plans = read_plans(obj, tokenizer)
-    loops = {plan.TOOL_LOOP: tool_loop, plan.SELECTION: samples}
+    loops = {plan.TOOL_LOOP: tool_loop, plan.SELECTION: samples, plan.PROGRAM: programs}
     for kind, runner in loops.items():
         found = [i for i, p in enumerate(plans) if p.kind == kind]
         if found:
@@ -267,6 +272,12 @@ def _read_chat_plan(serving: Any, request: Any) -> None:
     chosen = plan.read(request.custom_params, config(), tokenizer)
     if chosen is plan.PLAIN_PLAN and request.custom_params is None:
         return
+    if chosen.program is not None:  # its in-context turns go into the conversation
+        from sglang_ilsi.engine.http import programs
+
+        programs.add_chat_messages(request, chosen.program.program.chat_messages(
+            chosen.program.params))
+        chosen = replace(chosen, program=replace(chosen.program, chat=True))
     if _needs_second_context(chosen) and tokenizer is not None:
         ids = request_needs.chat_second_ids(chosen.logits, request, tokenizer)
         if ids is not None:
