@@ -33,6 +33,9 @@ class RowContext:
     output_ids: Sequence[int]
     temperature: float = 1.0
     eos_token_ids: Sequence[int] = ()
+    # The request's ``max_new_tokens`` (None: unbounded), so a method can tell a
+    # step that only follows the request's last token (see :func:`finished`).
+    max_new_tokens: int | None = None
     state: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
     # This step's extra next-token logits from the engine, ``[vocab]`` each,
@@ -140,6 +143,18 @@ class LogitsMethod(Method):
     def on_token(cls, row: RowContext, token_id: int) -> None:
         """Called after the engine sampled ``token_id`` for this row (before it is
         appended to ``row.output_ids``). Stateful methods (mirostat) update here."""
+
+
+def finished(row: RowContext) -> bool:
+    """Whether the request already ended at its latest token (an end-of-sequence
+    token, or ``max_new_tokens`` reached). SGLang's overlap scheduler runs such a
+    request through one more forward whose token it discards; methods that
+    measure the steps (rather than only transform them) skip that step."""
+    if not row.output_ids:
+        return False
+    if row.max_new_tokens is not None and len(row.output_ids) >= row.max_new_tokens:
+        return True
+    return row.output_ids[-1] in row.eos_token_ids
 
 
 def scaled(logits: torch.Tensor, rows: Sequence[RowContext],

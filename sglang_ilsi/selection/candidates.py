@@ -8,7 +8,7 @@ The engine forks N continuations of one request, turns each finished one into a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,10 @@ class Candidate:
     :attr:`Selection.index`); ``logprob`` is the cumulative log-probability of
     ``token_ids`` under the model (natural log; None where the engine did not
     record it); ``reward`` is the score of an external reward model / verifier,
-    filled in by the engine only for rules that declare the ``"reward"`` need.
+    filled in by the engine only for rules that declare the ``"reward"`` need;
+    ``confidence`` holds the ``confidence`` method's statistics of this
+    candidate (token confidence, self-certainty, whether it was stopped), filled
+    in only for rules that declare the ``"confidence"`` need.
     """
 
     index: int
@@ -30,6 +33,7 @@ class Candidate:
     logprob: float | None = None
     finish_reason: str | None = None
     reward: float | None = None
+    confidence: Mapping[str, float] | None = None
 
 
 @dataclass

@@ -4,11 +4,11 @@ traced distribution against the warper applied to transformers' logits)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from reference_decoding import HFReference
-from transformers.generation.logits_process import TemperatureLogitsWarper, TopHLogitsWarper
+from transformers.generation.logits_process import TopHLogitsWarper
+from truncation_checks import check_greedy, check_traced_steps, warper_keep
 
 from sglang_ilsi import registry
 from sglang_ilsi.methods.base import RowContext
@@ -19,11 +19,7 @@ PROMPT = "def hello(world):"
 
 
 def transformers_keep(logits: torch.Tensor, alpha: float, temperature: float) -> torch.Tensor:
-    """The tokens transformers keeps: temperature, then Top-H (its own order)."""
-    scores = logits.clone()
-    if temperature > 1e-6:
-        scores = TemperatureLogitsWarper(temperature)(None, scores)
-    return torch.isfinite(TopHLogitsWarper(alpha)(None, scores))
+    return warper_keep(TopHLogitsWarper(alpha), logits, temperature)
 
 
 def ours(logits: torch.Tensor, params: list[dict], temperature: float) -> torch.Tensor:
@@ -74,43 +70,14 @@ def hf(tiny_model_path):
     return HFReference(tiny_model_path)
 
 
-def _logprobs(row: np.ndarray, temperature: float) -> np.ndarray:
-    x = row / temperature
-    finite = np.isfinite(x)
-    out = np.full_like(x, -np.inf)
-    top = x[finite].max()
-    out[finite] = x[finite] - top - np.log(np.exp(x[finite] - top).sum())
-    return out
-
-
-def _reference(raw: np.ndarray, alpha: float, temperature: float) -> np.ndarray:
-    keep = transformers_keep(torch.tensor(raw)[None], alpha, temperature)[0].numpy()
-    return np.where(keep, raw, -np.inf)
-
-
 @pytest.mark.server
 def test_greedy_tokens_equal_transformers(tiny_server, hf):
-    out = tiny_server.generate(PROMPT, max_new_tokens=12, ilsi={"method": "top_h", "alpha": 0.3})
-    transform = lambda raw, prompt_ids, output: _reference(raw, 0.3, 0.0)  # noqa: E731
-    assert out["output_ids"] == hf.greedy(hf.encode(PROMPT), 12, transform)
-    report = out["meta_info"]["ilsi"]
+    keep = lambda logits, t: transformers_keep(logits, 0.3, t)  # noqa: E731
+    report = check_greedy(tiny_server, hf, PROMPT, {"method": "top_h", "alpha": 0.3}, keep)
     assert report["method"] == "top_h" and report["params"]["alpha"] == 0.3
 
 
 @pytest.mark.server
 def test_traced_distribution_equals_transformers(tiny_server, hf):
-    temperature, alpha, k = 0.8, 0.3, 6
-    prompt_ids = hf.encode(PROMPT)
-    out = tiny_server.generate(PROMPT, max_new_tokens=8, temperature=temperature,
-                               ilsi={"method": "top_h", "alpha": alpha, "trace": k})
-    tokens, trace = out["output_ids"], out["meta_info"]["ilsi_trace"]
-    assert len(trace) == len(tokens)
-    truncated = False
-    for step, entry in enumerate(trace):
-        raw = hf.logits(prompt_ids + tokens[:step])
-        after = _logprobs(_reference(raw, alpha, temperature), temperature)
-        for token, lp in entry["after"]:
-            assert lp == pytest.approx(after[token], abs=2e-3), step
-        assert np.isfinite(after[tokens[step]]), step  # every sampled token was kept
-        truncated |= int(np.isfinite(after).sum()) < k
-    assert truncated, "top_h never cut below the traced top-k: is it applied?"
+    keep = lambda logits, t: transformers_keep(logits, 0.3, t)  # noqa: E731
+    check_traced_steps(tiny_server, hf, PROMPT, {"method": "top_h", "alpha": 0.3}, keep, 0.8)

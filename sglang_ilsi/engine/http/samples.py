@@ -24,10 +24,11 @@ import copy
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from sglang_ilsi.params import IlsiRequestError
-from sglang_ilsi.plan import SOURCE_SUFFIX, Plan, clients_own
+from sglang_ilsi.plan import SOURCE_SUFFIX, Plan, clients_own, measured_by
 
 
 def check_request(obj: Any) -> None:
@@ -78,41 +79,42 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
     custom = clients_own(base.get("custom_params"))
     calls = 0
 
-    async def sample(k: int) -> list[dict]:
+    async def sample(k: int, decoding: Plan) -> list[dict]:
         nonlocal calls
         inner = copy.copy(obj)
         inner.sampling_params = {**base, "n": k, "custom_params": dict(custom)}
         inner.rid = None
         inner.stream = False
         inner.return_logprob = True
-        prepare(inner, plan.candidates)
+        prepare(inner, decoding)
         calls += 1
         out = await original(tokenizer_manager, inner, request).__anext__()
         return out if isinstance(out, list) else [out]
 
-    n = plan.params["n"]
-    window = plan.rule.sample_window(plan.params) or n
+    rule, n = plan.rule, plan.params["n"]
+    measured = "confidence" in rule.needs
     outputs: list[dict] = []
-    while len(outputs) < n:  # window by window while the rule wants more
-        outputs += await sample(min(window, n - len(outputs)))
-        if plan.rule.enough([o["text"] for o in outputs], plan.params):
+    candidates: list[Candidate] = []
+    while len(outputs) < n:  # round by round while the rule wants more
+        size = min(rule.round_size(plan.params, len(outputs)), n - len(outputs))
+        if size < 1:
+            break
+        decoding = (measured_by(plan.candidates, rule.meter(plan.params, candidates))
+                    if measured else plan.candidates)
+        outputs += await sample(size, decoding)
+        candidates = [_candidate(i, o, measured) for i, o in enumerate(outputs)]
+        if rule.enough(candidates, plan.params):
             break
 
-    rewards: list[float | None] = [None] * len(outputs)
     reward_ms = 0.0
-    if "reward" in plan.rule.needs:
+    if "reward" in rule.needs:
         reward_start = time.perf_counter()
         rewards = await verifier_rewards(tokenizer_manager, obj, outputs, plan.params, request)
         reward_ms = (time.perf_counter() - reward_start) * 1000.0
-    candidates = [
-        Candidate(index=i, text=o["text"], token_ids=tuple(o.get("output_ids") or ()),
-                  logprob=_cumulative_logprob(o["meta_info"]), finish_reason=_finish(o["meta_info"]),
-                  reward=rewards[i])
-        for i, o in enumerate(outputs)
-    ]
+        candidates = [replace(c, reward=r) for c, r in zip(candidates, rewards, strict=True)]
     select_start = time.perf_counter()
     loop = asyncio.get_running_loop()
-    selection = await loop.run_in_executor(None, plan.rule.select, candidates, plan.params)
+    selection = await loop.run_in_executor(None, rule.select, candidates, plan.params)
     select_ms = (time.perf_counter() - select_start) * 1000.0
 
     chosen = outputs[selection.index]
@@ -140,7 +142,8 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
              "score": report_selection["scores"][i],
              "answer": (selection.answers[i] if selection.answers is not None else None),
              "logprob": c.logprob, "reward": c.reward, "finish_reason": c.finish_reason,
-             "completion_tokens": completion[i]}
+             "completion_tokens": completion[i],
+             **({"confidence": dict(c.confidence)} if c.confidence is not None else {})}
             for i, c in enumerate(candidates)
         ],
         "candidates_method": inner_report,
@@ -160,6 +163,18 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
     out = dict(chosen)
     out["meta_info"] = meta
     yield out
+
+
+def _candidate(index: int, output: Mapping[str, Any], measured: bool) -> Any:
+    from sglang_ilsi.selection import Candidate
+
+    meta = output["meta_info"]
+    report = meta.get("ilsi") if measured else None
+    stats = report.get("stats") if isinstance(report, Mapping) else None
+    return Candidate(index=index, text=output["text"],
+                     token_ids=tuple(output.get("output_ids") or ()),
+                     logprob=_cumulative_logprob(meta), finish_reason=_finish(meta),
+                     confidence=dict(stats) if isinstance(stats, Mapping) else None)
 
 
 def _first_token(tokenizer: Any, text: str, param: str) -> int:

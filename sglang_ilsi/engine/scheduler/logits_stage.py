@@ -64,10 +64,11 @@ class RequestState:
         # one list shared by every method of the chain.
         self.output_ids: list[int] = list(req.output_ids)
         eos = tuple(sorted(req.eos_token_ids or ()))
+        limit = getattr(req.sampling_params, "max_new_tokens", None)
         self.steps: list[tuple[type[LogitsMethod], RowContext]] = [
             (method, RowContext(params=params, prompt_ids=req.origin_input_ids,
                                 output_ids=self.output_ids, temperature=self.temperature,
-                                eos_token_ids=eos))
+                                eos_token_ids=eos, max_new_tokens=limit))
             for method, (_, params) in zip(methods, choice.steps())
         ]
         first = self.steps[0][1]

@@ -70,15 +70,22 @@ class SelectionRule(Method):
         return params
 
     @classmethod
-    def sample_window(cls, params: Mapping[str, Any]) -> int | None:
-        """How many candidates the engine samples at a time before asking
-        :meth:`enough`; None: all ``n`` at once (the default)."""
-        return None
+    def round_size(cls, params: Mapping[str, Any], sampled: int) -> int:
+        """How many candidates the engine samples next, ``sampled`` being sampled
+        already; after each round it asks :meth:`enough`. Default: all ``n`` at once."""
+        return int(params["n"]) - sampled
 
     @classmethod
-    def enough(cls, texts: Sequence[str], params: Mapping[str, Any]) -> bool:
+    def enough(cls, candidates: Sequence[Candidate], params: Mapping[str, Any]) -> bool:
         """Whether the candidates sampled so far suffice (early stopping)."""
         return False
+
+    @classmethod
+    def meter(cls, params: Mapping[str, Any], sampled: Sequence[Candidate]) -> dict[str, Any]:
+        """Rules that need ``"confidence"``: the ``confidence`` method's parameters
+        for the next round's candidates (it decodes them first, before
+        ``ilsi.candidates``), given the candidates sampled so far."""
+        return {}
 
     @classmethod
     def select(cls, candidates: Sequence[Candidate],
@@ -126,6 +133,21 @@ def majority_vote(answers: Sequence[str | None], logprobs: Sequence[float] | Non
     info = {"votes": dict(counts), "voters": len(voters), "no_answer": False,
             "tie_break": tie_break, "answer": winner}
     return position, info
+
+
+def weighted_vote(answers: Sequence[str | None], weights: Sequence[float],
+                  voters: Sequence[int]) -> tuple[str | None, dict[str, float]]:
+    """V(a) = Σ_{t ∈ voters, answer_t = a} w_t; the answer with the largest V (ties:
+    the answer given first). None when no voter has an answer."""
+    totals: dict[str, list[float]] = {}
+    for t in voters:
+        if answers[t] is not None:
+            totals.setdefault(answers[t], []).append(weights[t])
+    votes = {a: math.fsum(w) for a, w in totals.items()}
+    if not votes:
+        return None, {}
+    best = max(votes.values())
+    return next(a for a, v in votes.items() if v == best), votes
 
 
 def vote_scores(answers: Sequence[str | None], voted: int) -> list[float | None]:

@@ -67,13 +67,13 @@ class EarlyStoppingSelfConsistency(SelectionRule):
     )
 
     @classmethod
-    def sample_window(cls, params: Mapping[str, Any]) -> int | None:
-        return int(params["window"])
+    def round_size(cls, params: Mapping[str, Any], sampled: int) -> int:
+        return min(int(params["window"]), int(params["n"]) - sampled)
 
     @classmethod
-    def enough(cls, texts: Sequence[str], params: Mapping[str, Any]) -> bool:
+    def enough(cls, candidates: Sequence[Candidate], params: Mapping[str, Any]) -> bool:
         extract = extractor_from_params(params)
-        return should_stop([extract(text) for text in texts], int(params["window"]))
+        return should_stop([extract(c.text) for c in candidates], int(params["window"]))
 
     @classmethod
     def stopping_point(cls, answers: Sequence[str | None], window: int) -> int:

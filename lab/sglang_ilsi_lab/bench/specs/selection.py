@@ -69,3 +69,57 @@ register_method(MethodSpec(
     notes="the reward is the policy itself asked 'Is the answer above correct?': the lab "
           "model never saw such a question, so this measures an untrained verifier",
 ))
+
+# -- the confidence family (2025): measured inside the server while candidates decode ----------
+
+DEEPCONF_N = 16
+# DeepConf's claim is non-inferiority at a lower cost; 0.05 is what the grid's paired
+# items can resolve at N = 16
+DEEPCONF_MARGIN = 0.05
+DEEPCONF = {"method": "deepconf", "n": DEEPCONF_N, "warmup": 4, "window": 8,
+            "extractor": "hash_marker"}
+register_method(MethodSpec(
+    name=f"self_consistency@{DEEPCONF_N}", family="selection", tasks=("arithmetic",),
+    ilsi={"method": "self_consistency", "n": DEEPCONF_N, "extractor": "hash_marker"},
+    temperature=T, metrics_hook=candidate_metrics, baselines=("sample",),
+    published=Published(
+        "Wang et al. 2023, Self-Consistency Improves Chain of Thought Reasoning (ICLR)",
+        "majority vote over sampled reasoning paths beats a single path"),
+    notes="the budget-matched baseline of the DeepConf rows",
+))
+for label, extra, claim in (
+        ("deepconf", {}, "online (DeepConf-low, η = 10): the same or better accuracy than "
+         "self-consistency at the same N with 43-85% fewer generated tokens"),
+        ("deepconf_high", {"keep_percent": 90.0}, "online DeepConf-high (η = 90): accuracy "
+         "on par with self-consistency, tokens -18 to -59%"),
+        ("deepconf_offline", {"mode": "offline"}, "offline (filter the 10% most confident, "
+         "weighted vote): the same or better accuracy than self-consistency; no token saving")):
+    register_method(MethodSpec(
+        name=f"{label}@{DEEPCONF_N}", family="selection", tasks=("arithmetic",),
+        ilsi={**DEEPCONF, **extra}, temperature=T, metrics_hook=candidate_metrics,
+        baselines=(f"self_consistency@{DEEPCONF_N}", "sample"), expected_sign=0,
+        published=Published(
+            "Fu et al. 2025, Deep Think with Confidence (arXiv:2508.15260)", claim,
+            kind="equivalence", margin=DEEPCONF_MARGIN, cost_measure="forward_tokens"),
+        notes="the effect shown is the accuracy difference to self-consistency at the same N "
+              f"(expected ≥ 0, within ±{DEEPCONF_MARGIN:g}); warm-up 4 traces, window 8 tokens "
+              "(our traces are ~40 tokens, the paper's 2048-token window does not apply)",
+    ))
+register_method(MethodSpec(
+    name=f"self_certainty@{N}", family="selection", tasks=("arithmetic",),
+    ilsi={"method": "self_certainty", "n": N}, temperature=T,
+    metrics_hook=candidate_metrics, baselines=("sample", "greedy"),
+    published=Published(
+        "Kang, Zhao & Song 2025, Scalable Best-of-N Selection for LLMs via Self-Certainty",
+        "choosing the most self-certain of N samples beats a single sample without a reward "
+        "model (e.g. Llama-3.1-8B, MATH, N = 16-64)"),
+))
+register_method(MethodSpec(
+    name=f"self_certainty_vote@{N}", family="selection", tasks=("arithmetic",),
+    ilsi={"method": "self_certainty_vote", "n": N, "extractor": "hash_marker"}, temperature=T,
+    metrics_hook=candidate_metrics, baselines=(f"self_consistency@{N}", "sample"),
+    published=Published(
+        "Kang, Zhao & Song 2025, Scalable Best-of-N Selection for LLMs via Self-Certainty",
+        "Borda voting weighted by self-certainty rank matches or beats self-consistency "
+        "(a small gain that grows with N)"),
+))
