@@ -161,6 +161,8 @@ def _composes_with(cls: type) -> list[str]:
     named = set(cls.composes_with)
     named |= {kind_of(other) for other in registry.entries().values()
               if kind in other.composes_with}
+    if _refuses_speculative(cls) is not None:  # a speculative algorithm accepts its kind,
+        named.discard("speculative")  # but this entry needs the logits stage
     return sorted(named)
 
 

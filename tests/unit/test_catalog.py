@@ -197,3 +197,9 @@ def test_routes_refuse_to_be_shadowed(configured):
 
     with pytest.raises(SystemExit, match="/ilsi/methods"):
         routes.add_routes(app, routes.catalog_routes(tokenizer_manager=None))
+
+
+def test_no_entry_both_composes_with_and_refuses_a_speculative_server():
+    for card in catalog.catalog():
+        refused = any(r["with"].startswith("a speculative server") for r in card["refuses"])
+        assert not (refused and "speculative" in card["composes_with"]), card["name"]

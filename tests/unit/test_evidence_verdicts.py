@@ -234,3 +234,18 @@ def test_merge_replaces_rerun_blocks_and_records_the_command():
     merged = evidence.merge(saved, later)
     assert [c["method"] for c in merged["cells"]] == ["greedy", "dola@validated"]
     assert merged["command"].startswith("first; facts (m) replaced from `sglang-ilsi bench")
+
+
+def test_add_rows_keeps_saved_cells_and_adds_new_rows():
+    saved = {"command": "first", "cells": [
+        {"key": "arithmetic/m/sample", "value": "old"},
+        {"key": "arithmetic/m/esc@8", "value": "old"}]}
+    later = {"command": "sglang-ilsi bench --methods deepconf@16", "created": "now",
+             "cells": [{"key": "arithmetic/m/sample", "value": "new"},
+                       {"key": "arithmetic/m/deepconf@16", "value": "new"}]}
+    added = evidence.add_rows(saved, later)
+    assert [(c["key"], c["value"]) for c in added["cells"]] == [
+        ("arithmetic/m/sample", "old"), ("arithmetic/m/esc@8", "old"),
+        ("arithmetic/m/deepconf@16", "new")]
+    assert added["command"] == ("first; added arithmetic/m/deepconf@16 from "
+                                "`sglang-ilsi bench --methods deepconf@16` run now")

@@ -154,6 +154,19 @@ def merge(results: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
                        f"run {later['created']}"}
 
 
+def add_rows(results: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """``results`` plus ``later``'s cells of rows it does not have yet (new methods
+    measured on the same task and model); its other cells are left out, so every
+    saved row keeps the numbers of the run that measured it. Each added cell carries
+    its effect against the baselines of its own run (same items, same seeds)."""
+    have = {c["key"] for c in results["cells"]}
+    added = [c for c in later["cells"] if c["key"] not in have]
+    names = ", ".join(sorted(c["key"] for c in added)) or "nothing"
+    return {**results, "cells": results["cells"] + added,
+            "command": f"{results['command']}; added {names} from `{later['command']}` "
+                       f"run {later['created']}"}
+
+
 def verdict_counts(results: dict[str, Any]) -> dict[str, dict[str, int]]:
     """claim kind -> outcome -> number of rows (first comparisons of published rows)."""
     counts: dict[str, dict[str, int]] = {}
@@ -321,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--merge", action="append", default=[],
                     help="with --from: a later run's results.json whose task and model blocks "
                          "replace the saved ones (repeatable)")
+    ap.add_argument("--add", action="append", default=[],
+                    help="with --from: a later run's results.json whose rows not yet saved "
+                         "are added, the saved ones kept (repeatable)")
     ap.add_argument("--doc", default="docs/evidence.md")
     ns, rest = ap.parse_known_args(argv)
     if ns.source is None:
@@ -331,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(Path(ns.source).read_text())
     for path in ns.merge:
         results = merge(results, json.loads(Path(path).read_text()))
+    for path in ns.add:
+        results = add_rows(results, json.loads(Path(path).read_text()))
     print(write(results, Path(ns.doc)))
     return 0
 

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from sglang_ilsi.engine.http.samples import finish_type
 from sglang_ilsi.methods.prompting.base import Call, Generated, Prompt
 from sglang_ilsi.params import IlsiRequestError
 from sglang_ilsi.plan import SOURCE_SUFFIX, Plan, clients_own
@@ -131,14 +132,9 @@ class EngineContext:
             if call.prefix:
                 step["prompt_prefix_chars"] = len(call.prefix)
             self.steps.append(step)
-            generated.append(Generated(o["text"], tokens, _finish(meta)))
+            generated.append(Generated(o["text"], tokens, finish_type(meta)))
         self.last = outs[-1]
         return generated
-
-
-def _finish(meta: dict[str, Any]) -> str | None:
-    reason = meta.get("finish_reason")
-    return reason.get("type") if isinstance(reason, dict) else reason
 
 
 async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, request: Any,

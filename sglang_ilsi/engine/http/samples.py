@@ -59,7 +59,8 @@ def _cumulative_logprob(meta: Mapping[str, Any]) -> float | None:
     return float(sum(e[0] for e in entries if e[0] is not None))
 
 
-def _finish(meta: Mapping[str, Any]) -> str | None:
+def finish_type(meta: Mapping[str, Any]) -> str | None:
+    """The type of an output's ``finish_reason`` (``stop``, ``length``, ...)."""
     reason = meta.get("finish_reason")
     return reason.get("type") if isinstance(reason, dict) else reason
 
@@ -173,7 +174,7 @@ def _candidate(index: int, output: Mapping[str, Any], measured: bool) -> Any:
     stats = report.get("stats") if isinstance(report, Mapping) else None
     return Candidate(index=index, text=output["text"],
                      token_ids=tuple(output.get("output_ids") or ()),
-                     logprob=_cumulative_logprob(meta), finish_reason=_finish(meta),
+                     logprob=_cumulative_logprob(meta), finish_reason=finish_type(meta),
                      confidence=dict(stats) if isinstance(stats, Mapping) else None)
 
 
