@@ -79,6 +79,18 @@ def test_equivalence_needs_the_ci_inside_the_margin_and_a_lower_cost():
         Published("p", "c", kind="equivalence")
 
 
+def test_non_inferiority_needs_the_ci_above_minus_the_margin_and_a_lower_cost():
+    claim = Published("p", "equal or better accuracy, fewer tokens", kind="non_inferiority",
+                      margin=0.05)
+    assert _judge(_effect(-0.03, 0.09, tokens=0.8), claim, 0).outcome == verdicts.REPRODUCED
+    worse = _judge(_effect(-0.07, 0.01, tokens=0.8), claim, 0)
+    assert worse.outcome == verdicts.NOT_SHOWN and "not above -0.05" in worse.test
+    dearer = _judge(_effect(0.01, 0.05, tokens=1.1), claim, 0)
+    assert dearer.outcome == verdicts.NOT_SHOWN and "≥ 1" in dearer.test
+    with pytest.raises(SpecError, match="margin"):
+        Published("p", "c", kind="non_inferiority")
+
+
 def test_by_construction_is_never_reproduced():
     for effect in (_effect(0.1, 0.3), _effect(-0.3, -0.1), _effect(-0.1, 0.1)):
         v = _judge(effect, PPL)

@@ -60,7 +60,7 @@ OUTCOME_COLUMNS = (verdicts.REPRODUCED, verdicts.INCONCLUSIVE, verdicts.OPPOSITE
                    verdicts.NOT_SHOWN, verdicts.BY_CONSTRUCTION, verdicts.PENDING_RERUN,
                    verdicts.NO_DATA)
 KIND_TEXT = {"effect": "effect", "speed": "speed", "equivalence": "equivalence",
-             "by_construction": "by construction"}
+             "non_inferiority": "non-inferiority", "by_construction": "by construction"}
 
 
 def _cell(results: dict, key: str) -> dict | None:

@@ -98,7 +98,8 @@ class TaskSpec:
     version: int = 1  # bump when prompts or scoring change, so old cells are not reused
 
 
-CLAIM_KINDS = ("effect", "speed", "equivalence", "by_construction")
+CLAIM_KINDS = ("effect", "speed", "equivalence", "non_inferiority", "by_construction")
+MARGIN_KINDS = ("equivalence", "non_inferiority")  # claims judged against a stated margin
 COST_MEASURES = ("forward_tokens", "seconds_per_item")
 
 
@@ -115,6 +116,9 @@ class Published:
       ±``margin`` (0: identical).
     - ``equivalence``: the same quality at a lower cost; the effect CI must lie within
       ±``margin`` (stated here, before the run) and the ``cost_measure`` ratio be below 1.
+    - ``non_inferiority``: the same or better quality at a lower cost ("equal or higher
+      accuracy with fewer tokens"); the effect CI's lower end must lie above −``margin``
+      and the ``cost_measure`` ratio be below 1.
     - ``by_construction``: the metric moves by construction under this method (e.g.
       perplexity under the same model after truncating its tail): shown, never counted
       as evidence.
@@ -132,8 +136,8 @@ class Published:
         if self.kind not in CLAIM_KINDS:
             raise SpecError(f"published claim of {self.source!r}: kind {self.kind!r} is not "
                             f"one of {', '.join(CLAIM_KINDS)}")
-        if self.kind == "equivalence" and (self.margin is None or self.margin <= 0):
-            raise SpecError(f"published claim of {self.source!r}: an equivalence claim "
+        if self.kind in MARGIN_KINDS and (self.margin is None or self.margin <= 0):
+            raise SpecError(f"published claim of {self.source!r}: an {self.kind} claim "
                             "needs a margin > 0, stated in advance")
         if self.margin is not None and self.margin < 0:
             raise SpecError(f"published claim of {self.source!r}: margin must be >= 0")

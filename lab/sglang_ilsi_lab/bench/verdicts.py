@@ -15,6 +15,9 @@ The test depends on the claim's kind, declared with the claim
 - ``equivalence`` ("same quality at lower cost"): *reproduced* when the effect
   CI lies inside ±margin, the margin stated in the claim before the run, and
   the cost ratio is below 1; *not shown* otherwise.
+- ``non_inferiority`` ("the same or better quality at lower cost"): *reproduced*
+  when the effect CI's lower end lies above −margin and the cost ratio is below 1;
+  *not shown* otherwise.
 - ``by_construction``: the metric moves by construction under the method
   (perplexity under the same model after cutting the tail): *by construction
   (not evidence)*, never counted as reproduced.
@@ -137,6 +140,21 @@ def judge_equivalence(effect: dict[str, Any], margin: float, cost_measure: str) 
     return Verdict("equivalence", REPRODUCED if inside and cheaper else NOT_SHOWN, test)
 
 
+def judge_non_inferiority(effect: dict[str, Any], margin: float, cost_measure: str
+                          ) -> Verdict:
+    """Effect CI's lower end above −``margin`` and the ``cost_measure`` ratio below 1."""
+    if effect.get("ci_low") is None:
+        return Verdict("non_inferiority", NO_DATA, "non-inferiority test: no paired items")
+    above = effect["ci_low"] > -margin
+    cost = (effect.get("cost_ratio") or {}).get(cost_measure)
+    cheaper = cost is not None and cost < 1
+    measure = cost_measure.replace("_", " ")
+    test = (f"non-inferiority test: effect CI {_ci(effect)} lower end "
+            f"{'above' if above else 'not above'} -{margin:g} (margin stated in advance); "
+            f"{measure} × {_num(cost, 2)} {'<' if cheaper else '≥'} 1")
+    return Verdict("non_inferiority", REPRODUCED if above and cheaper else NOT_SHOWN, test)
+
+
 def judge(effect: dict[str, Any], claim: Published | None, *, expected_sign: int,
           higher_is_better: bool, chosen_on_test: str = "") -> Verdict:
     """The verdict on a row's first comparison for its claim's kind."""
@@ -153,4 +171,7 @@ def judge(effect: dict[str, Any], claim: Published | None, *, expected_sign: int
     if kind == "equivalence":
         assert claim is not None
         return judge_equivalence(oriented, margin, claim.cost_measure)
+    if kind == "non_inferiority":
+        assert claim is not None
+        return judge_non_inferiority(oriented, margin, claim.cost_measure)
     return judge_effect(oriented, expected_sign)
