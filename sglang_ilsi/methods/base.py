@@ -60,6 +60,13 @@ def layer_key(index: int) -> str:
     return f"layer:{index}"
 
 
+def datastore_key(name: str) -> str:
+    """``datastore`` need: the input holding this step's nearest neighbours in
+    store ``name``, a ``[2, k]`` float32 tensor (squared L2 distances, ascending;
+    then the neighbours' next-token ids)."""
+    return f"datastore:{name}"
+
+
 @dataclass(frozen=True)
 class Requirements:
     """The extra distributions one request needs at every step, beyond its
@@ -69,16 +76,26 @@ class Requirements:
     aux_models: tuple[str, ...] = ()
     second_context: bool = False
     layers: tuple[int, ...] = ()
+    # ``datastore``: (store name, neighbours wanted) pairs, searched once per step.
+    datastores: tuple[tuple[str, int], ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.aux_models or self.second_context or self.layers)
+        return bool(self.aux_models or self.second_context or self.layers or self.datastores)
 
     def merged(self, other: Requirements) -> Requirements:
         return Requirements(
             aux_models=tuple(dict.fromkeys(self.aux_models + other.aux_models)),
             second_context=self.second_context or other.second_context,
             layers=tuple(sorted(set(self.layers) | set(other.layers))),
+            datastores=_most_neighbours(self.datastores + other.datastores),
         )
+
+
+def _most_neighbours(pairs: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+    most: dict[str, int] = {}
+    for name, k in pairs:
+        most[name] = max(k, most.get(name, 0))
+    return tuple(most.items())
 
 
 def stacked(rows: Sequence[RowContext], key: str | Callable[[RowContext], str],
@@ -157,20 +174,71 @@ def finished(row: RowContext) -> bool:
     return row.output_ids[-1] in row.eos_token_ids
 
 
+class Rows(list):
+    """The rows of one method group as the logits stage hands them to ``apply``: a
+    list of :class:`RowContext` that also keeps the per-row tensors built from them
+    (parameter columns, temperatures). The stage builds a ``Rows`` when the set or
+    order of its rows changes (a request admitted or finished) and hands the same
+    object step after step, so :func:`column` and :func:`scaled` build each tensor
+    once per batch composition (vLLM V1's persistent batch, ``update_state``)
+    instead of from Python lists at every step. A plain list works as well: the
+    tensors are then built at each call."""
+
+    __slots__ = ("_tensors",)
+
+    def __init__(self, contexts: Sequence[RowContext] = ()):
+        super().__init__(contexts)
+        self._tensors: dict[tuple, torch.Tensor] = {}
+
+    def kept(self, key: tuple, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The tensor cached under ``key``, built by ``build()`` the first time. The
+        tensor is shared between steps: callers never write into it."""
+        t = self._tensors.get(key)
+        if t is None:
+            t = self._tensors[key] = build()
+        return t
+
+
+def on_device(values: Sequence[Any], dtype: torch.dtype | None = None,
+              device: torch.device | str = "cpu") -> torch.Tensor:
+    """``torch.tensor(values, dtype=dtype, device=device)`` without waiting for the
+    device: a copy from pageable host memory synchronizes the stream (it waits for
+    the forward pass), so off the CPU the values go through pinned memory and are
+    copied asynchronously, in stream order."""
+    t = torch.tensor(values, dtype=dtype)
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return t
+    if kind != "cuda":  # meta (the host-only dry run of benchmarks), other accelerators
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+def _kept(rows: Sequence[RowContext], key: tuple,
+          build: Callable[[], torch.Tensor]) -> torch.Tensor:
+    return rows.kept(key, build) if isinstance(rows, Rows) else build()
+
+
 def scaled(logits: torch.Tensor, rows: Sequence[RowContext],
            out: torch.Tensor | None = None) -> torch.Tensor:
     """``logits / T`` per row, with SGLang's convention that T≈0 (greedy) is 1
     (written into ``out`` if given)."""
-    temps = torch.tensor(
+    temps = _kept(rows, ("temperature", logits.dtype, logits.device), lambda: on_device(
         [r.temperature if r.temperature > 1e-6 else 1.0 for r in rows],
         dtype=logits.dtype,
         device=logits.device,
-    )
-    return torch.div(logits, temps.unsqueeze(1), out=out)
+    ).unsqueeze(1))
+    return torch.div(logits, temps, out=out)
 
 
-def column(rows: Sequence[RowContext], name: str, like: torch.Tensor) -> torch.Tensor:
-    """The per-row values of parameter ``name`` as a ``[n, 1]`` tensor."""
-    return torch.tensor(
-        [float(r.params[name]) for r in rows], dtype=like.dtype, device=like.device
-    ).unsqueeze(1)
+def column(rows: Sequence[RowContext], name: str, like: torch.Tensor,
+           dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The per-row values of parameter ``name`` as a ``[n, 1]`` tensor on ``like``'s
+    device, of ``like``'s dtype unless ``dtype`` is given (an integer dtype keeps
+    integer parameters exact). Kept across steps when ``rows`` is a :class:`Rows`;
+    never write into it."""
+    dtype = like.dtype if dtype is None else dtype
+    convert = float if dtype.is_floating_point else int
+    return _kept(rows, ("param", name, dtype, like.device), lambda: on_device(
+        [convert(r.params[name]) for r in rows], dtype=dtype, device=like.device
+    ).unsqueeze(1))

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from sglang_ilsi.methods.base import RowContext
+from sglang_ilsi.methods.base import RowContext, on_device
 
 NEG_INF = float("-inf")
 # exp(x) of float32 is subnormal below about -87.3 (and slow on x86); see exp_normal.
@@ -92,8 +92,57 @@ def count_true(mask: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
 
 def add_kept(rows: Sequence[RowContext], counts: Sequence[int]) -> None:
     """Add already-synced per-row kept counts to ``stats["kept_tokens"]``."""
-    for row, kept in zip(rows, counts, strict=True):
-        row.stats["kept_tokens"] = row.stats.get("kept_tokens", 0.0) + float(kept)
+    add_stat(rows, "kept_tokens", counts)
+
+
+def add_stat(rows: Sequence[RowContext], key: str, values: Sequence[float]) -> None:
+    """Add each row's value to its ``stats[key]``."""
+    for row, value in zip(rows, values, strict=True):
+        row.stats[key] = row.stats.get(key, 0.0) + float(value)
+
+
+def defer_stat(rows: Sequence[RowContext], key: str, values: torch.Tensor) -> None:
+    """Add ``values`` (one per row, a tensor on any device) to the rows' ``stats[key]``
+    later, without reading it back now: on an accelerator a read is a host-device
+    sync. The engine reads every deferred value of a step in one transfer, with the
+    step's sampled tokens (:func:`flush_stats`); on a CPU tensor it is added now."""
+    if values.device.type == "cpu":
+        add_stat(rows, key, values.reshape(-1).tolist())
+        return
+    pending = getattr(_scratch, "pending", None)
+    if pending is None:
+        pending = _scratch.pending = []
+    pending.append((rows, key, values.reshape(-1)))
+
+
+def discard_stats() -> int:
+    """Drop this thread's deferred stats (a dry run on the ``meta`` device has no
+    values to read); returns how many entries were dropped."""
+    pending = getattr(_scratch, "pending", None) or []
+    _scratch.pending = []
+    return len(pending)
+
+
+def flush_stats(extra: torch.Tensor | None = None) -> list | None:
+    """Add the stats deferred by :func:`defer_stat` (this thread's) to their rows, in
+    one transfer; with ``extra`` (a tensor), read it in the same transfer and return
+    it as a flat list (its values as Python ints if it has an integer dtype)."""
+    pending = getattr(_scratch, "pending", None) or []
+    _scratch.pending = []
+    if not pending:
+        return None if extra is None else extra.reshape(-1).tolist()
+    parts = [values.to(torch.float64) for _, _, values in pending]
+    if extra is not None:
+        parts.append(extra.reshape(-1).to(device=parts[0].device, dtype=torch.float64))
+    flat = torch.cat(parts).tolist()
+    at = 0
+    for rows, key, values in pending:
+        add_stat(rows, key, flat[at:at + values.numel()])
+        at += values.numel()
+    if extra is None:
+        return None
+    rest = flat[at:]
+    return [int(v) for v in rest] if not extra.dtype.is_floating_point else rest
 
 
 def truncate(logits: torch.Tensor, keep: torch.Tensor, scores: torch.Tensor,
@@ -106,7 +155,12 @@ def truncate(logits: torch.Tensor, keep: torch.Tensor, scores: torch.Tensor,
     (``scores[i] >= scores[j]`` and ``keep[j]`` imply ``keep[i]``), as for
     thresholds on a monotone function of the scores: a non-empty upper set
     already holds the argmax, so only empty rows need it added. ``counts`` (the
-    rows' ``keep`` sums, if the caller already synced them) saves the sync."""
+    rows' ``keep`` sums, if the caller already synced them) saves the sync.
+
+    Off the CPU (``counts`` not given) nothing is read back: the empty rows get their
+    argmax on the device and the counts are deferred (:func:`defer_stat`)."""
+    if counts is None and logits.device.type != "cpu":
+        return _truncate_on_device(logits, keep, scores, rows)
     if counts is None:
         counts = count_true(keep).tolist()
     counts = list(counts)
@@ -120,6 +174,16 @@ def truncate(logits: torch.Tensor, keep: torch.Tensor, scores: torch.Tensor,
             counts[i] = 1
     add_kept(rows, counts)
     return out
+
+
+def _truncate_on_device(logits: torch.Tensor, keep: torch.Tensor, scores: torch.Tensor,
+                        rows: Sequence[RowContext]) -> torch.Tensor:
+    """:func:`truncate` without a host-device sync (the same result)."""
+    kept = count_true(keep, keepdim=True)
+    top = scores.argmax(dim=-1, keepdim=True)
+    keep = keep.scatter(-1, top, keep.gather(-1, top) | (kept == 0))  # only empty rows change
+    defer_stat(rows, "kept_tokens", kept.clamp(min=1))
+    return torch.where(keep, logits, NEG_INF)
 
 
 def select(keep: torch.Tensor, logits: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
@@ -186,8 +250,7 @@ def add_sparse(logits: torch.Tensor, rows: list[int], cols: list[int],
     (repeated positions add up); -inf entries stay -inf."""
     out = logits.clone()
     if rows:
-        index = (torch.tensor(rows, dtype=torch.long, device=logits.device),
-                 torch.tensor(cols, dtype=torch.long, device=logits.device))
-        out.index_put_(index, torch.tensor(values, dtype=out.dtype, device=out.device),
-                       accumulate=True)
+        index = (on_device(rows, torch.long, logits.device),
+                 on_device(cols, torch.long, logits.device))
+        out.index_put_(index, on_device(values, out.dtype, out.device), accumulate=True)
     return out

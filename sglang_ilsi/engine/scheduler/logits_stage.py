@@ -16,6 +16,18 @@ token history a method sees is exact even under the overlap scheduler, where
 
 Costs and the optional per-token trace are written to ``req.customized_info``,
 which SGLang carries to ``meta_info`` (keys ``ilsi`` and ``ilsi_trace``).
+
+Ready for GPU step times (issue #17): the grouping of the rows and each group's
+per-row tensors (parameter columns, temperatures, row indices; see
+:class:`~sglang_ilsi.methods.base.Rows`) are kept in a :class:`_Layout` while the
+batch's requests stay the same (SGLang hands the same ``custom_params`` dict per
+request at every step), and rebuilt only on admission, finish or reordering. The
+stage itself reads nothing back from the device: the methods' stats that live on
+the device are deferred and read with the step's sampled tokens, in the one
+transfer :func:`record_sampled_tokens` makes anyway (``methods/common.py:
+defer_stat``). Host reads that remain are some methods' own (those whose next step
+depends on a value: mirostat's μ, look-back's matches, dola's layer, ...; listed by
+``stage_timing.device_read`` and ``scripts/gpu_check.py``) and the opt-in trace.
 """
 
 from __future__ import annotations
@@ -25,10 +37,15 @@ import logging
 import pickle
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from sglang.srt.sampling.custom_logit_processor import CustomLogitProcessor
+
+try:
+    from sglang.srt.sampling.custom_logit_processor import CustomLogitProcessor
+except ImportError:  # no SGLang (scripts/gpu_check.py on a bare machine): the stage alone
+    CustomLogitProcessor = object  # type: ignore[assignment,misc]
 
 from sglang_ilsi import registry
 from sglang_ilsi.methods.base import (
@@ -37,9 +54,12 @@ from sglang_ilsi.methods.base import (
     LogitsMethod,
     Requirements,
     RowContext,
+    Rows,
     aux_key,
     layer_key,
+    on_device,
 )
+from sglang_ilsi.methods.common import flush_stats
 from sglang_ilsi.plan import ENCODED_KEY, MethodChoice, explain
 
 logger = logging.getLogger(__name__)
@@ -55,7 +75,7 @@ class RequestState:
 
     __slots__ = ("choice", "steps", "summary", "trace", "reports", "stage_seconds",
                  "temperature", "output_ids", "requirements", "input_keys", "inputs", "ready",
-                 "second", "companion_seconds", "second_ids")
+                 "second", "companion_seconds", "second_ids", "cost", "companions")
 
     def __init__(self, choice: MethodChoice, methods: list[type[LogitsMethod]], req: Any):
         self.choice = choice
@@ -89,6 +109,7 @@ class RequestState:
             },
             "stats": first.stats,
         }
+        self.cost: dict[str, Any] = self.summary["cost"]
         if choice.then:
             self.summary["then"] = [
                 {"method": m.name, "family": m.family, "params": _public(ctx.params),
@@ -115,6 +136,7 @@ class RequestState:
             needs = needs.merged(method.requirements(params))
             self.second_ids = self.second_ids or list(params.get(SECOND_IDS, ()))
         self.requirements = needs
+        self.companions = bool(needs)
         self.input_keys = frozenset(
             [aux_key(n) for n in needs.aux_models] + [layer_key(i) for i in needs.layers]
             + ([SECOND] if needs.second_context else []))
@@ -127,10 +149,11 @@ class RequestState:
 
     def account(self, seconds: float) -> None:
         self.stage_seconds += seconds
-        cost = self.summary["cost"]
+        cost = self.cost
         cost["steps"] += 1
-        cost["stage_ms"] = round(self.stage_seconds * 1000.0, 4)
-        if self.requirements:
+        # ms to 4 decimals (round(x, 4) costs several times more, per row and step)
+        cost["stage_ms"] = int(self.stage_seconds * 1e7 + 0.5) / 1e4
+        if self.companions:
             cost["extra_distributions_ms"] = round(self.companion_seconds * 1000.0, 4)
         self.reports.append(self.summary)
 
@@ -205,49 +228,152 @@ def _trace_distribution(logits: torch.Tensor, temperature: float) -> torch.Tenso
     return torch.log_softmax(logits.float() / t, dim=-1)
 
 
-def _apply_group(logits: torch.Tensor, method: type[LogitsMethod],
-                 rows: list[int], contexts: list[RowContext]) -> torch.Tensor:
-    """``method.apply`` on the given rows of ``logits`` (float32 in and out)."""
-    if len(rows) == logits.shape[0]:  # the common case: one method, every row
-        return method.apply(logits, contexts)
-    index = torch.tensor(rows, device=logits.device)
-    logits.index_copy_(0, index, method.apply(logits.index_select(0, index), contexts))
-    return logits
+@dataclass
+class _Group:
+    """The rows (of the stage's batch) whose chain has ``method`` at one depth."""
+
+    method: type[LogitsMethod]
+    rows: list[int]
+    contexts: Rows
+    index: torch.Tensor | None = None  # ``rows`` on the logits' device (kept)
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        """``method.apply`` on the group's rows of ``logits`` (float32 in and out)."""
+        if len(self.rows) == logits.shape[0]:  # the common case: one method, every row
+            return self.method.apply(logits, self.contexts)
+        if self.index is None or self.index.device != logits.device:
+            self.index = on_device(self.rows, torch.int64, logits.device)
+        index = self.index
+        logits.index_copy_(0, index, self.method.apply(logits.index_select(0, index),
+                                                       self.contexts))
+        return logits
+
+
+@dataclass
+class _Layout:
+    """How one batch composition is processed: its members (rows with a state) and
+    their groups, depth by depth. Built when the rows' requests change (admission,
+    finish, reordering) and reused at every step in between, with the per-row
+    tensors its groups' :class:`Rows` keep. It holds the rows' ``custom_params``
+    (so their ``id``, the cache key, cannot be reused while it lives)."""
+
+    params: list[Any]
+    members: list[tuple[int, RequestState]]
+    levels: list[list[_Group]]
+    # Rows to check at each step: every member's request (a middle prefill chunk
+    # is not a decoding step), and the states that wait for extra distributions.
+    reqs: list[tuple[Any, int]] = field(default_factory=list)
+    waiting: list[RequestState] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, custom_params: Sequence[Any], members: list[tuple[int, RequestState]]
+              ) -> _Layout:
+        levels: list[list[_Group]] = []
+        depth = 0
+        while True:
+            groups: dict[type[LogitsMethod], _Group] = {}
+            for row, state in members:
+                if depth < len(state.steps):
+                    method, ctx = state.steps[depth]
+                    group = groups.get(method)
+                    if group is None:
+                        group = groups[method] = _Group(method, [], Rows())
+                    group.rows.append(row)
+                    group.contexts.append(ctx)
+            if not groups:
+                break
+            levels.append(list(groups.values()))
+            depth += 1
+        reqs = [(custom_params[row]["__req__"], len(custom_params[row]["__req__"].origin_input_ids))
+                for row, _ in members]
+        waiting = [state for _, state in members if state.requirements]
+        return cls(list(custom_params), members, levels, reqs, waiting)
+
+    def intact(self) -> bool:
+        """Whether every member takes part in this step as laid out."""
+        for req, prompt in self.reqs:
+            end = getattr(req, "extend_end", None)
+            if end is not None and end < prompt:
+                return False
+        return all(state.ready for state in self.waiting)
+
+
+class _Layouts:
+    """The last few layouts by their rows' ``custom_params`` identities (SGLang hands
+    the same dict per request at every step; the list around them is new each time)."""
+
+    SIZE = 4
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[int, ...], _Layout] = {}
+
+    def get(self, custom_params: Sequence[Any]) -> _Layout | None:
+        key = tuple(map(id, custom_params))
+        layout = self._by_key.get(key)
+        if layout is None:
+            members = _members(custom_params)
+            if members is None:
+                return None
+            layout = _Layout.build(custom_params, members)
+            if len(self._by_key) >= self.SIZE:
+                self._by_key.pop(next(iter(self._by_key)))
+            self._by_key[key] = layout
+        return layout
+
+    def clear(self) -> None:
+        self._by_key.clear()
+
+
+def _members(custom_params: Sequence[Any]) -> list[tuple[int, RequestState]] | None:
+    """Every row with a request state (None if no row has one)."""
+    members = []
+    for row, params in enumerate(custom_params):
+        state = state_of(params)
+        if state is not None:
+            members.append((row, state))
+    return members or None
+
+
+_layouts = _Layouts()
+
+
+def _step_layout(custom_params: Sequence[Any]) -> _Layout | None:
+    """This step's layout: the kept one when every member takes part (the usual
+    decoding step); otherwise one for this step only, without the rows in a middle
+    prefill chunk or still waiting for their extra distributions (counted as
+    skipped)."""
+    layout = _layouts.get(custom_params)
+    if layout is None or layout.intact():
+        return layout
+    members = []
+    for row, state in layout.members:
+        if in_chunked_prefill(custom_params[row]):
+            continue
+        if state.ready:
+            members.append((row, state))
+        else:
+            state.skip()
+    return _Layout.build(custom_params, members) if members else None
 
 
 def apply_methods(logits: torch.Tensor, custom_params: Sequence[Any]) -> torch.Tensor:
     """Apply each row's chain of methods; rows without one pass through unchanged.
 
     At each depth of the chains, rows whose method at that depth is the same
-    are processed together in one batched ``apply``."""
-    members: list[tuple[int, RequestState]] = []
-    for row, params in enumerate(custom_params):
-        state = state_of(params)
-        if state is not None and not in_chunked_prefill(params):
-            if state.ready:
-                members.append((row, state))
-            else:
-                state.skip()
-    if not members:
+    are processed together in one batched ``apply``. The grouping and the
+    groups' per-row tensors are kept while the batch's requests stay the same."""
+    flush_stats()
+    layout = _step_layout(custom_params)
+    if layout is None:
         return logits
     start = time.perf_counter()
+    members = layout.members
     traced = [(row, state) for row, state in members if state.trace is not None]
     before = {row: logits[row].float().clone() for row, _ in traced}
     work = logits.float()
-    depth = 0
-    while True:
-        groups: dict[type[LogitsMethod], tuple[list[int], list[RowContext]]] = {}
-        for row, state in members:
-            if depth < len(state.steps):
-                method, ctx = state.steps[depth]
-                rows, contexts = groups.setdefault(method, ([], []))
-                rows.append(row)
-                contexts.append(ctx)
-        if not groups:
-            break
-        for method, (rows, contexts) in groups.items():
-            work = _apply_group(work, method, rows, contexts)
-        depth += 1
+    for groups in layout.levels:
+        for group in groups:
+            work = group.apply(work)
     for row, state in traced:
         k, t = state.choice.trace_k, state.temperature
         state.trace.append({
@@ -279,17 +405,32 @@ def record_sampled_tokens(sampling_info: Any, next_token_ids: torch.Tensor) -> N
     """Append each sglang-ilsi row's sampled token to its request state."""
     entries = getattr(sampling_info, "custom_logit_processor", None)
     if not entries or next_token_ids is None:
+        flush_stats()
         return
+    rows: list[int] = []
+    picked: list[torch.Tensor] = []
     for entry in entries.values():
-        if not isinstance(entry.processor, IlsiLogitProcessor):
+        if isinstance(entry.processor, IlsiLogitProcessor):
+            rows.extend(entry.rows)
+            picked.append(next_token_ids.index_select(
+                0, entry.indices.to(next_token_ids.device)))
+    if not picked:
+        flush_stats()
+        return
+    record_tokens(sampling_info.custom_params, rows, torch.cat(picked))
+
+
+def record_tokens(custom_params: Sequence[Any], rows: Sequence[int],
+                  tokens: torch.Tensor) -> None:
+    """Append ``tokens[k]`` to the state of row ``rows[k]``. The tokens are read back
+    in one transfer together with the step's deferred method stats."""
+    values = flush_stats(tokens)
+    for row, token in zip(rows, values, strict=True):
+        params = custom_params[row]
+        state = state_of(params, create=False)
+        if state is None or in_chunked_prefill(params):
             continue
-        tokens = next_token_ids.index_select(0, entry.indices.to(next_token_ids.device)).tolist()
-        for row, token in zip(entry.rows, tokens):
-            params = sampling_info.custom_params[row]
-            state = state_of(params, create=False)
-            if state is None or in_chunked_prefill(params):
-                continue
-            state.record(int(token))
+        state.record(int(token))
 
 
 def _by_reference(cls: type) -> str:

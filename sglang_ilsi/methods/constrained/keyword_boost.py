@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from sglang_ilsi.methods.base import LogitsMethod, RowContext, column
+from sglang_ilsi.methods.base import LogitsMethod, RowContext, column, on_device
 from sglang_ilsi.methods.constrained.phrases import (
     decode_keywords,
     encode_keywords,
@@ -88,8 +88,8 @@ class KeywordBoost(LogitsMethod):
             c_idx += toks
         out = logits.clone()
         if c_idx:  # only the boosted entries change (each at most once per row)
-            r = torch.tensor(r_idx, dtype=torch.long, device=logits.device)
-            c = torch.tensor(c_idx, dtype=torch.long, device=logits.device)
+            r = on_device(r_idx, torch.long, logits.device)
+            c = on_device(c_idx, torch.long, logits.device)
             strength = column(rows, "strength", logits).squeeze(1).index_select(0, r)
             out[r, c] = out[r, c] + strength
         return out

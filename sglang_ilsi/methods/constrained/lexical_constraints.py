@@ -73,7 +73,7 @@ from typing import Any
 
 import torch
 
-from sglang_ilsi.methods.base import LogitsMethod, RowContext
+from sglang_ilsi.methods.base import LogitsMethod, RowContext, on_device
 from sglang_ilsi.methods.constrained.phrases import (
     contains,
     decode_keywords,
@@ -301,7 +301,7 @@ class LexicalConstraints(LogitsMethod):
                 boost_rows.append(i)
 
         if fallback:  # rare: retry with the bans only, else leave the row untouched
-            index = torch.tensor(fallback, dtype=torch.long, device=device)
+            index = on_device(fallback, torch.long, device)
             retry = logits.index_select(0, index)
             r = [k for k, i in enumerate(fallback) for _ in plans[i]["banned"]]
             if r:
@@ -322,7 +322,7 @@ class LexicalConstraints(LogitsMethod):
             boost_v = [float(rows[i].params["boost"]) for i in boost_rows
                        for _ in plans[i]["boosted"]]
             out.index_put_(_index(boost_r, boost_c, device),
-                           torch.tensor(boost_v, dtype=out.dtype, device=device), accumulate=True)
+                           on_device(boost_v, out.dtype, device), accumulate=True)
         if force_r:
             idx = _index(force_r, force_c, device)
             out.index_fill_(0, idx[0], NEG_INF)
@@ -336,5 +336,5 @@ def _queried(plan: dict[str, Any]) -> list[int]:
 
 
 def _index(rows: list[int], cols: list[int], device: torch.device) -> tuple[torch.Tensor, ...]:
-    return (torch.tensor(rows, dtype=torch.long, device=device),
-            torch.tensor(cols, dtype=torch.long, device=device))
+    return (on_device(rows, torch.long, device),
+            on_device(cols, torch.long, device))

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from sglang_ilsi.methods.base import LogitsMethod, RowContext
+from sglang_ilsi.methods.base import LogitsMethod, RowContext, on_device
 from sglang_ilsi.methods.constrained.phrases import decode_keywords, encode_keywords, vocab_size
 from sglang_ilsi.params import IlsiRequestError, Param
 from sglang_ilsi.registry import register
@@ -162,10 +162,9 @@ class MonitorGuided(LogitsMethod):
         if not plans:
             return logits
         device = logits.device
-        r = torch.tensor([k for k, (_, a) in enumerate(plans) for _ in a], dtype=torch.long,
-                         device=device)
-        c = torch.tensor([t for _, a in plans for t in a], dtype=torch.long, device=device)
-        index = torch.tensor([i for i, _ in plans], dtype=torch.long, device=device)
+        r = on_device([k for k, (_, a) in enumerate(plans) for _ in a], torch.long, device)
+        c = on_device([t for _, a in plans for t in a], torch.long, device)
+        index = on_device([i for i, _ in plans], torch.long, device)
         keep = torch.zeros((len(plans), vocab), dtype=torch.bool, device=device)
         keep[r, c] = True
         candidate = logits.index_select(0, index).masked_fill(~keep, NEG_INF)
@@ -176,6 +175,6 @@ class MonitorGuided(LogitsMethod):
             rows[i].stats["conflicts" if empty[k] else "masked_steps"] += 1.0
         out = logits.clone()
         if ok:
-            pick = torch.tensor(ok, dtype=torch.long, device=device)
+            pick = on_device(ok, torch.long, device)
             out.index_copy_(0, index.index_select(0, pick), candidate.index_select(0, pick))
         return out

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import torch
 
-from sglang_ilsi.methods.base import LogitsMethod, RowContext, column
+from sglang_ilsi.methods.base import LogitsMethod, RowContext, column, on_device
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
@@ -94,8 +94,8 @@ class PenaltyDecoding(LogitsMethod):
         # (the repetition penalty first, so that an EOS in the window gets both).
         for r_idx, t_idx, name in ((rep_r, rep_t, "penalty"), (eos_r, eos_t, "length_penalty")):
             if t_idx:
-                r = torch.tensor(r_idx, dtype=torch.long, device=logits.device)
-                t = torch.tensor(t_idx, dtype=torch.long, device=logits.device)
+                r = on_device(r_idx, torch.long, logits.device)
+                t = on_device(t_idx, torch.long, logits.device)
                 theta = column(rows, name, logits).squeeze(1).index_select(0, r)
                 out[r, t] = ctrl_penalty(out[r, t], theta)
         return out

@@ -36,7 +36,9 @@ u stays small. Those candidates are ranked (R_k of the others is their summed
 mass), the increments are computed as above, and a row falls back to ranking
 the whole vocabulary when the run reaches the last candidate with u not small
 enough, or when an increment lies within 1e-9 · ε of ε (the rest sums are
-accumulated in a different order than in the full ranking).
+accumulated in a different order than in the full ranking). On an accelerator
+every row is ranked in full: choosing rows for the candidates would take
+host-device syncs, and a sort there is cheap.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from sglang_ilsi.methods.common import (
     SMALL,
     add_kept,
     count_true,
+    defer_stat,
     key_ids,
     order_keys,
     scratch,
@@ -92,6 +95,8 @@ class AdaptiveDecoding(LogitsMethod):
         masked = torch.isneginf(s, out=scratch("mask", s, torch.bool))
         n_vocab = (vocab - count_true(masked, keepdim=True)).double()  # V per row
         eps = column(rows, "epsilon", n_vocab)
+        if logits.device.type != "cpu":  # every row ranked in full: no host-device sync
+            return cls._ranked_on_device(logits, s, n_vocab, eps, rows)
         if not CANDIDATES or vocab < _MIN_VOCAB:
             out = torch.full_like(logits, float("-inf"))
             add_kept(rows, cls._ranked(out, logits, s, n_vocab, eps, list(range(n)), [0] * n))
@@ -159,19 +164,35 @@ class AdaptiveDecoding(LogitsMethod):
         return keep, delta, k
 
     @classmethod
+    def _ranking(cls, sr, n_vocab, eps):
+        """Each row's tokens by decreasing ``sr`` (ties by id) and its kept prefix."""
+        if sr.numel() < SMALL:  # a stable sort orders ties by token id too
+            order = sr.sort(dim=-1, descending=True, stable=True).indices
+        else:
+            ids = torch.arange(sr.shape[-1], device=sr.device).expand_as(sr)
+            order = key_ids(sort_rows(order_keys(sr, ids, descending=True)))
+        sp = torch.softmax(sr.double(), dim=-1).gather(-1, order)
+        keep, _, _ = cls._run(sp, n_vocab, eps)
+        return order, keep
+
+    @classmethod
+    def _ranked_on_device(cls, logits, s, n_vocab, eps, rows):
+        """Every row from the full ranking (what :meth:`_ranked` computes), written
+        with one scatter; the kept counts are deferred (no host read)."""
+        order, keep = cls._ranking(s, n_vocab, eps)
+        out = torch.full_like(logits, float("-inf"))
+        out.scatter_(-1, order, logits.gather(-1, order).masked_fill(~keep, float("-inf")))
+        defer_stat(rows, "kept_tokens", count_true(keep))
+        return out
+
+    @classmethod
     def _ranked(cls, out, logits, s, n_vocab, eps, redo_rows, kept_counts):
         """The rows ``redo_rows`` from the ranking of their whole vocabulary."""
         every = len(redo_rows) == s.shape[0]
         r = torch.arange(s.shape[0], device=s.device) if every else torch.tensor(
             redo_rows, device=s.device)
         sr = s if every else s.index_select(0, r)
-        if sr.numel() < SMALL:  # a stable sort orders ties by token id too
-            order = sr.sort(dim=-1, descending=True, stable=True).indices
-        else:
-            ids = torch.arange(sr.shape[-1], device=s.device).expand_as(sr)
-            order = key_ids(sort_rows(order_keys(sr, ids, descending=True)))
-        sp = torch.softmax(sr.double(), dim=-1).gather(-1, order)
-        keep, _, _ = cls._run(sp, n_vocab.index_select(0, r), eps.index_select(0, r))
+        order, keep = cls._ranking(sr, n_vocab.index_select(0, r), eps.index_select(0, r))
         kr, kc = keep.nonzero(as_tuple=True)
         rows_, cols = r[kr], order[kr, kc]
         out[rows_, cols] = logits[rows_, cols]

@@ -50,7 +50,7 @@ from collections.abc import Sequence
 
 import torch
 
-from sglang_ilsi.methods.base import LogitsMethod, RowContext
+from sglang_ilsi.methods.base import LogitsMethod, RowContext, on_device
 from sglang_ilsi.methods.common import count_true, exp_normal, scratch
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
@@ -140,14 +140,16 @@ class LookBackDecoding(LogitsMethod):
                 slot_lists.append(st["slot_pos"][:hi])
         matched: dict[int, list[int]] = {}
         if owners:
-            own = torch.tensor(owners, device=logits.device)
-            sizes = torch.tensor([len(sl) for sl in slot_lists], device=logits.device)
-            own = own.repeat_interleave(sizes)
+            own = on_device(owners, device=logits.device)
+            lengths = [len(sl) for sl in slot_lists]
+            sizes = on_device(lengths, device=logits.device)
+            total = sum(lengths)  # known here: repeat_interleave need not read sizes back
+            own = own.repeat_interleave(sizes, output_size=total)
             off = (1.0 - torch.cat(masses)).clamp(min=0.0)
             cross = torch.cat(dots) + off * torch.cat(rests)
             kl = neg_entropy[own] - cross
-            alpha = torch.tensor([float(rows[i].params["alpha"]) for i in owners],
-                                 dtype=kl.dtype, device=kl.device).repeat_interleave(sizes)
+            alpha = on_device([float(rows[i].params["alpha"]) for i in owners], kl.dtype,
+                              kl.device).repeat_interleave(sizes, output_size=total)
             tol = _KL_TOL * (1.0 + neg_entropy[own].abs() + cross.abs()) + 1e-6
             flags = ((kl < alpha).to(torch.int8) + 2 * ((kl - alpha).abs() <= tol)).tolist()
             start = 0
@@ -179,8 +181,8 @@ class LookBackDecoding(LogitsMethod):
         k = max(min(int(row.params["top_k"]), finite), 1)
         cand = row_logits.topk(k).indices.tolist()
         repeats = {int(row.output_ids[p]) for p in matched_pos if p < len(row.output_ids)}
-        kept = torch.tensor([t for t in cand if t not in repeats] or cand, dtype=torch.long,
-                            device=row_logits.device)
+        kept = on_device([t for t in cand if t not in repeats] or cand, torch.long,
+                         row_logits.device)
         out[i].fill_(float("-inf"))
         out[i, kept] = row_logits[kept]
         row.stats["look_back_triggers"] = row.stats.get("look_back_triggers", 0.0) + 1.0

@@ -27,6 +27,7 @@ from sglang_ilsi.methods.base import (
     RowContext,
     aux_key,
     column,
+    on_device,
 )
 from sglang_ilsi.params import IlsiRequestError, Param
 from sglang_ilsi.registry import register
@@ -69,8 +70,16 @@ class LinearCombination(LogitsMethod):
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
         score = column(rows, "target_weight", logits) * torch.log_softmax(logits, dim=-1)
-        for i, row in enumerate(rows):
-            for name, weight in zip(row.params["models"], row.params["weights"]):
-                aux = row.inputs[aux_key(name)].to(device=logits.device, dtype=torch.float32)
-                score[i] += weight * torch.log_softmax(aux, dim=-1)
+        depth = max(len(row.params["models"]) for row in rows)
+        for j in range(depth):  # the j-th model of every row that has one, batched
+            idx = [i for i, row in enumerate(rows) if len(row.params["models"]) > j]
+            aux = torch.stack([rows[i].inputs[aux_key(rows[i].params["models"][j])]
+                               for i in idx]).to(device=logits.device, dtype=torch.float32)
+            weight = on_device([float(rows[i].params["weights"][j]) for i in idx],
+                               torch.float32, logits.device).unsqueeze(1)
+            term = weight * torch.log_softmax(aux, dim=-1)
+            if len(idx) == len(rows):
+                score += term
+            else:
+                score.index_add_(0, on_device(idx, torch.long, logits.device), term)
         return score

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 import torch
 
-from sglang_ilsi.methods.base import LogitsMethod, RowContext, finished
+from sglang_ilsi.methods.base import LogitsMethod, RowContext, finished, on_device
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
@@ -71,9 +71,10 @@ class Confidence(LogitsMethod):
         logp = torch.log_softmax(picked.float(), dim=-1)
         confidence = token_confidence(logp, [int(rows[k].params["top_k"]) for k in live])
         certainty = self_certainty(logp)
-        for position, k in enumerate(live):
+        measured = torch.stack([confidence, certainty], dim=1).tolist()  # one host read
+        for (c, sc), k in zip(measured, live, strict=True):
             row = rows[k]
-            if _observe(row, float(confidence[position]), float(certainty[position])):
+            if _observe(row, c, sc):
                 stop = row.eos_token_ids[0]
                 logits[k].fill_(NEG_INF)
                 logits[k, stop] = 0.0
@@ -84,7 +85,7 @@ def token_confidence(logp: torch.Tensor, top_k: Sequence[int]) -> torch.Tensor:
     """C = −mean of each row's k most probable log-probabilities (finite ones only)."""
     widest = min(max(top_k), logp.shape[-1])
     top = logp.topk(widest, dim=-1).values
-    limit = torch.tensor(list(top_k), device=logp.device).unsqueeze(1)
+    limit = on_device(list(top_k), device=logp.device).unsqueeze(1)
     counted = torch.isfinite(top) & (torch.arange(widest, device=logp.device) < limit)
     total = torch.where(counted, top, torch.zeros_like(top)).sum(dim=-1, dtype=torch.float64)
     return -(total / counted.sum(dim=-1))

@@ -16,7 +16,9 @@ Implementation: above 4096 tokens, H is computed from log_softmax rather than
 with ``torch.special.entr`` (a scalar libm loop, the bulk of the cost). The two
 differ in the last bits, which can matter only where η < ε and some p lies
 within a relative 1e-5 · (1 + H) of η; such rows are checked for that and, if
-needed, recomputed with ``entr``, so the kept sets are exactly as before.
+needed, recomputed with ``entr``, so the kept sets are exactly as before. On an
+accelerator ``entr`` is cheap and choosing rows would cost host-device syncs: every
+row uses it there.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from sglang_ilsi.registry import register
 # scalar loop with libm's log, ~6 ns per entry on CPU). The two agree to about
 # 2e-7 · (1 + H); η is treated as uncertain within a band 50 times wider.
 _H_TOL = 1e-5
-_EXACT_VOCAB = 4096  # up to this width entr is cheap: use it directly
+_EXACT_VOCAB = 4096  # up to this width (and off the CPU) entr is cheap: use it directly
 
 
 @register
@@ -56,7 +58,7 @@ class EtaSampling(LogitsMethod):
         s = scaled(logits, rows, out=scratch("s", logits))
         p = torch.softmax(s, dim=-1, out=scratch("p", logits))
         eps = column(rows, "epsilon", logits)
-        if logits.shape[-1] <= _EXACT_VOCAB:
+        if logits.shape[-1] <= _EXACT_VOCAB or logits.device.type != "cpu":
             entropy = torch.special.entr(p).sum(dim=-1, keepdim=True)  # entr(0) = 0
             eta = torch.minimum(eps, eps.sqrt() * torch.exp(-entropy))
             return truncate(logits, p > eta, s, rows)

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from sglang_ilsi.methods.base import LogitsMethod, RowContext, scaled
+from sglang_ilsi.methods.base import LogitsMethod, RowContext, on_device, scaled
 from sglang_ilsi.methods.common import add_kept, count_true, scratch, select
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
@@ -87,7 +87,7 @@ class Mirostat(LogitsMethod):
         neg_mu = [-np.float32(mu) for mu in mus]
         # -log2 p ≤ μ  ⇔  fl(log p / ln 2) ≥ -μ  ⇔  log p ≥ x*, the exact float32 boundary
         # (one compare instead of a division and a compare over the vocabulary).
-        t = -torch.tensor(mus, dtype=s.dtype, device=s.device)
+        t = -on_device(mus, s.dtype, s.device)
         bound = _log_threshold(t) if logits.numel() >= 1 << 16 else None
         if bound is None:  # small input, or non-finite μ: the division itself
             keep = torch.ge(torch.div(logp, _LN2), t.unsqueeze(1),

@@ -50,9 +50,11 @@ class TopH(LogitsMethod):
         s = scaled(logits, rows)
         n = min(max(int(r.params["top_n"]) for r in rows), s.shape[-1])
         top, index = torch.topk(s, n, dim=-1, largest=True, sorted=True)
-        limits = torch.tensor([int(r.params["top_n"]) for r in rows], device=s.device)
-        beyond = torch.arange(n, device=s.device).unsqueeze(0) >= limits.unsqueeze(1)
-        dist = torch.distributions.Categorical(logits=top.masked_fill(beyond, float("-inf")))
+        limits = column(rows, "top_n", s, dtype=torch.int64)
+        beyond = torch.arange(n, device=s.device).unsqueeze(0) >= limits
+        # validate_args=False: the same values, without the argument check's host read
+        dist = torch.distributions.Categorical(logits=top.masked_fill(beyond, float("-inf")),
+                                               validate_args=False)
         entropy_terms = -dist.probs * torch.log(dist.probs)  # NaN beyond a row's top_n: dropped
         keep_sorted = torch.cumsum(entropy_terms, dim=-1) <= dist.entropy().unsqueeze(1) * column(
             rows, "alpha", s)

@@ -18,6 +18,8 @@ rounding) and they number at least ``min_tokens_to_keep``, the kept set lies
 among them and is computed exactly as from the full ranking. Rows where this
 does not hold (flat distributions, τ close to 1) are ranked in full. (Token
 probabilities below exp(-87) ≈ 1.6e-38 are taken as 0 rather than subnormal.)
+On an accelerator every row is ranked in full: a sort there costs less than the
+host-device syncs that choosing rows for the prefilter takes.
 """
 
 from __future__ import annotations
@@ -71,11 +73,13 @@ class TypicalSampling(LogitsMethod):
             p = exp_normal(logp, out=scratch("p", logits))
         entropy = -torch.mul(p, logp, out=s).nan_to_num_().sum(dim=-1, keepdim=True)
         mass = column(rows, "mass", logits)
-        min_keep = torch.tensor([r.params["min_tokens_to_keep"] for r in rows],
-                                device=logits.device).unsqueeze(1)
+        min_keep = column(rows, "min_tokens_to_keep", logits, dtype=torch.int64)
         out = torch.full_like(logits, float("-inf"))
         vocab = logits.shape[-1]
         todo = torch.arange(logits.shape[0], device=logits.device)
+        if logits.device.type != "cpu":  # one sort per row beats the prefilter's syncs there
+            cls._ranked(out, logits, logp, p, entropy, mass, min_keep, todo)
+            return out
         ranked = []  # rows that no prefilter can decide
         sizes = [m for m in PREFILTER if m * 2 <= vocab]
         for m, m_next in zip(sizes, [*sizes[1:], vocab], strict=False):
