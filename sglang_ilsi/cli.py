@@ -4,7 +4,8 @@
 - ``sglang-ilsi methods [NAME] [--json]``: the catalog (every name a request or a
   launch flag may use), or one entry with an example request;
 - ``sglang-ilsi flags``: the ``--ilsi*`` launch flags;
-- ``sglang-ilsi grammars [--json]``: the grammars library (``"ilsi": {"grammar": NAME}``).
+- ``sglang-ilsi grammars [--json]``: the grammars library (``"ilsi": {"grammar": NAME}``);
+- ``sglang-ilsi datastore build|info``: a kNN-LM datastore on disk (``--ilsi-datastore``).
 
 With the offline lab installed (``sglang-ilsi-lab``, in ``lab/``), also:
 
@@ -136,6 +137,57 @@ def _grammars(as_json: bool) -> int:
     return 0
 
 
+def _datastore_arguments(parser: argparse.ArgumentParser) -> None:
+    from sglang_ilsi.datastore import INDEX_KINDS, BuildOptions
+
+    d = BuildOptions()
+    sub = parser.add_subparsers(dest="action", required=True)
+    b = sub.add_parser("build", help="build a store from a folder of text and a model "
+                       "(resumable: rerun the same command to continue)")
+    b.add_argument("corpus", help="folder of .txt, .md, .py and .jsonl files (JSONL: 'text')")
+    b.add_argument("--model", required=True, help="the model folder the server will load")
+    b.add_argument("--out", required=True, help="the store's folder (written atomically)")
+    b.add_argument("--layer", type=int, default=None,
+                   help="hidden state used as key: L < layers is the residual stream after L "
+                   "layers; default the final hidden state (after the final norm)")
+    b.add_argument("--index", choices=INDEX_KINDS, default=d.index,
+                   help="flat: exact search (small stores); ivf / ivfpq: approximate, for large "
+                   "stores, with the recall measured at build time (see `datastore info`)")
+    b.add_argument("--nlist", type=int, default=d.nlist, help="IVF cells")
+    b.add_argument("--nprobe", type=int, default=d.nprobe, help="IVF cells searched per query")
+    b.add_argument("--pq-m", type=int, default=d.pq_m, help="IVF-PQ sub-quantizers")
+    b.add_argument("--window", type=int, default=d.window, help="tokens per forward")
+    b.add_argument("--stride", type=int, default=d.stride,
+                   help="new keys per further window of a long document")
+    b.add_argument("--max-entries", type=int, default=None, help="stop after this many keys")
+    b.add_argument("--force", action="store_true", help="replace an existing store")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    i = sub.add_parser("info", help="size, entries, model, layer and index of a store")
+    i.add_argument("path")
+    i.add_argument("--json", action="store_true", help="the store's meta.json")
+    i.add_argument("--model", default=None, help="also check that the store fits this model")
+
+
+def _datastore(ns: argparse.Namespace) -> int:
+    from sglang_ilsi import datastore
+
+    try:
+        if ns.action == "build":
+            options = datastore.BuildOptions(
+                layer=ns.layer, index=ns.index, nlist=ns.nlist, nprobe=ns.nprobe,
+                pq_m=ns.pq_m, window=ns.window, stride=ns.stride, max_entries=ns.max_entries)
+            meta = datastore.build(ns.corpus, ns.model, ns.out, options, quiet=ns.quiet,
+                                   force=ns.force)
+            print("\n".join(datastore.describe(meta, ns.out)))
+            return 0
+        meta = datastore.verify(ns.path, ns.model)
+    except datastore.DatastoreError as e:
+        print(f"sglang-ilsi datastore: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(meta, indent=2) if ns.json else "\n".join(datastore.describe(meta, ns.path)))
+    return 0
+
+
 # Subcommands other distributions add (the offline lab: demo, bench, models, ...).
 # Each entry point is an object with ``help``, ``add_arguments(parser)`` and
 # ``run(namespace, argv) -> int`` (and optionally ``description``).
@@ -170,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("flags", help="describe the --ilsi* launch flags")
     p_grammars = sub.add_parser("grammars", help="list the grammars library")
     p_grammars.add_argument("--json", action="store_true", help="machine-readable output")
+    _datastore_arguments(sub.add_parser(
+        "datastore", help="build or describe a kNN-LM datastore (--ilsi-datastore NAME=PATH)"))
     for name, command in commands.items():
         command.add_arguments(sub.add_parser(
             name, help=command.help, description=getattr(command, "description", None),
@@ -180,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         return _methods(ns.name, ns.json)
     if ns.command == "grammars":
         return _grammars(ns.json)
+    if ns.command == "datastore":
+        return _datastore(ns)
     if ns.command == "flags":
         from sglang_ilsi.config import flag_help
 

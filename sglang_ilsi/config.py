@@ -49,6 +49,8 @@ class IlsiConfig:
     grammar_backend: str | None = None
     # Co-resident auxiliary models (amateur, expert, anti-expert): name → path.
     aux_models: dict[str, str] = field(default_factory=dict)
+    # kNN-LM datastores (sglang_ilsi/datastore.py): name → path, checked at launch.
+    datastores: dict[str, str] = field(default_factory=dict)
     # Layers the SELF_SPECULATIVE draft skips; empty = the default rule.
     self_spec_skip: tuple[int, ...] = ()
     # LOOKAHEAD's window (W, N); empty = the default shape.
@@ -72,6 +74,7 @@ class IlsiConfig:
         data["monitor_modules"] = tuple(data.get("monitor_modules", ()))
         data["plugin_files"] = tuple(data.get("plugin_files", ()))
         data["aux_models"] = dict(data.get("aux_models", {}))
+        data["datastores"] = dict(data.get("datastores", {}))
         data["self_spec_skip"] = tuple(data.get("self_spec_skip", ()))
         data["lookahead"] = tuple(data.get("lookahead", ()))
         return cls(**data)
@@ -131,6 +134,14 @@ def _parser() -> _Parser:
         "NAME, for amateur/expert methods such as contrastive_decoding (repeatable)",
     )
     p.add_argument(
+        "--ilsi-datastore",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="load a datastore built by `sglang-ilsi datastore build` for this model under "
+        "NAME, for retrieval methods such as knn_lm (repeatable)",
+    )
+    p.add_argument(
         "--ilsi-self-spec-skip",
         default=None,
         metavar="L1,L2,...",
@@ -183,6 +194,7 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         "--ilsi-plugin",
         "--ilsi-trace-max-k",
         "--ilsi-aux-model",
+        "--ilsi-datastore",
         "--ilsi-self-spec-skip",
         "--ilsi-lookahead",
         "--ilsi-scd-alpha",
@@ -296,6 +308,7 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
                 raise IlsiConfigError(
                     f"--ilsi-aux-model runs auxiliary models on a single rank; it cannot be "
                     f"combined with {flag} {value}")
+    datastores = _datastores(ns.ilsi_datastore, _sglang_flag(sglang_argv or [], "--model-path"))
     self_spec_skip = _self_spec_skip(ns.ilsi_self_spec_skip, spec,
                                      _sglang_flag(sglang_argv or [], "--model-path"))
     lookahead = _lookahead(ns.ilsi_lookahead, spec,
@@ -312,6 +325,7 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
         grammar_backend=_sglang_flag(sglang_argv or [], "--grammar-backend"),
         **tool_flags.parse(ns),
         aux_models=aux_models,
+        datastores=datastores,
         self_spec_skip=self_spec_skip,
         lookahead=lookahead,
         scd_alpha=ns.ilsi_scd_alpha,
@@ -396,32 +410,54 @@ def _self_spec_skip(value: str | None, spec: str | None,
 _AUX_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
+def _named_folders(flag: str, what: str, specs: list[str]) -> dict[str, str]:
+    """``NAME=PATH`` values of ``flag`` → ``{name: path}``: well-formed, each name
+    once, each path an existing folder."""
+    named: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not path:
+            raise IlsiConfigError(f"{flag}: expected NAME=PATH, got {spec!r}")
+        if not _AUX_NAME.match(name):
+            raise IlsiConfigError(
+                f"{flag}: bad name {name!r} (letters, digits, '_' and '-', "
+                "starting with a letter)"
+            )
+        if name in named:
+            raise IlsiConfigError(f"{flag}: name {name!r} given twice")
+        if not os.path.isdir(path):
+            raise IlsiConfigError(f"{flag} {name}: no {what} folder at {path!r}")
+        named[name] = path
+    return named
+
+
 def _aux_models(specs: list[str], target_path: str | None) -> dict[str, str]:
     """``NAME=PATH`` flags → ``{name: absolute path}``, each checked to share
     the target's vocabulary (:func:`sglang_ilsi.vocab.check_same_vocab`)."""
     from sglang_ilsi.vocab import VocabMismatch, check_same_vocab
 
-    models: dict[str, str] = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not path:
-            raise IlsiConfigError(f"--ilsi-aux-model: expected NAME=PATH, got {spec!r}")
-        if not _AUX_NAME.match(name):
-            raise IlsiConfigError(
-                f"--ilsi-aux-model: bad name {name!r} (letters, digits, '_' and '-', "
-                "starting with a letter)"
-            )
-        if name in models:
-            raise IlsiConfigError(f"--ilsi-aux-model: name {name!r} given twice")
-        if not os.path.isdir(path):
-            raise IlsiConfigError(f"--ilsi-aux-model {name}: no model folder at {path!r}")
+    models = _named_folders("--ilsi-aux-model", "model", specs)
+    for name, path in models.items():
         if target_path is not None and os.path.isdir(target_path):
             try:
                 check_same_vocab(target_path, path)
             except VocabMismatch as e:
                 raise IlsiConfigError(f"--ilsi-aux-model {name}: {e}") from None
-        models[name] = os.path.abspath(path)
-    return models
+    return {name: os.path.abspath(path) for name, path in models.items()}
+
+
+def _datastores(specs: list[str], target_path: str | None) -> dict[str, str]:
+    """``NAME=PATH`` flags → ``{name: absolute path}``, each store checked whole
+    (checksums) and built for the target model and tokenizer."""
+    from sglang_ilsi.datastore import DatastoreError, verify
+
+    stores = _named_folders("--ilsi-datastore", "datastore", specs)
+    for name, path in stores.items():
+        try:
+            verify(path, target_path if target_path and os.path.isdir(target_path) else None)
+        except DatastoreError as e:
+            raise IlsiConfigError(f"--ilsi-datastore {name}: {e}") from None
+    return {name: os.path.abspath(path) for name, path in stores.items()}
 
 
 def from_environment(argv: list[str]) -> tuple[IlsiConfig | None, list[str]]:

@@ -113,7 +113,7 @@ def _after_init_attention_backends(result: Any, model_runner: Any, *a: Any, **k:
     from sglang_ilsi.engine.http import api
     from sglang_ilsi.engine.scheduler import companions
 
-    companions.on_runner_ready(model_runner, api.config().aux_models)
+    companions.on_runner_ready(model_runner, api.config().aux_models, api.config().datastores)
 
 
 def _around_model_runner_forward(original, model_runner, forward_batch, *a, **k):
@@ -394,6 +394,10 @@ def _forward_touch_points() -> list[TouchPoint]:
         _check(SIGNATURE, "sglang.srt.layers.layer_boundary.residual.batch.snapshot", WORKER,
                "capture_stream_before: the completed residual stream entering a layer",
                ("hidden_states", "forward_batch")),
+        _check(SIGNATURE, "sglang.srt.layers.logits_processor.LogitsProcessor.forward", WORKER,
+               "capture_final_hidden: a datastore's keys at the final layer are the normed "
+               "hidden states the model hands its logits processor (second argument)",
+               ("self", "input_ids", "hidden_states")),
     ]
 
 

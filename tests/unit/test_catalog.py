@@ -16,7 +16,8 @@ from sglang_ilsi.tools import TOOLS
 
 AUX_NAMES = ("amateur", "expert", "anti_expert")
 # A server that offers everything a request may name.
-EVERYTHING = IlsiConfig(tools=tuple(TOOLS), aux_models={n: "/unused" for n in AUX_NAMES})
+EVERYTHING = IlsiConfig(tools=tuple(TOOLS), aux_models={n: "/unused" for n in AUX_NAMES},
+                        datastores={"stdlib": "/unused"})
 
 
 @pytest.fixture(scope="module")

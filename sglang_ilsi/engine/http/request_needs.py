@@ -74,7 +74,9 @@ def check_and_prepare(choice: MethodChoice, config: IlsiConfig, facts: ModelFact
 
 
 def check_aux_models(choice: MethodChoice, config: IlsiConfig) -> None:
-    """Refuse a chain naming an auxiliary model this server has not loaded."""
+    """Refuse a chain naming an auxiliary model or a datastore this server has
+    not loaded (a datastore left unnamed becomes the server's only one, in place)."""
+    _check_datastores(choice, config)
     for aux in requirements(choice).aux_models:
         if aux not in config.aux_models:
             loaded = sorted(config.aux_models) or "none"
@@ -83,6 +85,25 @@ def check_aux_models(choice: MethodChoice, config: IlsiConfig) -> None:
                 f"no auxiliary model named {aux!r} is loaded on this server (loaded: "
                 f"{loaded}); start it with --ilsi-aux-model {aux}=PATH",
             )
+
+
+def _check_datastores(choice: MethodChoice, config: IlsiConfig) -> None:
+    loaded = sorted(config.datastores)
+    for name, params in choice.steps():
+        if "datastore" not in registry.get(name).needs:
+            continue
+        wanted = params.get("datastore", "")
+        if not wanted:
+            if len(loaded) != 1:
+                raise IlsiRequestError(
+                    "datastore", "name the datastore: this server loaded "
+                    + (f"several ({loaded})" if loaded else
+                       "none (start it with --ilsi-datastore NAME=PATH)"))
+            params["datastore"] = loaded[0]
+        elif wanted not in config.datastores:
+            raise IlsiRequestError(
+                "datastore", f"no datastore named {wanted!r} is loaded on this server (loaded: "
+                f"{loaded or 'none'}); start it with --ilsi-datastore {wanted}=PATH")
 
 
 def _check_layers(cls: type, params: dict[str, Any], facts: ModelFacts) -> None:

@@ -22,6 +22,11 @@ the batch whose methods need more than their own logits get, for this step:
 - **layer_logits** — forward hooks on the chosen decoder layers keep the
   residual stream during the target forward (only when a row of the batch
   asked), and the rows' last positions go through the final norm and LM head.
+- **datastore** — the hidden state a store is keyed by (its layer's residual
+  stream, or the final normed hidden state the logits processor receives) is
+  kept the same way; the last positions of all rows using one store go to faiss
+  as **one** batched search per step (k = the largest any of them asked for),
+  and each row gets its neighbours (distances, next tokens).
 
 The results land in the request's :class:`~sglang_ilsi.methods.base.RowContext`
 ``inputs``; the logits stage then applies the methods. Requests whose methods
@@ -45,7 +50,7 @@ from sglang_ilsi.engine.scheduler.logits_stage import (
     in_chunked_prefill,
     state_of,
 )
-from sglang_ilsi.methods.base import SECOND, aux_key, layer_key
+from sglang_ilsi.methods.base import SECOND, aux_key, datastore_key, layer_key
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +69,12 @@ class SecondSequence:
 class CompanionStage:
     """One per target ``ModelRunner`` (i.e. per scheduler process)."""
 
-    def __init__(self, runner: Any, aux_models: dict[str, sglang_forward.AuxModel]):
+    def __init__(self, runner: Any, aux_models: dict[str, sglang_forward.AuxModel],
+                 datastores: dict[str, Any] | None = None):
         self.runner = runner
         self.aux = aux_models
+        self.stores = datastores or {}  # name → sglang_ilsi.datastore.Store
+        self.num_layers = int(runner.model_config.num_hidden_layers) if self.stores else 0
         self._warned: set[str] = set()
 
     # -- the step ---------------------------------------------------------------
@@ -93,11 +101,17 @@ class CompanionStage:
             result = original(runner, forward_batch, *args, **kwargs)
             self._invalidate_aux(forward_batch)
             return result
-        layers = sorted({i for _, _, s in members for i in s.requirements.layers})
+        layers = {i for _, _, s in members for i in s.requirements.layers}
+        store_layers = {self.stores[name].layer for _, _, s in members
+                        for name, _ in s.requirements.datastores if name in self.stores}
+        layers |= {i for i in store_layers if i < self.num_layers}
         captured: dict[int, torch.Tensor] = {}
         with ExitStack() as stack:
-            for index in layers:
+            for index in sorted(layers):
                 stack.callback(self._capture(index, captured).remove)
+            if self.num_layers and self.num_layers in store_layers:
+                stack.callback(sglang_forward.capture_final_hidden(
+                    self.runner.model, self.num_layers, captured).remove)
             result = original(runner, forward_batch, *args, **kwargs)
         start = time.perf_counter()
         try:
@@ -129,10 +143,12 @@ class CompanionStage:
                 continue
             rows.append((row, req, state, tokens[:seq_len]))
         self._layer_logits(rows, captured, last_pos)
+        self._datastores(rows, captured, last_pos)
         self._aux_models(fb, rows)
         self._second_contexts(fb, rows)
         for _, _, state, _ in rows:
-            state.ready = all(k in state.inputs for k in state.input_keys)
+            state.ready = all(k in state.inputs for k in state.input_keys) and all(
+                datastore_key(name) in state.inputs for name, _ in state.requirements.datastores)
 
     def _invalidate_aux(self, fb: Any) -> None:
         """The target wrote new KV into this forward's slots: whatever aux KV
@@ -163,6 +179,25 @@ class CompanionStage:
                                                       hidden.index_select(0, positions), vocab)
             for i, (_, state) in enumerate(users):
                 state.inputs[layer_key(index)] = logits[i]
+
+    # -- datastore ---------------------------------------------------------------------
+    def _datastores(self, rows: list, captured: dict[int, torch.Tensor],
+                    last_pos: list[int]) -> None:
+        for name, store in self.stores.items():
+            users = [(row, state, k) for row, _, state, _ in rows
+                     for wanted, k in state.requirements.datastores if wanted == name]
+            hidden = captured.get(store.layer)
+            if not users or hidden is None:
+                continue
+            positions = torch.tensor([last_pos[row] for row, _, _ in users], device=hidden.device)
+            queries = hidden.index_select(0, positions).float().cpu().numpy()
+            distances, tokens = store.search(queries, max(k for _, _, k in users))
+            for i, (_, state, k) in enumerate(users):
+                state.inputs[datastore_key(name)] = torch.stack([
+                    torch.from_numpy(distances[i, :k]),
+                    torch.from_numpy(tokens[i, :k].astype("float32"))])
+                cost = state.summary["cost"]
+                cost["datastore_searches"] = cost.get("datastore_searches", 0) + 1
 
     # -- aux_model ---------------------------------------------------------------------
     def _aux_models(self, fb: Any, rows: list) -> None:
@@ -288,15 +323,41 @@ def stage() -> CompanionStage | None:
     return _STAGE
 
 
-def on_runner_ready(runner: Any, aux_paths: dict[str, str]) -> None:
+def on_runner_ready(runner: Any, aux_paths: dict[str, str],
+                    datastore_paths: dict[str, str] | None = None) -> None:
     """After the target ``ModelRunner`` built its pools and attention backend:
-    load the auxiliary models and create this process's stage."""
+    load the auxiliary models and datastores and create this process's stage."""
     global _STAGE
     if getattr(runner, "is_draft_worker", False):
         return
     aux = {name: sglang_forward.load_aux_model(name, path, runner)
            for name, path in aux_paths.items()}
-    _STAGE = CompanionStage(runner, aux)
+    stores = {name: load_datastore(name, path, runner)
+              for name, path in (datastore_paths or {}).items()}
+    _STAGE = CompanionStage(runner, aux, stores)
+
+
+def load_datastore(name: str, path: str, runner: Any) -> Any:
+    """A store checked at launch (``config._datastores``: checksums), loaded here
+    and checked against the served model and tokenizer (again: the offline
+    ``Engine`` has no ``--model-path`` flag for the launcher to read); a store
+    built for another model stops the launch."""
+    from sglang_ilsi.datastore import DatastoreError, Store, check_model
+
+    try:
+        store = Store(path, checksums=False)
+        check_model(store.meta, path, runner.model_config.model_path)
+    except DatastoreError as e:
+        raise SystemExit(f"sglang-ilsi: --ilsi-datastore {name}: {e}") from None
+    config = runner.model_config
+    if store.dim != int(config.hidden_size) or store.layer > int(config.num_hidden_layers):
+        raise SystemExit(
+            f"sglang-ilsi: --ilsi-datastore {name}: keys of size {store.dim} at layer "
+            f"{store.layer} do not fit this model (hidden size {config.hidden_size}, "
+            f"{config.num_hidden_layers} layers)")
+    logger.info("sglang-ilsi: datastore %r loaded from %s (%d entries, layer %d, %s index)",
+                name, path, store.meta["entries"], store.layer, store.meta["index"]["kind"])
+    return store
 
 
 def around_forward(original: Any, runner: Any, forward_batch: Any, *args: Any,

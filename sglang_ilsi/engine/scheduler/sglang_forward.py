@@ -294,3 +294,17 @@ def capture_stream_before(model: Any, index: int, sink: dict[int, torch.Tensor])
         sink[index] = residual_batch.snapshot(hidden, forward_batch)
 
     return decoder_layers(model)[index].register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def capture_final_hidden(model: Any, key: int, sink: dict[int, torch.Tensor]) -> Any:
+    """Register a hook that stores in ``sink[key]`` the final hidden states the
+    model hands its logits processor (after the final norm: what the LM head
+    reads), ``[tokens, hidden]``. Returns the hook handle (``.remove()``).
+
+    SGLang's causal LMs call ``self.logits_processor(input_ids, hidden_states,
+    lm_head, forward_batch, ...)`` (``layers/logits_processor.LogitsProcessor.forward``)."""
+
+    def hook(_module: Any, args: tuple, kwargs: dict) -> None:
+        sink[key] = args[1] if len(args) > 1 else kwargs["hidden_states"]
+
+    return model.logits_processor.register_forward_pre_hook(hook, with_kwargs=True)

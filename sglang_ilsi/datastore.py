@@ -1,0 +1,517 @@
+"""Datastores for retrieval methods (the ``datastore`` need): building, describing,
+verifying and searching a kNN-LM store on disk.
+
+A store (Khandelwal et al. 2020, "Generalization through Memorization: Nearest
+Neighbor Language Models", ICLR) maps a context to the token that followed it:
+for every position t of every document of a corpus, the **key** is the model's
+hidden state after reading tokens ``0..t`` at one layer, the **value** is token
+``t + 1``. ``layer`` counts like transformers' ``hidden_states``: ``L`` < number
+of decoder layers is the residual stream after ``L`` layers (0 = embeddings);
+``L`` = number of layers (the default) is the final hidden state after the final
+norm, i.e. what the LM head reads.
+
+On disk a store is a folder, written only by renaming a finished temporary
+folder into place (a reader never sees half a store)::
+
+    meta.json     format, model and tokenizer fingerprints, layer, entries, index
+                  kind and parameters, measured recall, corpus summary, checksums
+    index.faiss   the keys in a faiss index: IndexFlatL2 (exact) by default, or
+                  IVF-Flat / IVF-PQ for large stores (recall measured at build)
+    values.npy    int32 next-token ids, in the index's id order
+
+``build`` is resumable: keys are computed per batch of documents into shards
+under ``PATH.partial/``; a rerun with the same arguments continues after the
+last finished shard. Nothing here imports SGLang; ``faiss`` does the indexing
+and search.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "sglang-ilsi-datastore/1"
+CORPUS_SUFFIXES = (".txt", ".md", ".py", ".jsonl")
+INDEX_KINDS = ("flat", "ivf", "ivfpq")
+META, INDEX, VALUES = "meta.json", "index.faiss", "values.npy"
+
+
+class DatastoreError(ValueError):
+    """A store that cannot be used (missing, corrupt, or built for another model)."""
+
+
+# -- fingerprints ------------------------------------------------------------------------
+
+def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_fingerprint(model_path: str) -> str:
+    """A fingerprint of a model folder's weights and architecture: its
+    ``config.json`` (without bookkeeping fields) and, for each weight file, its
+    name, size and the bytes of its first and last MiB. Two folders holding the
+    same model agree; a retrained or different model does not."""
+    root = Path(model_path)
+    h = hashlib.sha256()
+    cfg_path = root / "config.json"
+    if cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        for key in ("transformers_version", "_name_or_path", "dtype", "torch_dtype"):
+            cfg.pop(key, None)
+        h.update(json.dumps(cfg, sort_keys=True).encode())
+    weights = sorted(p for p in root.iterdir()
+                     if p.suffix in (".safetensors", ".bin", ".pt", ".gguf") and p.is_file())
+    if not weights:
+        raise DatastoreError(f"{model_path}: no weight files to fingerprint")
+    for p in weights:
+        size = p.stat().st_size
+        h.update(f"{p.name}:{size}".encode())
+        with open(p, "rb") as f:
+            h.update(f.read(1 << 20))
+            f.seek(max(0, size - (1 << 20)))
+            h.update(f.read(1 << 20))
+    return h.hexdigest()[:32]
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A fingerprint of a tokenizer's token → id map and special tokens."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    special = sorted(str(t) for t in getattr(tokenizer, "all_special_tokens", []))
+    blob = json.dumps([vocab, special, getattr(tokenizer, "bos_token_id", None)],
+                      ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+# -- the corpus -----------------------------------------------------------------------------
+
+def corpus_files(folder: str | Path) -> list[Path]:
+    """Every ``.txt``, ``.md``, ``.py`` and ``.jsonl`` file under ``folder``, in a
+    stable order (sorted relative paths)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DatastoreError(f"corpus {folder!r}: not a folder")
+    return sorted((p for p in root.rglob("*") if p.is_file() and p.suffix in CORPUS_SUFFIXES),
+                  key=lambda p: p.relative_to(root).as_posix())
+
+
+def documents(path: Path) -> Iterator[str]:
+    """The documents of one corpus file: the whole text, or one per JSONL line
+    (its ``text`` field, or the line itself when it is a JSON string)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix != ".jsonl":
+        if text.strip():
+            yield text
+        return
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        value = record.get("text") if isinstance(record, dict) else record
+        if isinstance(value, str) and value.strip():
+            yield value
+
+
+# -- building --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BuildOptions:
+    layer: int | None = None  # None: the final hidden state (number of layers)
+    index: str = "flat"
+    nlist: int = 1024  # IVF cells
+    nprobe: int = 32  # IVF cells searched per query
+    pq_m: int = 16  # IVF-PQ sub-quantizers (must divide the hidden size)
+    window: int = 512  # tokens of context per forward
+    stride: int = 256  # new tokens per further window of a long document
+    max_entries: int | None = None
+    shard_docs: int = 16  # documents per resumable shard
+    batch_windows: int = 4
+
+    def check(self) -> None:
+        if self.index not in INDEX_KINDS:
+            raise DatastoreError(f"index: expected one of {INDEX_KINDS}, got {self.index!r}")
+        if self.window < 2 or not 1 <= self.stride < self.window:
+            raise DatastoreError("window must be at least 2 and stride between 1 and window - 1")
+        if self.max_entries is not None and self.max_entries < 1:
+            raise DatastoreError("max_entries must be positive")
+
+
+def windows(ids: Sequence[int], window: int, stride: int) -> Iterator[tuple[int, int, int]]:
+    """``(start, end, first_key)`` spans covering a document: each forward reads
+    ``ids[start:end]`` (at most ``window`` tokens) and emits keys for positions
+    ``first_key..end-2`` (the last position has no next token). The first window
+    emits up to ``window - 1`` keys, each later one ``stride`` keys with at least
+    ``window - stride - 1`` tokens of context before them; every position but the
+    document's last gets exactly one key."""
+    n = len(ids)
+    if n < 2:
+        return
+    end = min(window, n)
+    yield 0, end, 0
+    while end < n:
+        first = end - 1
+        end = min(first + stride + 1, n)
+        yield max(0, end - window), end, first
+
+
+class KeyEncoder:
+    """Hidden states of one layer for token windows, with transformers on the CPU."""
+
+    def __init__(self, model_path: str, layer: int | None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+        config = self.model.config.get_text_config()
+        self.num_layers = int(config.num_hidden_layers)
+        self.hidden_size = int(config.hidden_size)
+        self.vocab_size = int(config.vocab_size)
+        self.layer = self.num_layers if layer is None else int(layer)
+        if not 0 <= self.layer <= self.num_layers:
+            raise DatastoreError(f"layer {self.layer}: this model has layers 0..{self.num_layers}")
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text)["input_ids"])
+
+    def keys(self, batch: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """``[len(ids), hidden]`` float32 keys of each token window (right-padded batch)."""
+        torch = self.torch
+        longest = max(len(ids) for ids in batch)
+        input_ids = torch.zeros(len(batch), longest, dtype=torch.long)
+        mask = torch.zeros(len(batch), longest, dtype=torch.long)
+        for i, ids in enumerate(batch):
+            input_ids[i, :len(ids)] = torch.tensor(list(ids))
+            mask[i, :len(ids)] = 1
+        with torch.inference_mode():
+            out = self.model.base_model(input_ids=input_ids, attention_mask=mask,
+                                   output_hidden_states=True)
+        hidden = out.hidden_states[self.layer].float()
+        return [hidden[i, :len(ids)].numpy().astype(np.float32) for i, ids in enumerate(batch)]
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _progress(total: int, desc: str, quiet: bool) -> Any:
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="tok", dynamic_ncols=True)
+
+
+def build(corpus: str, model_path: str, out: str, options: BuildOptions = BuildOptions(),
+          quiet: bool = False, force: bool = False,
+          on_shard: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Build the store for ``model_path`` from the ``corpus`` folder at ``out``;
+    return its ``meta.json``. Resumable (see the module docstring); ``force``
+    replaces an existing store."""
+    options.check()
+    target = Path(out)
+    if target.exists() and not force:
+        raise DatastoreError(f"{out} exists; pass --force to replace it")
+    files = corpus_files(corpus)
+    if not files:
+        raise DatastoreError(f"corpus {corpus!r}: no {', '.join(CORPUS_SUFFIXES)} files")
+    encoder = KeyEncoder(model_path, options.layer)
+    root = Path(corpus)
+    docs: list[tuple[str, list[int]]] = []
+    for path in files:
+        for j, text in enumerate(documents(path)):
+            docs.append((f"{path.relative_to(root).as_posix()}#{j}", encoder.encode(text)))
+    work = target.with_name(target.name + ".partial")
+    plan = {
+        "format": FORMAT, "model_fingerprint": model_fingerprint(model_path),
+        "tokenizer_fingerprint": tokenizer_fingerprint(encoder.tokenizer),
+        "layer": encoder.layer, "window": options.window, "stride": options.stride,
+        "max_entries": options.max_entries, "shard_docs": options.shard_docs,
+        "documents": hashlib.sha256("\n".join(
+            f"{name}:{hashlib.sha256(str(ids).encode()).hexdigest()}" for name, ids in docs
+        ).encode()).hexdigest(),
+    }
+    work.mkdir(parents=True, exist_ok=True)
+    plan_path = work / "plan.json"
+    if plan_path.is_file() and json.loads(plan_path.read_text()) != plan:
+        shutil.rmtree(work)  # another model, corpus or window: the shards are not ours
+        work.mkdir(parents=True)
+    _atomic_json(plan_path, plan)
+    done = _finished_shards(work)
+    shards = [docs[i:i + options.shard_docs] for i in range(0, len(docs), options.shard_docs)]
+    budget = options.max_entries
+    entries = sum(int(np.load(work / f"shard-{i:05d}.values.npy", mmap_mode="r").shape[0])
+                  for i in range(len(shards)) if i in done)
+    total = sum(max(0, len(ids) - 1) for _, ids in docs)
+    if budget is not None:
+        total = min(total, budget)
+    bar = _progress(total, "datastore build", quiet)
+    if bar is not None:
+        bar.update(min(entries, total))
+    tick = bar.update if bar is not None else (lambda n: None)
+    for i, shard in enumerate(shards):
+        if i in done:
+            continue
+        if budget is not None and entries >= budget:
+            break
+        keys, values = _shard_entries(encoder, shard, options,
+                                      None if budget is None else budget - entries, tick)
+        np.save(work / f"shard-{i:05d}.keys.npy", keys)
+        np.save(work / f"shard-{i:05d}.values.npy", values)
+        (work / f"shard-{i:05d}.done").write_text("ok")
+        entries += len(values)
+        if on_shard is not None:
+            on_shard(i)
+    if bar is not None:
+        bar.close()
+    order = [i for i in range(len(shards)) if (work / f"shard-{i:05d}.done").is_file()]
+    keys = np.concatenate([np.load(work / f"shard-{i:05d}.keys.npy") for i in order])
+    values = np.concatenate([np.load(work / f"shard-{i:05d}.values.npy") for i in order])
+    if len(values) == 0:
+        raise DatastoreError(f"corpus {corpus!r}: no token has a successor")
+    index, recall = make_index(keys, options)
+    meta = {
+        "format": FORMAT,
+        "model": {"path": os.path.abspath(model_path), "fingerprint": plan["model_fingerprint"],
+                  "architecture": type(encoder.model).__name__,
+                  "num_layers": encoder.num_layers, "hidden_size": encoder.hidden_size,
+                  "vocab_size": encoder.vocab_size},
+        "tokenizer_fingerprint": plan["tokenizer_fingerprint"],
+        "layer": encoder.layer,
+        "entries": int(len(values)),
+        "index": {"kind": options.index, **({"nlist": _nlist(options, len(values)),
+                                             "nprobe": options.nprobe}
+                                            if options.index != "flat" else {}),
+                  **({"pq_m": options.pq_m} if options.index == "ivfpq" else {}),
+                  "recall": recall},
+        "corpus": {"path": os.path.abspath(corpus), "files": len(files), "documents": len(docs),
+                   "window": options.window, "stride": options.stride},
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _write_store(target, index, values.astype(np.int32), meta, force)
+    shutil.rmtree(work, ignore_errors=True)
+    return meta
+
+
+def _finished_shards(work: Path) -> set[int]:
+    return {int(p.name[len("shard-"):len("shard-") + 5]) for p in work.glob("shard-*.done")}
+
+
+def _shard_entries(encoder: KeyEncoder, shard: list[tuple[str, list[int]]],
+                   options: BuildOptions, budget: int | None,
+                   tick: Callable[[int], Any]) -> tuple[np.ndarray, np.ndarray]:
+    jobs = [(ids, start, end, first) for _, ids in shard
+            for start, end, first in windows(ids, options.window, options.stride)]
+    keys: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    count = 0
+    for b in range(0, len(jobs), options.batch_windows):
+        group = jobs[b:b + options.batch_windows]
+        hidden = encoder.keys([ids[start:end] for ids, start, end, _ in group])
+        for (ids, start, end, first), h in zip(group, hidden):
+            # positions first..end-2 of the document: rows first-start.. of this window
+            keys.append(h[first - start:end - 1 - start])
+            values.append(np.asarray(ids[first + 1:end], dtype=np.int32))
+            new = end - 1 - first
+            tick(new if budget is None else max(0, min(new, budget - count)))
+            count += new
+        if budget is not None and count >= budget:
+            break
+    k = np.concatenate(keys) if keys else np.zeros((0, encoder.hidden_size), np.float32)
+    v = np.concatenate(values) if values else np.zeros((0,), np.int32)
+    if budget is not None:
+        k, v = k[:budget], v[:budget]
+    return np.ascontiguousarray(k, dtype=np.float32), v
+
+
+def _nlist(options: BuildOptions, n: int) -> int:
+    # faiss wants about 39 training points per cell; fewer cells for small stores
+    return max(1, min(options.nlist, n // 39))
+
+
+def make_index(keys: np.ndarray, options: BuildOptions) -> tuple[Any, dict[str, Any] | None]:
+    """The faiss index over ``keys`` and, for approximate kinds, its measured
+    recall: the share of the exact (flat) top-k neighbours it returns for a
+    sample of the stored keys used as queries."""
+    import faiss
+
+    d = keys.shape[1]
+    if options.index == "flat":
+        index = faiss.IndexFlatL2(d)
+        index.add(keys)
+        return index, None
+    nlist = _nlist(options, len(keys))
+    spec = f"IVF{nlist},Flat" if options.index == "ivf" else f"IVF{nlist},PQ{options.pq_m}"
+    if options.index == "ivfpq" and d % options.pq_m:
+        raise DatastoreError(f"pq_m {options.pq_m} must divide the hidden size {d}")
+    index = faiss.index_factory(d, spec, faiss.METRIC_L2)
+    rng = np.random.default_rng(0)
+    train = keys[rng.choice(len(keys), size=min(len(keys), 256 * nlist), replace=False)]
+    index.train(train)
+    index.add(keys)
+    index.nprobe = options.nprobe
+    queries = keys[rng.choice(len(keys), size=min(len(keys), 500), replace=False)]
+    k = min(64, len(keys))
+    exact = faiss.IndexFlatL2(d)
+    exact.add(keys)
+    _, truth = exact.search(queries, k)
+    _, found = index.search(queries, k)
+    hits = sum(len(set(t.tolist()) & set(f.tolist())) for t, f in zip(truth, found))
+    recall = {"k": k, "queries": len(queries), "recall_at_k": round(hits / truth.size, 4)}
+    return index, recall
+
+
+def _write_store(target: Path, index: Any, values: np.ndarray, meta: dict[str, Any],
+                 force: bool) -> None:
+    import faiss
+
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    faiss.write_index(index, str(tmp / INDEX))
+    np.save(tmp / VALUES, values)
+    meta["files"] = {name: {"bytes": (tmp / name).stat().st_size,
+                            "sha256": _sha256_file(tmp / name)} for name in (INDEX, VALUES)}
+    _atomic_json(tmp / META, meta)
+    if target.exists():
+        if not force:
+            shutil.rmtree(tmp)
+            raise DatastoreError(f"{target} appeared while building; not replaced")
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.rename(target, old)
+        os.rename(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, target)
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+def read_meta(path: str) -> dict[str, Any]:
+    meta_path = Path(path) / META
+    if not meta_path.is_file():
+        raise DatastoreError(f"{path}: not a datastore (no {META}; build one with "
+                             "`sglang-ilsi datastore build`)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatastoreError(f"{path}: {META} is corrupt ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DatastoreError(f"{path}: unknown datastore format "
+                             f"{meta.get('format') if isinstance(meta, dict) else meta!r}, "
+                             f"expected {FORMAT}")
+    return meta
+
+
+def verify(path: str, model_path: str | None = None, checksums: bool = True) -> dict[str, Any]:
+    """Check a store before use; return its meta. Raises :class:`DatastoreError`
+    saying what is wrong: missing or corrupt files (size and sha256 against
+    ``meta.json``), or, given ``model_path``, a store built for another model or
+    tokenizer."""
+    meta = read_meta(path)
+    for name, expected in meta.get("files", {}).items():
+        file = Path(path) / name
+        if not file.is_file():
+            raise DatastoreError(f"{path}: {name} is missing")
+        if file.stat().st_size != expected["bytes"]:
+            raise DatastoreError(f"{path}: {name} is corrupt (size {file.stat().st_size}, "
+                                 f"expected {expected['bytes']})")
+        if checksums and _sha256_file(file) != expected["sha256"]:
+            raise DatastoreError(f"{path}: {name} is corrupt (sha256 differs from {META})")
+    if model_path is not None:
+        check_model(meta, path, model_path)
+    return meta
+
+
+def check_model(meta: dict[str, Any], path: str, model_path: str) -> None:
+    from transformers import AutoTokenizer
+
+    tok = tokenizer_fingerprint(AutoTokenizer.from_pretrained(model_path))
+    built_for = meta["model"]["path"]
+    if tok != meta["tokenizer_fingerprint"]:
+        raise DatastoreError(f"{path} was built for another tokenizer (model {built_for}); "
+                             f"its token ids do not mean the same as {model_path}'s")
+    if model_fingerprint(model_path) != meta["model"]["fingerprint"]:
+        raise DatastoreError(f"{path} was built for another model ({built_for}, fingerprint "
+                             f"{meta['model']['fingerprint']}); its keys are that model's "
+                             f"hidden states, not {model_path}'s. Rebuild it for this model")
+
+
+class Store:
+    """A loaded store: ``search`` answers a batch of queries at once."""
+
+    def __init__(self, path: str, model_path: str | None = None, checksums: bool = True):
+        import faiss
+
+        self.path = path
+        self.meta = verify(path, model_path, checksums)
+        try:
+            self.index = faiss.read_index(str(Path(path) / INDEX))
+            self.values = np.load(Path(path) / VALUES)
+        except Exception as e:  # faiss raises RuntimeError on a bad file
+            raise DatastoreError(f"{path}: cannot read the store ({e})") from None
+        if self.index.ntotal != len(self.values) or len(self.values) != self.meta["entries"]:
+            raise DatastoreError(f"{path}: index holds {self.index.ntotal} keys, values "
+                                 f"{len(self.values)}, meta says {self.meta['entries']}")
+        if "nprobe" in self.meta["index"]:
+            faiss.extract_index_ivf(self.index).nprobe = int(self.meta["index"]["nprobe"])
+        self.layer = int(self.meta["layer"])
+        self.dim = int(self.index.d)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """One faiss search for all ``queries`` ``[n, d]``: ``(squared L2
+        distances, next-token ids)``, each ``[n, k']`` with ``k' = min(k, entries)``,
+        nearest first."""
+        k = min(int(k), len(self.values))
+        dist, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        found = ids >= 0
+        tokens = np.where(found, self.values[np.clip(ids, 0, None)], -1)
+        dist = np.where(found, dist, np.inf)
+        return dist.astype(np.float32), tokens.astype(np.int64)
+
+
+def describe(meta: dict[str, Any], path: str) -> list[str]:
+    """``datastore info``'s lines."""
+    size = sum(f["bytes"] for f in meta.get("files", {}).values())
+    index = meta["index"]
+    lines = [
+        f"store:      {path}",
+        f"size:       {size / 2**20:.1f} MiB",
+        f"entries:    {meta['entries']}",
+        f"model:      {meta['model']['path']} ({meta['model']['architecture']}, "
+        f"{meta['model']['num_layers']} layers, hidden {meta['model']['hidden_size']}, "
+        f"fingerprint {meta['model']['fingerprint']})",
+        f"layer:      {meta['layer']}" + (" (final hidden state, after the final norm)"
+                                          if meta["layer"] == meta["model"]["num_layers"]
+                                          else " (residual stream after that many layers)"),
+        f"tokenizer:  {meta['tokenizer_fingerprint']}",
+        "index:      " + ", ".join(f"{k}={v}" for k, v in index.items() if k != "recall"),
+    ]
+    if index.get("recall"):
+        r = index["recall"]
+        lines.append(f"recall:     {r['recall_at_k']:.4f} of the exact top-{r['k']} "
+                     f"({r['queries']} stored keys as queries)")
+    corpus = meta.get("corpus", {})
+    lines.append(f"corpus:     {corpus.get('path')} ({corpus.get('files')} files, "
+                 f"{corpus.get('documents')} documents; window {corpus.get('window')}, "
+                 f"stride {corpus.get('stride')})")
+    lines.append(f"built:      {meta.get('built_at')}")
+    return lines

@@ -1,0 +1,88 @@
+"""kNN-LM: the model's next-token distribution interpolated with one read from a
+datastore of (context hidden state → next token) pairs.
+
+Khandelwal, Levy, Jurafsky, Zettlemoyer & Lewis, "Generalization through
+Memorization: Nearest Neighbor Language Models", ICLR 2020 (arXiv:1911.00172).
+
+At each step the engine looks up the k entries of the store whose keys are
+nearest (squared L2 distance d_i, as faiss returns it) to the request's current
+hidden state at the store's layer, with next tokens v_i. Then
+
+    p_kNN(w) = Σ_{i: v_i = w} exp(−d_i / T) / Σ_i exp(−d_i / T)
+    p(w)     = λ · p_kNN(w) + (1 − λ) · p_LM(w)
+
+with p_LM = softmax(logits) (temperature 1, the paper's setting) and T the
+``knn_temperature``. The method returns log p as the row's logits, so greedy
+decoding takes its argmax and sampling applies the request's temperature to it.
+Tokens the logits already exclude (−inf, e.g. a grammar mask) stay excluded.
+
+The store is built by ``sglang-ilsi datastore build`` and loaded with
+``--ilsi-datastore NAME=PATH``; ``datastore`` names it ("" = the only one
+loaded). The search is one batched faiss query per step for all rows that use
+the store (``engine/scheduler/companions.py``); this file only mixes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from sglang_ilsi.methods.base import LogitsMethod, Requirements, RowContext, datastore_key
+from sglang_ilsi.params import Param
+from sglang_ilsi.registry import register
+
+MAX_K = 2048
+
+
+def knn_distribution(distances: torch.Tensor, tokens: torch.Tensor, k: int,
+                     temperature: float, vocab: int) -> torch.Tensor:
+    """p_kNN over ``vocab`` from the k nearest neighbours (``distances``
+    ascending, their next ``tokens``; missing neighbours have token < 0)."""
+    d, t = distances[:k].double(), tokens[:k].long()
+    found = (t >= 0) & (t < vocab) & torch.isfinite(d)
+    p = torch.zeros(vocab, dtype=torch.float64, device=distances.device)
+    if not bool(found.any()):
+        return p
+    weights = torch.softmax(-d[found] / temperature, dim=0)
+    return p.index_add_(0, t[found], weights)
+
+
+@register
+class KnnLM(LogitsMethod):
+    """kNN-LM: λ·p_kNN + (1−λ)·p_LM, p_kNN from the k nearest datastore entries."""
+
+    name = "knn_lm"
+    family = "context-aware/retrieval"
+    paper = ("Khandelwal et al. 2020, Generalization through Memorization: Nearest Neighbor "
+             "Language Models, ICLR (arXiv:1911.00172)")
+    needs = frozenset({"logits", "datastore"})
+    params = (
+        Param("datastore", "str", "", "name of the store (--ilsi-datastore NAME=PATH); "
+              "empty: the only store this server loaded", max_length=64),
+        Param("k", "int", 64, "neighbours retrieved per step", minimum=1, maximum=MAX_K),
+        Param("knn_temperature", "float", 1.0,
+              "temperature T of the neighbours' weights exp(-d/T) (d: squared L2 distance)",
+              minimum=1e-4, maximum=1e6),
+        Param("lambda", "float", 0.25, "interpolation weight λ of p_kNN",
+              minimum=0.0, maximum=1.0),
+    )
+
+    @classmethod
+    def requirements(cls, params: dict[str, Any]) -> Requirements:
+        return Requirements(datastores=((params["datastore"], int(params["k"])),))
+
+    @classmethod
+    def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
+        vocab = logits.shape[-1]
+        p_lm = torch.softmax(logits.double(), dim=-1)
+        out = torch.empty_like(logits)
+        for i, row in enumerate(rows):
+            neighbours = row.inputs[datastore_key(row.params["datastore"])]
+            p_knn = knn_distribution(neighbours[0], neighbours[1], int(row.params["k"]),
+                                     float(row.params["knn_temperature"]), vocab)
+            lam = float(row.params["lambda"]) if bool(p_knn.sum() > 0) else 0.0
+            mixed = (lam * p_knn.to(p_lm.device) + (1.0 - lam) * p_lm[i]).log()
+            out[i] = mixed.masked_fill(~torch.isfinite(logits[i]), float("-inf")).to(out.dtype)
+        return out

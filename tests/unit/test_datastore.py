@@ -1,0 +1,232 @@
+"""The datastore (``sglang_ilsi/datastore.py``), its CLI, its launch flag and the
+``knn_lm`` method, on the tiny model without a server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sglang_ilsi import cli, datastore
+from sglang_ilsi.config import parse
+from sglang_ilsi.errors import IlsiConfigError
+from sglang_ilsi.methods.base import Requirements, RowContext, datastore_key
+from sglang_ilsi.params import validate_params
+from sglang_ilsi.registry import get
+
+TEXT = ("def add(a, b):\n    return a + b\n\n" * 6, "The quick brown fox jumps over the lazy dog. " * 8)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "a.py").write_text(TEXT[0])
+    (root / "sub").mkdir()
+    (root / "sub" / "b.md").write_text(TEXT[1])
+    (root / "c.jsonl").write_text(json.dumps({"text": TEXT[1][:120]}) + "\nnot json\n"
+                                  + json.dumps("a plain string record") + "\n")
+    (root / "ignored.bin").write_bytes(b"\x00\x01")
+    return root
+
+
+OPTIONS = datastore.BuildOptions(window=32, stride=8, shard_docs=1)
+
+
+@pytest.fixture(scope="module")
+def store(corpus, tiny_model_path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("stores") / "flat"
+    datastore.build(str(corpus), tiny_model_path, str(out), OPTIONS, quiet=True)
+    return out
+
+
+def test_windows_give_every_position_one_key():
+    for n, window, stride in [(1, 4, 1), (2, 4, 1), (10, 4, 1), (10, 4, 3), (50, 16, 8), (7, 64, 8)]:
+        positions = []
+        for start, end, first in datastore.windows(list(range(n)), window, stride):
+            assert end - start <= window and start <= first < end
+            positions += list(range(first, end - 1))
+        assert positions == list(range(max(0, n - 1))), (n, window, stride)
+
+
+def test_corpus_files_and_documents(corpus):
+    files = datastore.corpus_files(corpus)
+    assert [p.relative_to(corpus).as_posix() for p in files] == ["a.py", "c.jsonl", "sub/b.md"]
+    assert list(datastore.documents(corpus / "c.jsonl")) == [TEXT[1][:120], "a plain string record"]
+
+
+def test_keys_values_and_meta_match_transformers(store, corpus, tiny_model_path):
+    """Every key is transformers' final hidden state at a position of a document
+    and its value the next token; entries count every token with a successor."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    s = datastore.Store(str(store), tiny_model_path)
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32).eval()
+    docs = [d for p in datastore.corpus_files(corpus) for d in datastore.documents(p)]
+    ids = [tok(d)["input_ids"] for d in docs]
+    assert s.meta["entries"] == sum(len(i) - 1 for i in ids) == s.index.ntotal
+    assert s.meta["layer"] == model.config.num_hidden_layers and s.layer == 2
+    first = ids[0][:20]
+    with torch.no_grad():
+        hidden = model(torch.tensor([first]), output_hidden_states=True).hidden_states[-1][0]
+    dist, tokens = s.search(hidden[:-1].numpy(), 1)
+    assert np.allclose(dist[:, 0], 0, atol=1e-6)
+    assert tokens[:, 0].tolist() == first[1:]
+
+
+def test_info_cli(store, capsys):
+    assert cli.main(["datastore", "info", str(store)]) == 0
+    out = capsys.readouterr().out
+    for needle in ("entries:", "size:", "layer:      2 (final hidden state", "model:", "flat"):
+        assert needle in out
+
+
+def test_build_is_atomic_and_resumable(corpus, tiny_model_path, tmp_path, store):
+    out = tmp_path / "store"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(i):
+        if i == 0:
+            raise Stop
+
+    with pytest.raises(Stop):
+        datastore.build(str(corpus), tiny_model_path, str(out), OPTIONS, quiet=True,
+                        on_shard=stop_after_first)
+    assert not out.exists()  # nothing half-written at the store's path
+    assert (tmp_path / "store.partial" / "shard-00000.done").is_file()
+    seen = []
+    meta = datastore.build(str(corpus), tiny_model_path, str(out), OPTIONS, quiet=True,
+                           on_shard=seen.append)
+    assert 0 not in seen and seen  # resumed after the finished shard
+    assert not (tmp_path / "store.partial").exists()
+    assert np.array_equal(np.load(out / "values.npy"), np.load(store / "values.npy"))
+    assert meta["entries"] == json.loads((store / "meta.json").read_text())["entries"]
+    with pytest.raises(datastore.DatastoreError, match="exists"):
+        datastore.build(str(corpus), tiny_model_path, str(out), OPTIONS, quiet=True)
+
+
+def test_ivf_records_its_recall(corpus, tiny_model_path, tmp_path):
+    meta = datastore.build(str(corpus), tiny_model_path, str(tmp_path / "ivf"),
+                           datastore.BuildOptions(window=32, stride=8, index="ivf", nlist=4,
+                                                  nprobe=4), quiet=True)
+    assert meta["index"]["kind"] == "ivf" and meta["index"]["nprobe"] == 4
+    assert meta["index"]["recall"]["recall_at_k"] == 1.0  # every cell probed: exact
+    s = datastore.Store(str(tmp_path / "ivf"))
+    assert s.search(np.zeros((3, s.dim), np.float32), 5)[0].shape == (3, 5)
+
+
+def test_corrupt_and_mismatched_stores_are_refused(store, tiny_model_path, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(store, bad)
+    with open(bad / "values.npy", "r+b") as f:
+        f.seek(200)
+        f.write(b"\x7f" * 8)
+    with pytest.raises(datastore.DatastoreError, match="values.npy is corrupt"):
+        datastore.verify(str(bad))
+    (bad / "index.faiss").unlink()
+    with pytest.raises(datastore.DatastoreError, match="index.faiss is missing"):
+        datastore.verify(str(bad))
+    with pytest.raises(datastore.DatastoreError, match="not a datastore"):
+        datastore.verify(str(tmp_path))
+    other = tmp_path / "other"
+    shutil.copytree(store, other)
+    meta = json.loads((other / "meta.json").read_text())
+    meta["tokenizer_fingerprint"] = "f" * 32
+    (other / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(datastore.DatastoreError, match="another tokenizer"):
+        datastore.verify(str(other), tiny_model_path)
+
+
+def test_launch_flag(store, tiny_model_path, tmp_path):
+    model = ["--model-path", tiny_model_path]
+    config = parse(["--ilsi-datastore", f"code={store}"], model)
+    assert config.datastores == {"code": str(store)}
+    assert type(config).from_json(config.to_json()).datastores == config.datastores
+    other = tmp_path / "other"
+    shutil.copytree(store, other)
+    meta = json.loads((other / "meta.json").read_text())
+    meta["model"]["fingerprint"] = "0" * 32
+    (other / "meta.json").write_text(json.dumps(meta))
+    for flags, needle in (
+        (["--ilsi-datastore", "code"], "expected NAME=PATH"),
+        (["--ilsi-datastore", f"1x={store}"], "bad name"),
+        (["--ilsi-datastore", f"a={store}", "--ilsi-datastore", f"a={store}"], "given twice"),
+        (["--ilsi-datastore", f"a={tmp_path / 'none'}"], "no datastore folder"),
+        (["--ilsi-datastore", f"a={other}"], "was built for another model"),
+    ):
+        with pytest.raises(IlsiConfigError, match=needle):
+            parse(flags, model)
+
+
+# -- the method ------------------------------------------------------------------------------
+
+KNN = get("knn_lm")
+
+
+def _row(params, neighbours=None, name="s"):
+    row = RowContext(params=validate_params(KNN.params, {"datastore": name, **params}),
+                     prompt_ids=[], output_ids=[])
+    if neighbours is not None:
+        row.inputs[datastore_key(name)] = neighbours
+    return row
+
+
+def test_knn_lm_equals_the_formula():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 50, generator=gen)
+    logits[2, 7] = float("-inf")  # a grammar mask stays
+    dist = torch.sort(torch.rand(3, 8, generator=gen) * 5).values
+    tokens = torch.randint(0, 50, (3, 8), generator=gen).float()
+    tokens[2, 0] = 7
+    params = [{"k": 4, "knn_temperature": 1.0, "lambda": 0.25},
+              {"k": 8, "knn_temperature": 3.0, "lambda": 0.9},
+              {"k": 8, "knn_temperature": 0.5, "lambda": 1.0}]
+    rows = [_row(p, torch.stack([dist[i], tokens[i]])) for i, p in enumerate(params)]
+    out = KNN.apply(logits.clone(), rows)
+    for i, p in enumerate(params):
+        k, t, lam = p["k"], p["knn_temperature"], p["lambda"]
+        w = torch.softmax(-dist[i, :k].double() / t, 0)
+        p_knn = torch.zeros(50, dtype=torch.float64).index_add_(0, tokens[i, :k].long(), w)
+        want = (lam * p_knn + (1 - lam) * torch.softmax(logits[i].double(), 0)).log()
+        finite = torch.isfinite(logits[i])
+        assert torch.allclose(out[i][finite].double(), want[finite], atol=1e-5)
+        assert not torch.isfinite(out[i][~finite]).any()
+
+
+def test_knn_lm_requirements_and_empty_store():
+    assert KNN.requirements(validate_params(KNN.params, {"datastore": "a", "k": 5})) == \
+        Requirements(datastores=(("a", 5),))
+    merged = Requirements(datastores=(("a", 5),)).merged(Requirements(datastores=(("a", 9),)))
+    assert merged.datastores == (("a", 9),) and merged
+    logits = torch.randn(1, 10)
+    none_found = torch.stack([torch.full((4,), float("inf")), torch.full((4,), -1.0)])
+    out = KNN.apply(logits.clone(), [_row({"lambda": 1.0}, none_found)])
+    assert torch.allclose(out, torch.log_softmax(logits, -1), atol=1e-6)
+
+
+def test_requests_name_a_loaded_store():
+    from sglang_ilsi.config import IlsiConfig
+    from sglang_ilsi.engine.http.request_needs import check_aux_models
+    from sglang_ilsi.params import IlsiRequestError
+    from sglang_ilsi.plan import MethodChoice
+
+    def choice(**params):
+        return MethodChoice("knn_lm", validate_params(KNN.params, params), 0, "request")
+
+    one, two = IlsiConfig(datastores={"a": "/x"}), IlsiConfig(datastores={"a": "/x", "b": "/y"})
+    unnamed = choice()
+    check_aux_models(unnamed, one)
+    assert unnamed.params["datastore"] == "a"  # the only store
+    check_aux_models(choice(datastore="b"), two)
+    for c, config, needle in ((choice(datastore="c"), two, "no datastore named 'c'"),
+                              (choice(), two, "name the datastore"),
+                              (choice(), IlsiConfig(), "--ilsi-datastore NAME=PATH")):
+        with pytest.raises(IlsiRequestError, match=needle) as e:
+            check_aux_models(c, config)
+        assert e.value.param == "datastore"
