@@ -308,6 +308,4 @@ def _read_example(request: dict[str, Any], config: IlsiConfig, tokenizer: Any | 
         grammars.sampling_params_for(chosen.grammar.name, config.grammar_backend or "xgrammar",
                                      chosen.grammar.schema)
     if chosen.logits is not None:
-        from sglang_ilsi.engine.http.request_needs import check_aux_models
-
-        check_aux_models(chosen.logits, config)
+        plan.check_loaded(chosen.logits, config)

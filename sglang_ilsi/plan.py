@@ -38,6 +38,7 @@ from typing import Any
 from sglang_ilsi import declaration, registry
 from sglang_ilsi.config import IlsiConfig
 from sglang_ilsi.declaration import kind_of
+from sglang_ilsi.methods.base import Requirements
 from sglang_ilsi.params import IlsiRequestError, validate_params
 
 REQUEST_KEY = "ilsi"  # what clients send inside custom_params
@@ -417,3 +418,56 @@ def measured_by(candidates: Plan, meter_params: Mapping[str, Any]) -> Plan:
                           chain.source if chain else SOURCE_REQUEST,
                           tuple(chain.steps()) if chain else ())
     return replace(candidates, kind=LOGITS, logits=choice)
+
+
+# -- what a chain needs of this server ------------------------------------------------
+
+
+def requirements(choice: MethodChoice) -> Requirements:
+    """Everything the request's chain of methods needs, merged."""
+    merged = Requirements()
+    for name, params in choice.steps():
+        merged = merged.merged(registry.get(name).requirements(params))
+    return merged
+
+
+def _param_naming(choice: MethodChoice, value: str) -> str:
+    for _, params in choice.steps():
+        for key, v in params.items():
+            if v == value or (isinstance(v, list) and value in v):
+                return key
+    return "method"
+
+
+def check_loaded(choice: MethodChoice, config: IlsiConfig) -> None:
+    """Refuse a chain naming an auxiliary model or a datastore this server has
+    not loaded (a datastore left unnamed becomes the server's only one, in place).
+    The server runs this check for every request; the catalog, for each example."""
+    _check_datastores(choice, config)
+    for aux in requirements(choice).aux_models:
+        if aux not in config.aux_models:
+            loaded = sorted(config.aux_models) or "none"
+            raise IlsiRequestError(
+                _param_naming(choice, aux),
+                f"no auxiliary model named {aux!r} is loaded on this server (loaded: "
+                f"{loaded}); start it with --ilsi-aux-model {aux}=PATH",
+            )
+
+
+def _check_datastores(choice: MethodChoice, config: IlsiConfig) -> None:
+    loaded = sorted(config.datastores)
+    for name, params in choice.steps():
+        if "datastore" not in registry.get(name).needs:
+            continue
+        wanted = params.get("datastore", "")
+        if not wanted:
+            if len(loaded) != 1:
+                raise IlsiRequestError(
+                    "datastore", "name the datastore: this server loaded "
+                    + (f"several ({loaded})" if loaded else
+                       "none (start it with --ilsi-datastore NAME=PATH)"))
+            params["datastore"] = loaded[0]
+        elif wanted not in config.datastores:
+            raise IlsiRequestError(
+                "datastore", f"no datastore named {wanted!r} is loaded on this server (loaded: "
+                f"{loaded or 'none'}); start it with --ilsi-datastore {wanted}=PATH")

@@ -212,21 +212,20 @@ def test_knn_lm_requirements_and_empty_store():
 
 def test_requests_name_a_loaded_store():
     from sglang_ilsi.config import IlsiConfig
-    from sglang_ilsi.engine.http.request_needs import check_aux_models
     from sglang_ilsi.params import IlsiRequestError
-    from sglang_ilsi.plan import MethodChoice
+    from sglang_ilsi.plan import MethodChoice, check_loaded
 
     def choice(**params):
         return MethodChoice("knn_lm", validate_params(KNN.params, params), 0, "request")
 
     one, two = IlsiConfig(datastores={"a": "/x"}), IlsiConfig(datastores={"a": "/x", "b": "/y"})
     unnamed = choice()
-    check_aux_models(unnamed, one)
+    check_loaded(unnamed, one)
     assert unnamed.params["datastore"] == "a"  # the only store
-    check_aux_models(choice(datastore="b"), two)
+    check_loaded(choice(datastore="b"), two)
     for c, config, needle in ((choice(datastore="c"), two, "no datastore named 'c'"),
                               (choice(), two, "name the datastore"),
                               (choice(), IlsiConfig(), "--ilsi-datastore NAME=PATH")):
         with pytest.raises(IlsiRequestError, match=needle) as e:
-            check_aux_models(c, config)
+            check_loaded(c, config)
         assert e.value.param == "datastore"

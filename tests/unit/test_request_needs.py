@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from sglang_ilsi import registry
+from sglang_ilsi import plan, registry
 from sglang_ilsi.config import IlsiConfig
 from sglang_ilsi.engine.http import request_needs
 from sglang_ilsi.methods.base import SECOND_IDS
@@ -76,4 +76,4 @@ def test_default_layers_and_known_aux(tok):
     assert _prepare(_choice("dola"), PROMPT, tok)["layers"] == [0]
     cfg = IlsiConfig(aux_models={"amateur": "/somewhere"})
     _prepare(_choice("contrastive_decoding"), PROMPT, tok, config=cfg)  # no error
-    assert request_needs.requirements(_choice("contrastive_decoding")).aux_models == ("amateur",)
+    assert plan.requirements(_choice("contrastive_decoding")).aux_models == ("amateur",)

@@ -83,7 +83,7 @@ def read_plans(obj: Any, tokenizer: Any) -> list[plan.Plan]:
 
 
 def _needs_second_context(chosen: plan.Plan) -> bool:
-    return chosen.logits is not None and request_needs.requirements(chosen.logits).second_context
+    return chosen.logits is not None and plan.requirements(chosen.logits).second_context
 
 
 def _refuse_client_processor(obj: Any) -> bool:

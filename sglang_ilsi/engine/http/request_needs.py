@@ -13,14 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sglang_ilsi import registry
+from sglang_ilsi import plan, registry
 from sglang_ilsi.config import IlsiConfig
-from sglang_ilsi.methods.base import SECOND_CONTEXT_PARAMS, SECOND_IDS, Requirements
+from sglang_ilsi.methods.base import SECOND_CONTEXT_PARAMS, SECOND_IDS
 from sglang_ilsi.params import IlsiRequestError
 from sglang_ilsi.plan import MethodChoice
 
-__all__ = ["ModelFacts", "chat_second_ids", "check_and_prepare", "check_aux_models",
-           "requirements"]
+__all__ = ["ModelFacts", "chat_second_ids", "check_and_prepare"]
 
 MAX_SECOND_IDS = 1 << 16
 
@@ -42,22 +41,6 @@ class ModelFacts:
         )
 
 
-def requirements(choice: MethodChoice) -> Requirements:
-    """Everything the request's chain of methods needs, merged."""
-    merged = Requirements()
-    for name, params in choice.steps():
-        merged = merged.merged(registry.get(name).requirements(params))
-    return merged
-
-
-def _param_naming(choice: MethodChoice, value: str) -> str:
-    for _, params in choice.steps():
-        for key, v in params.items():
-            if v == value or (isinstance(v, list) and value in v):
-                return key
-    return "method"
-
-
 def check_and_prepare(choice: MethodChoice, config: IlsiConfig, facts: ModelFacts,
                       prompt: Any, tokenizer: Any, chat_second_ids: Any = None) -> None:
     """Validate the request's needs against this server and fill in the
@@ -70,40 +53,7 @@ def check_and_prepare(choice: MethodChoice, config: IlsiConfig, facts: ModelFact
         if "second_context" in cls.needs and SECOND_IDS not in params:
             params[SECOND_IDS] = _second_ids(cls, params, prompt, tokenizer, chat_second_ids,
                                              facts)
-    check_aux_models(choice, config)
-
-
-def check_aux_models(choice: MethodChoice, config: IlsiConfig) -> None:
-    """Refuse a chain naming an auxiliary model or a datastore this server has
-    not loaded (a datastore left unnamed becomes the server's only one, in place)."""
-    _check_datastores(choice, config)
-    for aux in requirements(choice).aux_models:
-        if aux not in config.aux_models:
-            loaded = sorted(config.aux_models) or "none"
-            raise IlsiRequestError(
-                _param_naming(choice, aux),
-                f"no auxiliary model named {aux!r} is loaded on this server (loaded: "
-                f"{loaded}); start it with --ilsi-aux-model {aux}=PATH",
-            )
-
-
-def _check_datastores(choice: MethodChoice, config: IlsiConfig) -> None:
-    loaded = sorted(config.datastores)
-    for name, params in choice.steps():
-        if "datastore" not in registry.get(name).needs:
-            continue
-        wanted = params.get("datastore", "")
-        if not wanted:
-            if len(loaded) != 1:
-                raise IlsiRequestError(
-                    "datastore", "name the datastore: this server loaded "
-                    + (f"several ({loaded})" if loaded else
-                       "none (start it with --ilsi-datastore NAME=PATH)"))
-            params["datastore"] = loaded[0]
-        elif wanted not in config.datastores:
-            raise IlsiRequestError(
-                "datastore", f"no datastore named {wanted!r} is loaded on this server (loaded: "
-                f"{loaded or 'none'}); start it with --ilsi-datastore {wanted}=PATH")
+    plan.check_loaded(choice, config)
 
 
 def _check_layers(cls: type, params: dict[str, Any], facts: ModelFacts) -> None:
