@@ -153,6 +153,12 @@ class LogitsMethod(Method):
         return None
 
     @classmethod
+    def ends_sequences(cls, params: dict[str, Any]) -> bool:
+        """Whether, with these params, the method may end a request by leaving
+        end-of-sequence as the only token (such a request cannot set ``ignore_eos``)."""
+        return False
+
+    @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
         raise NotImplementedError
 

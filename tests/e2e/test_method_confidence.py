@@ -239,3 +239,16 @@ def test_bad_input_is_400(tiny_server, ilsi, needle):
     r = tiny_server.post("/generate", {"text": PROMPT, "sampling_params": {
         "max_new_tokens": 2, "custom_params": {"ilsi": ilsi}}})
     assert r.status_code == 400 and needle in r.text, r.text
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("ilsi", [{"method": "confidence", "stop_below": 3.0},
+                                  {"method": "deepconf", "n": 4, "warmup": 2}])
+def test_a_stop_cannot_be_combined_with_ignore_eos(tiny_server, ilsi):
+    r = tiny_server.post("/generate", {"text": PROMPT, "sampling_params": {
+        "max_new_tokens": 2, "ignore_eos": True, "custom_params": {"ilsi": ilsi}}})
+    assert r.status_code == 400 and "ignore_eos" in r.text, r.text
+    ok = tiny_server.post("/generate", {"text": PROMPT, "sampling_params": {
+        "max_new_tokens": 2, "ignore_eos": True, "custom_params": {"ilsi": {
+            "method": "deepconf", "n": 4, "mode": "offline"}}}})
+    assert ok.status_code == 200, ok.text  # nothing is stopped offline

@@ -100,6 +100,15 @@ def _refuse_client_processor(obj: Any) -> bool:
     return client_processor
 
 
+def _refuse_ignore_eos(chain: plan.MethodChoice) -> None:
+    from sglang_ilsi import registry
+
+    for name, params in chain.steps():
+        if registry.get(name).ends_sequences(params):
+            raise IlsiRequestError("ignore_eos", f"{name!r} ends a request with end-of-sequence "
+                                   "(here: stop_below > 0), which ignore_eos would override")
+
+
 def prepare_generate_input(obj: Any, tokenizer: Any, plans: list[plan.Plan],
                            grammar_backend: str = "xgrammar",
                            facts: request_needs.ModelFacts | None = None) -> None:
@@ -123,6 +132,8 @@ def prepare_generate_input(obj: Any, tokenizer: Any, plans: list[plan.Plan],
         if chain is not None:
             request_needs.check_and_prepare(chain, cfg, facts or request_needs.ModelFacts(),
                                             prompts[min(index, len(prompts) - 1)], tokenizer)
+        if chain is not None and item.get("ignore_eos"):
+            _refuse_ignore_eos(chain)
         rewritten = plan.rewrite_custom_params(item.get("custom_params"), chain)
         if rewritten is not None:
             item["custom_params"] = rewritten

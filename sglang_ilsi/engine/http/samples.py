@@ -94,6 +94,9 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
 
     rule, n = plan.rule, plan.params["n"]
     measured = "confidence" in rule.needs
+    if base.get("ignore_eos") and rule.ends_candidates(plan.params):
+        raise IlsiRequestError("ignore_eos", f"{rule.name!r} stops weak candidates with "
+                               "end-of-sequence, which ignore_eos would override")
     outputs: list[dict] = []
     candidates: list[Candidate] = []
     while len(outputs) < n:  # round by round while the rule wants more

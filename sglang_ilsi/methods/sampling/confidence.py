@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -61,6 +62,10 @@ class Confidence(LogitsMethod):
         Param("stop_below", "float", 0.0, "s: stop the trace at the first complete window "
               "whose group confidence is below s (0: never stop)", minimum=0.0),
     )
+
+    @classmethod
+    def ends_sequences(cls, params: dict[str, Any]) -> bool:
+        return float(params["stop_below"]) > 0
 
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:

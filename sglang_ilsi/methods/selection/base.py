@@ -81,6 +81,12 @@ class SelectionRule(Method):
         return False
 
     @classmethod
+    def ends_candidates(cls, params: Mapping[str, Any]) -> bool:
+        """Whether the rule may end candidates early by end-of-sequence (through
+        :meth:`meter`); such a request cannot set ``ignore_eos``."""
+        return False
+
+    @classmethod
     def meter(cls, params: Mapping[str, Any], sampled: Sequence[Candidate]) -> dict[str, Any]:
         """Rules that need ``"confidence"``: the ``confidence`` method's parameters
         for the next round's candidates (it decodes them first, before

@@ -109,6 +109,10 @@ class DeepConf(SelectionRule):
         return int(params["n"]) - sampled
 
     @classmethod
+    def ends_candidates(cls, params: Mapping[str, Any]) -> bool:
+        return params["mode"] == "online"
+
+    @classmethod
     def meter(cls, params: Mapping[str, Any], sampled: Sequence[Candidate]) -> dict[str, Any]:
         stop_below = 0.0
         if params["mode"] == "online" and sampled:
