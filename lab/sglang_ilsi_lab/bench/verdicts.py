@@ -126,17 +126,22 @@ def judge_speed(effect: dict[str, Any], margin: float) -> Verdict:
                    f"recorded, no CI); {quality}")
 
 
+def _cheaper(effect: dict[str, Any], cost_measure: str) -> tuple[bool, str]:
+    """Whether the ``cost_measure`` ratio is below 1, said in words."""
+    cost = (effect.get("cost_ratio") or {}).get(cost_measure)
+    cheaper = cost is not None and cost < 1
+    return cheaper, (f"{cost_measure.replace('_', ' ')} × {_num(cost, 2)} "
+                     f"{'<' if cheaper else '≥'} 1")
+
+
 def judge_equivalence(effect: dict[str, Any], margin: float, cost_measure: str) -> Verdict:
     """Effect CI inside ±``margin`` and the ``cost_measure`` ratio below 1."""
     if effect.get("ci_low") is None:
         return Verdict("equivalence", NO_DATA, "equivalence test: no paired items")
     inside = _within(effect, margin)
-    cost = (effect.get("cost_ratio") or {}).get(cost_measure)
-    cheaper = cost is not None and cost < 1
-    measure = cost_measure.replace("_", " ")
+    cheaper, cost = _cheaper(effect, cost_measure)
     test = (f"equivalence test: effect CI {_ci(effect)} {'inside' if inside else 'not inside'} "
-            f"±{margin:g} (margin stated in advance); {measure} × {_num(cost, 2)} "
-            f"{'<' if cheaper else '≥'} 1")
+            f"±{margin:g} (margin stated in advance); {cost}")
     return Verdict("equivalence", REPRODUCED if inside and cheaper else NOT_SHOWN, test)
 
 
@@ -146,12 +151,10 @@ def judge_non_inferiority(effect: dict[str, Any], margin: float, cost_measure: s
     if effect.get("ci_low") is None:
         return Verdict("non_inferiority", NO_DATA, "non-inferiority test: no paired items")
     above = effect["ci_low"] > -margin
-    cost = (effect.get("cost_ratio") or {}).get(cost_measure)
-    cheaper = cost is not None and cost < 1
-    measure = cost_measure.replace("_", " ")
+    cheaper, cost = _cheaper(effect, cost_measure)
     test = (f"non-inferiority test: effect CI {_ci(effect)} lower end "
             f"{'above' if above else 'not above'} -{margin:g} (margin stated in advance); "
-            f"{measure} × {_num(cost, 2)} {'<' if cheaper else '≥'} 1")
+            f"{cost}")
     return Verdict("non_inferiority", REPRODUCED if above and cheaper else NOT_SHOWN, test)
 
 
