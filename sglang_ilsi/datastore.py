@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from sglang_ilsi.cache import sha256_file
+
 FORMAT = "sglang-ilsi-datastore/1"
 CORPUS_SUFFIXES = (".txt", ".md", ".py", ".jsonl")
 INDEX_KINDS = ("flat", "ivf", "ivfpq")
@@ -50,14 +52,6 @@ class DatastoreError(ValueError):
 
 
 # -- fingerprints ------------------------------------------------------------------------
-
-def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
 
 def model_fingerprint(model_path: str) -> str:
     """A fingerprint of a model folder's weights and architecture: its
@@ -389,7 +383,7 @@ def _write_store(target: Path, index: Any, values: np.ndarray, meta: dict[str, A
     faiss.write_index(index, str(tmp / INDEX))
     np.save(tmp / VALUES, values)
     meta["files"] = {name: {"bytes": (tmp / name).stat().st_size,
-                            "sha256": _sha256_file(tmp / name)} for name in (INDEX, VALUES)}
+                            "sha256": sha256_file(tmp / name)} for name in (INDEX, VALUES)}
     _atomic_json(tmp / META, meta)
     if target.exists():
         if not force:
@@ -434,7 +428,7 @@ def verify(path: str, model_path: str | None = None, checksums: bool = True) -> 
         if file.stat().st_size != expected["bytes"]:
             raise DatastoreError(f"{path}: {name} is corrupt (size {file.stat().st_size}, "
                                  f"expected {expected['bytes']})")
-        if checksums and _sha256_file(file) != expected["sha256"]:
+        if checksums and sha256_file(file) != expected["sha256"]:
             raise DatastoreError(f"{path}: {name} is corrupt (sha256 differs from {META})")
     if model_path is not None:
         check_model(meta, path, model_path)

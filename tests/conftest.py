@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+from reference_decoding import HFReference
 
 from sglang_ilsi_lab.models import tiny
 from sglang_ilsi_lab.server_process import ServerProcess
@@ -73,6 +74,13 @@ def start_server(
                 os.unlink(server.log_path)
             except OSError:
                 pass
+
+
+@pytest.fixture(scope="session")
+def hf(tiny_model_path: str) -> HFReference:
+    """The tiny model in plain transformers: the exactness oracle of the tests that
+    serve it (a module serving another model defines its own ``hf``)."""
+    return HFReference(tiny_model_path)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reference_decoding import HFReference, make_transform
+from reference_decoding import make_transform
 
 from sglang_ilsi import registry
 from sglang_ilsi.params import validate_params
@@ -60,11 +60,6 @@ def full_params(method: str, given: dict) -> dict:
 @pytest.fixture(scope="module")
 def client(tiny_server):
     return tiny_server
-
-
-@pytest.fixture(scope="module")
-def hf(tiny_model_path):
-    return HFReference(tiny_model_path)
 
 
 def test_every_registered_method_is_covered():

@@ -30,11 +30,6 @@ def client(tiny_server):
     return tiny_server
 
 
-@pytest.fixture(scope="module")
-def hf(tiny_model_path):
-    return HFReference(tiny_model_path)
-
-
 class Steps:
     """The reference: each step greedy in transformers, as the server runs it."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import start_server
-from reference_decoding import HFReference, make_transform
+from reference_decoding import make_transform
 
 from sglang_ilsi import registry
 from sglang_ilsi.params import validate_params
@@ -40,11 +40,6 @@ def client(tiny_model_path):
         "--ilsi-allow-custom-logit-processor",
         "--ilsi-plugin", str(PLUGIN),
     ], ["--chunked-prefill-size", str(CHUNK)])
-
-
-@pytest.fixture(scope="module")
-def hf(tiny_model_path):
-    return HFReference(tiny_model_path)
 
 
 def test_server_default_applies_to_requests_that_name_none(client, hf):

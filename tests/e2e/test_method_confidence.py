@@ -15,7 +15,6 @@ import confidence_references as ref
 import numpy as np
 import pytest
 import torch
-from reference_decoding import HFReference
 
 from sglang_ilsi import registry
 from sglang_ilsi.methods.base import RowContext
@@ -132,11 +131,6 @@ def test_self_certainty_rules_equal_reference(seed):
 
 
 # -- through a real server -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def hf(tiny_model_path):
-    return HFReference(tiny_model_path)
 
 
 def _reference_stats(hf, tokens: list[int], params: dict) -> dict:

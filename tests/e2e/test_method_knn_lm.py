@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 from conftest import start_server
 from knn_reference import KnnReference
-from reference_decoding import HFReference
 
 from sglang_ilsi import datastore
 
@@ -53,11 +52,6 @@ def client(tiny_model_path, stores):
     yield from start_server(tiny_model_path, [
         "--ilsi", *(a for name, path in stores.items()
                     for a in ("--ilsi-datastore", f"{name}={path}"))])
-
-
-@pytest.fixture(scope="module")
-def hf(tiny_model_path):
-    return HFReference(tiny_model_path)
 
 
 @pytest.fixture(scope="module")

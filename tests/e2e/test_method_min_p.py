@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference_decoding import HFReference
 from sglang.srt.layers.sampler import top_k_top_p_min_p_sampling_from_probs_torch
 from transformers.generation.logits_process import MinPLogitsWarper
 from truncation_checks import check_greedy, check_traced_steps, warper_keep
@@ -52,11 +51,6 @@ def test_equals_transformers_and_sglang_on_random_logits(p_base, temperature):
     assert torch.equal(keep, transformers_keep(logits, p_base, temperature))
     assert torch.equal(keep, sglang_keep(logits, p_base, temperature))
     assert torch.equal(out[keep], logits[keep])  # kept logits untouched (raw, not scaled)
-
-
-@pytest.fixture(scope="module")
-def hf(tiny_model_path):
-    return HFReference(tiny_model_path)
 
 
 def _keep(logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference_decoding import HFReference
 from transformers.generation.logits_process import TopHLogitsWarper
 from truncation_checks import check_greedy, check_traced_steps, warper_keep
 
@@ -63,11 +62,6 @@ def test_the_entropy_bound_tracks_the_step():
 
 
 # -- through a real server --------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def hf(tiny_model_path):
-    return HFReference(tiny_model_path)
 
 
 @pytest.mark.server

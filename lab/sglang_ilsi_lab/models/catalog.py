@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sglang_ilsi.cache import sha256_file
 from sglang_ilsi_lab.models import lab, tiny
 
 # Bump when the conversion recipe changes, so stale caches are not reused.
@@ -123,14 +124,6 @@ def installed_version(dist: str) -> str | None:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _missing_message(model: str, packages: list[Package], what: str = "package") -> str:
