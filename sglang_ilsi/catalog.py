@@ -36,7 +36,8 @@ from sglang_ilsi.tools import TOOLS
 
 TOOL, GRAMMAR = "tool", "grammar"
 # The order kinds are shown in.
-KIND_ORDER = ("logits", "selection", "tool_loop", "program", "speculative", TOOL, GRAMMAR)
+KIND_ORDER = ("logits", "selection", "search", "tool_loop", "program", "speculative", TOOL,
+              GRAMMAR)
 # Needs served by the scheduler's logits stage, which SGLang skips under
 # speculative decoding (so the plan refuses them on such a server).
 LOGITS_STAGE_NEEDS = tuple(n for n in ("logits", "aux_model", "second_context", "layer_logits",

@@ -51,6 +51,10 @@ class IlsiConfig:
     aux_models: dict[str, str] = field(default_factory=dict)
     # kNN-LM datastores (sglang_ilsi/datastore.py): name → path, checked at launch.
     datastores: dict[str, str] = field(default_factory=dict)
+    # Reward models (sglang_ilsi/reward.py): served here (name → folder) or by a
+    # second sglang-ilsi server (name → its URL).
+    reward_models: dict[str, str] = field(default_factory=dict)
+    reward_urls: dict[str, str] = field(default_factory=dict)
     # Layers the SELF_SPECULATIVE draft skips; empty = the default rule.
     self_spec_skip: tuple[int, ...] = ()
     # LOOKAHEAD's window (W, N); empty = the default shape.
@@ -75,6 +79,8 @@ class IlsiConfig:
         data["plugin_files"] = tuple(data.get("plugin_files", ()))
         data["aux_models"] = dict(data.get("aux_models", {}))
         data["datastores"] = dict(data.get("datastores", {}))
+        data["reward_models"] = dict(data.get("reward_models", {}))
+        data["reward_urls"] = dict(data.get("reward_urls", {}))
         data["self_spec_skip"] = tuple(data.get("self_spec_skip", ()))
         data["lookahead"] = tuple(data.get("lookahead", ()))
         return cls(**data)
@@ -142,6 +148,25 @@ def _parser() -> _Parser:
         "NAME, for retrieval methods such as knn_lm (repeatable)",
     )
     p.add_argument(
+        "--ilsi-reward-model",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="serve an outcome or process reward model (an HF *ForSequenceClassification / "
+        "*ForTokenClassification folder with sglang_ilsi_reward.json) beside the policy under "
+        "NAME, for best_of_n, weighted_self_consistency and the reward-guided searches "
+        "(repeatable)",
+    )
+    p.add_argument(
+        "--ilsi-reward-url",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="use the reward model NAME served by a second sglang-ilsi server at URL (one "
+        "started with --ilsi-reward-model NAME=PATH), for reward models too big to co-host "
+        "(repeatable)",
+    )
+    p.add_argument(
         "--ilsi-self-spec-skip",
         default=None,
         metavar="L1,L2,...",
@@ -195,6 +220,8 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         "--ilsi-trace-max-k",
         "--ilsi-aux-model",
         "--ilsi-datastore",
+        "--ilsi-reward-model",
+        "--ilsi-reward-url",
         "--ilsi-self-spec-skip",
         "--ilsi-lookahead",
         "--ilsi-scd-alpha",
@@ -309,6 +336,7 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
                     f"--ilsi-aux-model runs auxiliary models on a single rank; it cannot be "
                     f"combined with {flag} {value}")
     datastores = _datastores(ns.ilsi_datastore, _sglang_flag(sglang_argv or [], "--model-path"))
+    reward_models, reward_urls = _reward_models(ns.ilsi_reward_model, ns.ilsi_reward_url)
     self_spec_skip = _self_spec_skip(ns.ilsi_self_spec_skip, spec,
                                      _sglang_flag(sglang_argv or [], "--model-path"))
     lookahead = _lookahead(ns.ilsi_lookahead, spec,
@@ -326,6 +354,8 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
         **tool_flags.parse(ns),
         aux_models=aux_models,
         datastores=datastores,
+        reward_models=reward_models,
+        reward_urls=reward_urls,
         self_spec_skip=self_spec_skip,
         lookahead=lookahead,
         scd_alpha=ns.ilsi_scd_alpha,
@@ -458,6 +488,33 @@ def _datastores(specs: list[str], target_path: str | None) -> dict[str, str]:
         except DatastoreError as e:
             raise IlsiConfigError(f"--ilsi-datastore {name}: {e}") from None
     return {name: os.path.abspath(path) for name, path in stores.items()}
+
+
+def _reward_models(local: list[str], remote: list[str]
+                   ) -> tuple[dict[str, str], dict[str, str]]:
+    """``--ilsi-reward-model`` folders (each checked: sglang_ilsi/reward.py's format)
+    and ``--ilsi-reward-url`` servers (each asked whether it serves that model)."""
+    from sglang_ilsi.reward import RewardModelError, read_info, remote_info
+
+    models = _named_folders("--ilsi-reward-model", "reward model", local)
+    for name, path in models.items():
+        try:
+            read_info(name, path)
+        except RewardModelError as e:
+            raise IlsiConfigError(f"--ilsi-reward-model {name}: {e}") from None
+    urls: dict[str, str] = {}
+    for spec in remote:
+        name, sep, url = spec.partition("=")
+        if not sep or not _AUX_NAME.match(name) or not url.startswith(("http://", "https://")):
+            raise IlsiConfigError(f"--ilsi-reward-url: expected NAME=http://HOST:PORT, got {spec!r}")
+        if name in models or name in urls:
+            raise IlsiConfigError(f"--ilsi-reward-url: name {name!r} given twice")
+        try:
+            remote_info(name, url)
+        except RewardModelError as e:
+            raise IlsiConfigError(f"--ilsi-reward-url {name}: {e}") from None
+        urls[name] = url.rstrip("/")
+    return {name: os.path.abspath(path) for name, path in models.items()}, urls
 
 
 def from_environment(argv: list[str]) -> tuple[IlsiConfig | None, list[str]]:

@@ -8,6 +8,7 @@ its needs alone (:func:`kind_of`), and the engine dispatches on the kind:
 ============ ================================ =====================================
 kind         needs                            runs where
 ============ ================================ =====================================
+search       ``tree`` (+ ``reward``)          a tree of partial solutions, step by step
 selection    ``samples``                      N samples in one request, one chosen
 logits       ``logits`` (+ extras)            the scheduler's logits stage, batched
 tool_loop    ``tool`` (no ``logits``)         a generate loop that runs tool calls
@@ -18,6 +19,7 @@ program      nothing                          a prompting program's inner reques
 Each kind's base class lives with its methods (``methods/base.py``:
 ``LogitsMethod``; ``methods/selection/base.py``: ``SelectionRule``;
 ``methods/speculative/base.py``: ``SpeculativeAlgorithm``;
+``methods/search/base.py``: ``SearchMethod``;
 ``methods/prompting/base.py``: ``Program``).
 """
 
@@ -54,6 +56,7 @@ NEEDS = (
     "second_context",
     "layer_logits",
     "samples",
+    "tree",  # partial solutions grown step by step (a search)
     "confidence",  # a selection's candidates measured by the ``confidence`` method
     "draft",
     "grammar",
@@ -66,6 +69,7 @@ NEEDS = (
 # What each kind is: the first of these needs a declaration names decides it.
 KIND_BY_NEED = (
     ("draft", "speculative"),
+    ("tree", "search"),
     ("samples", "selection"),
     ("logits", "logits"),  # before "tool": monitor reads a module in the logits stage
     ("tool", "tool_loop"),

@@ -20,7 +20,9 @@ whole object once (every parameter, nested ones included: a selection's
 - ``selection``: N samples, one chosen (:class:`SelectionPlan`);
 - ``tool_loop``: a generate loop that runs tool calls (:class:`ToolPlan`);
 - ``program``: a prompting program whose generations run as inner requests
-  (:class:`ProgramPlan`).
+  (:class:`ProgramPlan`);
+- ``search``: a tree of partial solutions grown step by step, perhaps scored
+  by a reward model (:class:`SearchPlan`).
 
 The HTTP side dispatches on ``kind`` (:mod:`sglang_ilsi.engine.http.api`); a plan
 read by the OpenAI layer travels to it under :data:`PLAN_KEY`, so no request is
@@ -233,6 +235,7 @@ def rewrite_custom_params(
 
 PLAIN, LOGITS, SELECTION, TOOL_LOOP = "plain", "logits", "selection", "tool_loop"
 PROGRAM = declaration.PROGRAM
+SEARCH = "search"
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,13 @@ class ProgramPlan:
 
 
 @dataclass(frozen=True)
+class SearchPlan:
+    method: Any  # the search method's class (methods/search/base.py: SearchMethod)
+    params: dict[str, Any]
+    decoding: Plan  # how every step is decoded (plain or logits)
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything a request asked of sglang-ilsi, validated."""
 
@@ -277,6 +287,7 @@ class Plan:
     selection: SelectionPlan | None = None
     tools: ToolPlan | None = None
     program: ProgramPlan | None = None
+    search: SearchPlan | None = None
 
     def for_one_prompt(self) -> Plan:
         """A copy whose parameters this prompt's needs may complete in place
@@ -311,6 +322,8 @@ def read(custom_params: Mapping[str, Any] | None, config: IlsiConfig,
         return _tool_loop(cls, raw, source, config, tokenizer)
     if kind == PROGRAM:
         return _program(cls, raw, source, config, tokenizer)
+    if kind == SEARCH:
+        return _search(cls, raw, source, config, tokenizer)
     grammar = _grammar(raw)
     chain = resolve(custom_params, config, tokenizer)
     if chain is None:
@@ -354,6 +367,8 @@ def _selection(rule: Any, raw: Mapping[str, Any], source: str, config: IlsiConfi
         raise IlsiRequestError("method", f"{rule.name!r} measures its candidates in the logits "
                                "stage, which SGLang skips under speculative decoding "
                                f"({config.speculative_algorithm})")
+    if "reward" in rule.needs and params.get("reward", "model") == "model":
+        check_reward_model(params, config)
     if config.speculative_algorithm and candidates not in (None, "none"):
         raise IlsiRequestError(rule.decoded_by, "logits-stage methods are refused under "
                                f"speculative decoding ({config.speculative_algorithm})")
@@ -405,6 +420,23 @@ def _program(program: Any, raw: Mapping[str, Any], source: str, config: IlsiConf
     return Plan(PROGRAM, source, program=ProgramPlan(program, params, decoding))
 
 
+def _search(method: Any, raw: Mapping[str, Any], source: str, config: IlsiConfig,
+            tokenizer: Any | None) -> Plan:
+    _enabled(method.name, config)
+    if "grammar" in raw:
+        raise IlsiRequestError("grammar", "a search cannot be combined with a named grammar")
+    if config.speculative_algorithm and raw.get(method.decoded_by) not in (None, "none"):
+        raise IlsiRequestError(method.decoded_by, "logits-stage methods are refused under "
+                               f"speculative decoding ({config.speculative_algorithm})")
+    params = method.validate({k: v for k, v in raw.items()
+                              if k not in ("method", "trace", method.decoded_by)})
+    if "reward" in method.needs:
+        check_reward_model(params, config)
+    decoding = _decoding(raw, method.decoded_by, config, tokenizer,
+                         "every step of the search is decoded with it")
+    return Plan(SEARCH, source, search=SearchPlan(method, params, decoding))
+
+
 METER = "confidence"  # the logits method that measures a selection's candidates
 
 
@@ -452,6 +484,22 @@ def check_loaded(choice: MethodChoice, config: IlsiConfig) -> None:
                 f"no auxiliary model named {aux!r} is loaded on this server (loaded: "
                 f"{loaded}); start it with --ilsi-aux-model {aux}=PATH",
             )
+
+
+def check_reward_model(params: dict[str, Any], config: IlsiConfig) -> None:
+    """Refuse a ``reward_model`` this server does not serve; an empty one becomes
+    the server's only reward model, in place."""
+    loaded = sorted({*config.reward_models, *config.reward_urls})
+    wanted = params.get("reward_model", "")
+    how = "start it with --ilsi-reward-model NAME=PATH or --ilsi-reward-url NAME=URL"
+    if not wanted:
+        if len(loaded) != 1:
+            raise IlsiRequestError("reward_model", "name the reward model: this server has "
+                                   + (f"several ({loaded})" if loaded else f"none ({how})"))
+        params["reward_model"] = loaded[0]
+    elif wanted not in loaded:
+        raise IlsiRequestError("reward_model", f"no reward model named {wanted!r} on this "
+                               f"server (loaded: {loaded or 'none'}); {how}")
 
 
 def _check_datastores(choice: MethodChoice, config: IlsiConfig) -> None:

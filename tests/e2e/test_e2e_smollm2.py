@@ -5,7 +5,9 @@ The folder comes from ``sglang-ilsi models prepare smollm2-135m-instruct``
 server runs it in float32 (``conftest.start_server`` passes ``--dtype
 float32``). Greedy ``/generate`` tokens must equal a plain transformers loop
 on the same folder, and the plugin must answer a chat completion that asks
-for a method with its ``ilsi`` report.
+for a method with its ``ilsi`` report. The server also serves the trained
+JSON outcome reward model (``smollm2-json-orm``) beside the policy: its scores
+and a best-of-N over a chat request must equal transformers'.
 """
 
 from __future__ import annotations
@@ -31,8 +33,16 @@ def smollm2_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def client(smollm2_path):
-    yield from start_server(smollm2_path, ["--ilsi"])
+def json_orm_path(smollm2_path) -> str:
+    """The outcome reward model for SmolLM2's JSON answers (SmolLM2's body + the
+    committed trained head), built at prepare time."""
+    return str(catalog.prepare("smollm2-json-orm"))
+
+
+@pytest.fixture(scope="module")
+def client(smollm2_path, json_orm_path):
+    yield from start_server(smollm2_path, ["--ilsi", "--ilsi-reward-model",
+                                           f"json-orm={json_orm_path}"])
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +169,36 @@ def test_dola_default_layers_on_30_layers(client, multi):
     assert report["params"]["layers"] == list(range(0, 15, 2))
     full = validate_params(registry.get("dola").params, {"layers": list(range(0, 15, 2))})
     assert out["output_ids"] == multi.greedy(ids, 12, "dola", full)
+
+
+def test_json_reward_model_beside_the_policy(client, hf, json_orm_path):
+    import json as json_module
+
+    from reward_reference import RewardReference
+
+    from sglang_ilsi_lab.bench.specs.core_tasks import JSON_INSTRUCTION
+    from sglang_ilsi_lab.data import synthetic
+
+    ref = RewardReference(json_orm_path)
+    item = synthetic.json_extraction(1, seed=1)[0]
+    question = JSON_INSTRUCTION.format(sentence=item["sentence"])
+    prompt = hf.tokenizer.decode(chat_ids(hf, question))
+    right = item["answer"].strip()
+    record = json_module.loads(right)
+    wrong = json_module.dumps({**record, "city": "Atlantis"})
+    r = client.post("/ilsi/reward", {"reward_model": "json-orm", "prompts": [prompt, prompt],
+                                     "solutions": [ref.steps(right), ref.steps(wrong)]})
+    assert r.status_code == 200, r.text
+    scores = [s[0] for s in r.json()["scores"]]
+    want = [ref.step_scores(prompt, ref.steps(t))[0] for t in (right, wrong)]
+    assert scores == pytest.approx(want, abs=1e-4)
+    assert scores[0] > scores[1]  # the trained head prefers the right record here
+
+    out = client.openai().chat.completions.create(
+        model=client.model, messages=[{"role": "user", "content": question}], max_tokens=40,
+        temperature=0.7, extra_body={"custom_params": {"ilsi": {
+            "method": "best_of_n", "n": 3, "reward": "model", "reward_model": "json-orm"}}})
+    report = out.model_extra["ilsi"]
+    rewards = [ref.reward(prompt, ref.steps(c["text"])) for c in report["candidates"]]
+    assert [c["reward"] for c in report["candidates"]] == pytest.approx(rewards, abs=1e-4)
+    assert report["chosen"] == max(range(3), key=lambda k: (rewards[k], -k))

@@ -17,7 +17,7 @@ from sglang_ilsi.tools import TOOLS
 AUX_NAMES = ("amateur", "expert", "anti_expert")
 # A server that offers everything a request may name.
 EVERYTHING = IlsiConfig(tools=tuple(TOOLS), aux_models={n: "/unused" for n in AUX_NAMES},
-                        datastores={"stdlib": "/unused"})
+                        datastores={"stdlib": "/unused"}, reward_models={"prm": "/unused"})
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,8 @@ def _plan_refuses(request: dict[str, Any], config: IlsiConfig, tokenizer: Any) -
 def test_refusals_agree_with_the_plan(tokenizer):
     """Every derived refusal is what the plan does: under a speculative server,
     with a named grammar, and named inside a selection's candidates."""
-    speculative = IlsiConfig(tools=tuple(TOOLS), speculative_algorithm="NGRAM")
+    speculative = IlsiConfig(tools=tuple(TOOLS), speculative_algorithm="NGRAM",
+                             reward_models={"prm": "/unused"})
     for card in per_request_cards():
         if card["kind"] == "grammar":
             continue

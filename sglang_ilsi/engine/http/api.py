@@ -159,7 +159,7 @@ def around_generate_request(original, tokenizer_manager: Any, obj: Any, *args: A
 
     if not isinstance(obj, GenerateReqInput):
         return original(tokenizer_manager, obj, *args, **kwargs)
-    from sglang_ilsi.engine.http import programs, samples, tool_loop
+    from sglang_ilsi.engine.http import programs, samples, search, tool_loop
 
     tokenizer = getattr(tokenizer_manager, "tokenizer", None)
     backend = _grammar_backend(tokenizer_manager)
@@ -173,7 +173,8 @@ def around_generate_request(original, tokenizer_manager: Any, obj: Any, *args: A
 
     _refuse_client_processor(obj)  # before anything else reads the request
     plans = read_plans(obj, tokenizer)
-    loops = {plan.TOOL_LOOP: tool_loop, plan.SELECTION: samples, plan.PROGRAM: programs}
+    loops = {plan.TOOL_LOOP: tool_loop, plan.SELECTION: samples, plan.PROGRAM: programs,
+             plan.SEARCH: search}
     for kind, runner in loops.items():
         found = [i for i, p in enumerate(plans) if p.kind == kind]
         if found:

@@ -110,8 +110,17 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
         if rule.enough(candidates, plan.params):
             break
 
-    reward_ms = 0.0
-    if "reward" in rule.needs:
+    reward_ms, reward_tokens, step_rewards = 0.0, 0, None
+    if "reward" in rule.needs and plan.params.get("reward", "model") == "model":
+        from sglang_ilsi.engine.http import reward_service
+
+        scored = await reward_service.rewards(
+            config, plan.params, prompt_text(tokenizer_manager, obj),
+            [reward_service.steps_of(config, plan.params, o["text"]) for o in outputs])
+        reward_ms, reward_tokens, step_rewards = scored.ms, scored.tokens, scored.step_scores
+        candidates = [replace(c, reward=r) for c, r in zip(candidates, scored.rewards,
+                                                           strict=True)]
+    elif "reward" in rule.needs:
         reward_start = time.perf_counter()
         rewards = await verifier_rewards(tokenizer_manager, obj, outputs, plan.params, request)
         reward_ms = (time.perf_counter() - reward_start) * 1000.0
@@ -147,6 +156,7 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
              "answer": (selection.answers[i] if selection.answers is not None else None),
              "logprob": c.logprob, "reward": c.reward, "finish_reason": c.finish_reason,
              "completion_tokens": completion[i],
+             **({"step_rewards": list(step_rewards[i])} if step_rewards is not None else {}),
              **({"confidence": dict(c.confidence)} if c.confidence is not None else {})}
             for i, c in enumerate(candidates)
         ],
@@ -160,6 +170,7 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
                 m.get("prompt_tokens", 0) - m.get("cached_tokens", 0) for m in metas),
             "select_ms": round(select_ms, 3),
             "reward_ms": round(reward_ms, 3),
+            **({"reward_model_tokens": reward_tokens} if step_rewards is not None else {}),
             "wall_ms": round((time.perf_counter() - start) * 1000.0, 3),
         },
     }
@@ -179,6 +190,13 @@ def _candidate(index: int, output: Mapping[str, Any], measured: bool) -> Any:
                      token_ids=tuple(output.get("output_ids") or ()),
                      logprob=_cumulative_logprob(meta), finish_reason=finish_type(meta),
                      confidence=dict(stats) if isinstance(stats, Mapping) else None)
+
+
+def prompt_text(tokenizer_manager: Any, obj: Any) -> str:
+    """The request's prompt as text (token-id prompts decoded), as a reward model reads it."""
+    if obj.text is not None:
+        return obj.text
+    return tokenizer_manager.tokenizer.decode(list(obj.input_ids))
 
 
 def _first_token(tokenizer: Any, text: str, param: str) -> int:

@@ -156,6 +156,17 @@ def weighted_vote(answers: Sequence[str | None], weights: Sequence[float],
     return next(a for a, v in votes.items() if v == best), votes
 
 
+def rewards_of(cls: type[SelectionRule], candidates: Sequence[Candidate]) -> list[float]:
+    """Every candidate's reward (the engine fills them for rules needing ``reward``)."""
+    rewards = []
+    for k, c in enumerate(candidates):
+        if c.reward is None:
+            raise ValueError(f"{cls.name} needs a reward for every candidate "
+                             f"(candidates[{k}] has none)")
+        rewards.append(float(c.reward))
+    return rewards
+
+
 def vote_scores(answers: Sequence[str | None], voted: int) -> list[float | None]:
     counts = Counter(a for a in answers if a is not None)
     return [counts[a] / voted if a is not None else 0.0 for a in answers]

@@ -12,9 +12,11 @@ from sglang_ilsi.methods.selection.base import (
     checked_params,
     make_selection,
     n_param,
+    rewards_of,
 )
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
+from sglang_ilsi.reward import AGGREGATE_PARAM, REWARD_MODEL_PARAM
 from sglang_ilsi.selection.candidates import Candidate, Selection
 
 
@@ -29,6 +31,10 @@ class BestOfN(SelectionRule):
         y* = argmax_i r(x, y_i)   (ties: earliest; NaN rewards never win).
 
     The engine fills ``Candidate.reward``; a missing reward is an error. With
+    ``reward="model"`` a served reward model scores each candidate
+    (``reward_model``; a process model's step scores folded by ``aggregate``,
+    see :mod:`sglang_ilsi.reward`): the setting of Cobbe et al. (outcome
+    verifier) and Lightman et al. 2023 (process verifier). With
     ``reward="verifier"`` the engine scores each candidate with the policy
     model itself as a yes/no verifier (SGLang's scoring path): r = P(yes) /
     (P(yes) + P(no)) for the label tokens after
@@ -44,7 +50,10 @@ class BestOfN(SelectionRule):
     params = (
         n_param(8),
         Param("reward", "str", "verifier", "where rewards come from: 'verifier' = the "
-              "policy model asked whether the answer is correct", choices=("verifier",)),
+              "policy model asked whether the answer is correct; 'model' = a served reward "
+              "model (reward_model)", choices=("verifier", "model")),
+        REWARD_MODEL_PARAM,
+        AGGREGATE_PARAM,
         Param("verifier_prompt", "str", "\nIs the answer above correct? Answer Yes or No.\nAnswer:",
               "text appended after each candidate before reading the yes/no label",
               max_length=500),
@@ -56,12 +65,7 @@ class BestOfN(SelectionRule):
     def select(cls, candidates: Sequence[Candidate],
                params: Mapping[str, Any] | None = None) -> Selection:
         checked_params(cls, candidates, params)
-        rewards = []
-        for k, c in enumerate(candidates):
-            if c.reward is None:
-                raise ValueError(f"best_of_n needs a reward for every candidate "
-                                 f"(candidates[{k}] has none)")
-            rewards.append(float(c.reward))
+        rewards = rewards_of(cls, candidates)
         ranked = [r if not math.isnan(r) else -math.inf for r in rewards]
         position = argmax_first(ranked)
         return make_selection(cls, candidates, position, list(rewards),

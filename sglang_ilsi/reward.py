@@ -1,0 +1,245 @@
+"""Reward models served beside the policy (the ``reward`` capability).
+
+An operator loads a reward model with ``--ilsi-reward-model NAME=PATH`` (it
+then runs in the server's HTTP process, batched across requests) or names a
+second sglang-ilsi server that loaded it with ``--ilsi-reward-url NAME=URL``
+(for reward models too big to co-host). Requests name it with the method's
+``reward_model`` parameter (empty: the server's only one).
+
+The folder format (what ``scripts/train_reward_models.py`` writes):
+
+- an HF ``*ForSequenceClassification`` (outcome) or ``*ForTokenClassification``
+  (process) model with ``num_labels = 1``, its tokenizer, and
+  ``sglang_ilsi_reward.json`` = ``{"kind": "outcome" | "process",
+  "step_delimiter": "\\n", ...}``.
+
+Scoring convention (the same in training, here and in the tests' reference):
+a solution is a list of *steps* (the text split after each delimiter, each
+step keeping its delimiter); the input is ``tok(prompt) + tok(step_1) + ... +
+tok(step_k)``, each piece tokenised alone, no special tokens; the per-token
+score is ``sigmoid(score_head(h_t))`` on the last hidden state. An outcome
+model's reward is read at the last token; a process model gives one score per
+step, read at each step's last token, and a method folds them into one reward
+with :func:`aggregate` (``last``, ``min``, ``prod``, ``mean``; Lightman et al.
+2023 and Snell et al. 2024 compare these).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sglang_ilsi.params import Param
+
+REWARD_FILE = "sglang_ilsi_reward.json"
+OUTCOME, PROCESS = "outcome", "process"
+ARCHITECTURE_SUFFIX = {OUTCOME: "ForSequenceClassification", PROCESS: "ForTokenClassification"}
+AGGREGATES = ("last", "min", "prod", "mean")
+MAX_SCORED_TOKENS = 8192  # one scored solution, prompt included
+REWARD_PATH = "/ilsi/reward"  # a server's reward models: GET lists, POST scores
+
+
+class RewardModelError(ValueError):
+    """A reward-model folder that cannot be served (message names what is wrong)."""
+
+
+@dataclass(frozen=True)
+class RewardInfo:
+    """What a reward-model folder declares."""
+
+    name: str
+    path: str
+    kind: str  # OUTCOME or PROCESS
+    step_delimiter: str
+    architecture: str
+    max_positions: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "step_delimiter": self.step_delimiter,
+                "architecture": self.architecture, "max_positions": self.max_positions}
+
+
+def read_info(name: str, path: str) -> RewardInfo:
+    """Check a reward-model folder without loading its weights."""
+    declared_file = os.path.join(path, REWARD_FILE)
+    config_file = os.path.join(path, "config.json")
+    for needed in (declared_file, config_file):
+        if not os.path.isfile(needed):
+            raise RewardModelError(f"{path!r} has no {os.path.basename(needed)}")
+    try:
+        with open(declared_file) as f:
+            declared = json.load(f)
+        with open(config_file) as f:
+            config = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise RewardModelError(f"cannot read {path!r}: {e}") from None
+    kind = declared.get("kind")
+    if kind not in ARCHITECTURE_SUFFIX:
+        raise RewardModelError(f"{REWARD_FILE}: kind must be 'outcome' or 'process', got {kind!r}")
+    architectures = config.get("architectures") or []
+    arch = architectures[0] if architectures else ""
+    if not arch.endswith(ARCHITECTURE_SUFFIX[kind]):
+        raise RewardModelError(f"a {kind} reward model must be an HF "
+                               f"*{ARCHITECTURE_SUFFIX[kind]}, config.json says {arch!r}")
+    if int(config.get("num_labels", len(config.get("id2label") or {0: 0}))) != 1:
+        raise RewardModelError("a reward model must have num_labels = 1 (one score)")
+    delimiter = declared.get("step_delimiter", "\n")
+    if not isinstance(delimiter, str) or not delimiter:
+        raise RewardModelError(f"{REWARD_FILE}: step_delimiter must be a non-empty string")
+    return RewardInfo(name=name, path=os.path.abspath(path), kind=kind, step_delimiter=delimiter,
+                      architecture=arch,
+                      max_positions=int(config.get("max_position_embeddings") or 2048))
+
+
+def split_steps(text: str, delimiter: str) -> list[str]:
+    """``text`` cut after each ``delimiter`` (kept); a trailing piece without one
+    is the last step; no empty steps."""
+    steps, start = [], 0
+    while True:
+        at = text.find(delimiter, start)
+        if at < 0:
+            break
+        steps.append(text[start:at + len(delimiter)])
+        start = at + len(delimiter)
+    if start < len(text):
+        steps.append(text[start:])
+    return steps
+
+
+def aggregate(step_scores: Sequence[float], how: str) -> float:
+    """One reward from a process model's step scores (NaN when there is no step)."""
+    if not step_scores:
+        return math.nan
+    if how == "last":
+        return float(step_scores[-1])
+    if how == "min":
+        return float(min(step_scores))
+    if how == "prod":
+        return float(math.prod(step_scores))
+    if how == "mean":
+        return math.fsum(step_scores) / len(step_scores)
+    raise ValueError(f"unknown aggregate {how!r}; one of {AGGREGATES}")
+
+
+def reward_of(step_scores: Sequence[float], kind: str, how: str) -> float:
+    """A solution's reward: an outcome model's one score, or the fold of a process model's."""
+    return float(step_scores[-1]) if kind == OUTCOME and step_scores else aggregate(step_scores, how)
+
+
+# -- a reward model on a second server --------------------------------------------
+
+
+def remote_info(name: str, url: str, timeout_s: float = 10.0) -> RewardInfo:
+    """What a second server says of its reward model ``name`` (``GET /ilsi/reward``)."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + REWARD_PATH, timeout=timeout_s) as response:
+            listing = json.loads(response.read())
+    except (OSError, ValueError) as e:
+        raise RewardModelError(f"cannot reach {url.rstrip('/') + REWARD_PATH}: {e}") from None
+    for entry in listing.get("reward_models", []):
+        if entry.get("name") == name and entry.get("where") == "this server":
+            return RewardInfo(name=name, path=url, kind=entry["kind"],
+                              step_delimiter=entry["step_delimiter"],
+                              architecture=entry.get("architecture", ""),
+                              max_positions=int(entry.get("max_positions", 0)))
+    served = [e.get("name") for e in listing.get("reward_models", [])]
+    raise RewardModelError(f"{url} serves no local reward model named {name!r} (it serves "
+                           f"{served or 'none'})")
+
+
+# -- the parameters every method using a reward model takes -------------------------
+
+REWARD_MODEL_PARAM = Param(
+    "reward_model", "str", "", "the reward model scoring the candidates (a name given to "
+    "--ilsi-reward-model or --ilsi-reward-url; empty: the server's only one)", max_length=64)
+AGGREGATE_PARAM = Param(
+    "aggregate", "str", "last", "how a process reward model's step scores make one reward "
+    "(an outcome model has one score)", choices=AGGREGATES)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One solution's scores (per step, or the one outcome score) and the tokens read."""
+
+    scores: tuple[float, ...]
+    tokens: int
+
+
+# -- the model --------------------------------------------------------------------
+
+
+class RewardModel:
+    """A loaded reward model: :meth:`score` runs one batched forward pass."""
+
+    def __init__(self, info: RewardInfo, device: str = "cpu"):
+        import torch
+        from transformers import (
+            AutoModelForSequenceClassification,
+            AutoModelForTokenClassification,
+            AutoTokenizer,
+        )
+
+        self.info = info
+        loader = (AutoModelForTokenClassification if info.kind == PROCESS
+                  else AutoModelForSequenceClassification)
+        self.model = loader.from_pretrained(info.path, dtype=torch.float32).to(device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(info.path)
+        self.device = device
+        self.parameters = sum(p.numel() for p in self.model.parameters())
+        self.bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        body = getattr(self.model, "model", None)
+        head = getattr(self.model, "score", None)
+        if body is None or head is None:
+            raise RewardModelError(f"{info.architecture}: expected a .model body and a .score "
+                                   "head (Llama-style classification models)")
+        self._body, self._head = body, head
+
+    def encode(self, prompt: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+        """The input ids and the position of each step's last token."""
+        def tokens(text: str) -> list[int]:
+            return list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
+
+        ids = tokens(prompt)
+        ends = []
+        for step in steps:
+            ids += tokens(step)
+            ends.append(len(ids) - 1)
+        return ids, ends
+
+    def score(self, prompts: Sequence[str], solutions: Sequence[Sequence[str]]
+              ) -> list[Scored]:
+        """For each (prompt, steps): a process model's score per step, or an
+        outcome model's one score (one item); an empty solution scores nothing."""
+        import torch
+
+        encoded = [self.encode(p, s) for p, s in zip(prompts, solutions, strict=True)]
+        for ids, _ in encoded:
+            if len(ids) > min(self.info.max_positions, MAX_SCORED_TOKENS):
+                raise RewardModelError(f"a scored solution has {len(ids)} tokens; reward model "
+                                       f"{self.info.name!r} reads at most "
+                                       f"{min(self.info.max_positions, MAX_SCORED_TOKENS)}")
+        live = [k for k, (ids, ends) in enumerate(encoded) if ids and ends]
+        results = [Scored((), 0) for _ in encoded]
+        if not live:
+            return results
+        width = max(len(encoded[k][0]) for k in live)
+        input_ids = torch.zeros((len(live), width), dtype=torch.long)
+        mask = torch.zeros((len(live), width), dtype=torch.long)
+        for row, k in enumerate(live):
+            ids = encoded[k][0]
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            mask[row, :len(ids)] = 1
+        with torch.inference_mode():
+            hidden = self._body(input_ids=input_ids.to(self.device),
+                                attention_mask=mask.to(self.device)).last_hidden_state
+            probs = torch.sigmoid(self._head(hidden)[..., 0].float()).cpu()
+        for row, k in enumerate(live):
+            ids, ends = encoded[k]
+            read = ends if self.info.kind == PROCESS else [len(ids) - 1]
+            results[k] = Scored(tuple(float(probs[row, t]) for t in read), len(ids))
+        return results
