@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Protocol
 
 from sglang_ilsi.declaration import Method
 from sglang_ilsi.params import IlsiRequestError, Param, validate_params
+from sglang_ilsi.reward import AGGREGATE_PARAM, REWARD_MODEL_PARAM
 
 MAX_NODES_PER_STEP = 64
 MAX_STEPS = 64
@@ -128,21 +129,6 @@ async def reward_guided_tokens(tree: Tree, candidates: int, choose: Any
     return SearchResult(leaf, [leaf], {"tokens": len(ids)})
 
 
-def nodes_param(doc: str = "N: the nodes sampled at every step") -> Param:
-    return Param("n", "int", 8, doc, minimum=1, maximum=MAX_NODES_PER_STEP)
-
-
-def width_param(doc: str) -> Param:
-    return Param("beam_width", "int", 4, doc, minimum=1, maximum=MAX_NODES_PER_STEP)
-
-
-def check_width_divides(params: Mapping[str, Any]) -> None:
-    """``beam_width`` (M) must divide ``n`` (N): N/M beams or subtrees."""
-    if params["n"] % params["beam_width"]:
-        raise IlsiRequestError("beam_width", f"must divide n ({params['n']}), got "
-                               f"{params['beam_width']}")
-
-
 STEP_PARAMS = (
     Param("max_steps", "int", 10, "the most steps a solution may take (tree depth)",
           minimum=1, maximum=MAX_STEPS),
@@ -171,3 +157,28 @@ class SearchMethod(Method):
     @classmethod
     async def search(cls, tree: Tree, params: Mapping[str, Any]) -> SearchResult:
         raise NotImplementedError
+
+
+class GroupedSearch(SearchMethod):
+    """A verifier-guided search that samples N nodes a step in N/M groups of M
+    (PRM beam search, DVTS): ``beam_width`` (M) must divide ``n`` (N)."""
+
+    needs: ClassVar[frozenset[str]] = frozenset({"tree", "reward"})
+    example: ClassVar[dict[str, Any]] = {"n": 4, "beam_width": 2, "max_steps": 4}
+
+    @staticmethod
+    def shape(width_doc: str) -> tuple[Param, ...]:
+        """The parameters every grouped search takes (``width_doc`` says what M is)."""
+        return (Param("n", "int", 8, "N: the nodes sampled at every step", minimum=1,
+                      maximum=MAX_NODES_PER_STEP),
+                Param("beam_width", "int", 4, width_doc, minimum=1,
+                      maximum=MAX_NODES_PER_STEP),
+                *STEP_PARAMS, REWARD_MODEL_PARAM, AGGREGATE_PARAM)
+
+    @classmethod
+    def validate(cls, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        params = super().validate(given)
+        if params["n"] % params["beam_width"]:
+            raise IlsiRequestError("beam_width", f"must divide n ({params['n']}), got "
+                                   f"{params['beam_width']}")
+        return params

@@ -6,22 +6,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from sglang_ilsi.methods.search.base import (
-    STEP_PARAMS,
+    GroupedSearch,
     Node,
-    SearchMethod,
     SearchResult,
     Tree,
     best,
-    check_width_divides,
-    nodes_param,
-    width_param,
 )
 from sglang_ilsi.registry import register
-from sglang_ilsi.reward import AGGREGATE_PARAM, REWARD_MODEL_PARAM
 
 
 @register
-class DiverseVerifierTreeSearch(SearchMethod):
+class DiverseVerifierTreeSearch(GroupedSearch):
     """DVTS: N/M independent subtrees, each grown greedily by a process reward model.
 
     Beeching, Tunstall & Rush, "Scaling test-time compute with open models"
@@ -38,21 +33,7 @@ class DiverseVerifierTreeSearch(SearchMethod):
     family = "independent/tree-search"
     paper = ("Beeching, Tunstall & Rush 2024, Scaling test-time compute with open models "
              "(Hugging Face blog, search-and-learn); Snell et al. 2024, arXiv:2408.03314")
-    needs = frozenset({"tree", "reward"})
-    params = (
-        nodes_param(),
-        width_param("M: the children sampled from each subtree's node (N/M subtrees)"),
-        *STEP_PARAMS,
-        REWARD_MODEL_PARAM,
-        AGGREGATE_PARAM,
-    )
-    example = {"n": 4, "beam_width": 2, "max_steps": 4}
-
-    @classmethod
-    def validate(cls, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        params = super().validate(given)
-        check_width_divides(params)
-        return params
+    params = GroupedSearch.shape("M: the children sampled from each subtree's node (N/M subtrees)")
 
     @classmethod
     async def search(cls, tree: Tree, params: Mapping[str, Any]) -> SearchResult:

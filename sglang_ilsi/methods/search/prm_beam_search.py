@@ -6,23 +6,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from sglang_ilsi.methods.search.base import (
-    STEP_PARAMS,
+    GroupedSearch,
     Node,
-    SearchMethod,
     SearchResult,
     Tree,
     best,
-    check_width_divides,
-    nodes_param,
     top_k,
-    width_param,
 )
 from sglang_ilsi.registry import register
-from sglang_ilsi.reward import AGGREGATE_PARAM, REWARD_MODEL_PARAM
 
 
 @register
-class PrmBeamSearch(SearchMethod):
+class PrmBeamSearch(GroupedSearch):
     """Beam search over steps, ranked by a process reward model.
 
     Snell et al., "Scaling LLM Test-Time Compute Optimally can be More Effective
@@ -44,21 +39,7 @@ class PrmBeamSearch(SearchMethod):
     family = "independent/tree-search"
     paper = ("Snell et al. 2024, Scaling LLM Test-Time Compute Optimally can be More "
              "Effective than Scaling Model Parameters, arXiv:2408.03314")
-    needs = frozenset({"tree", "reward"})
-    params = (
-        nodes_param(),
-        width_param("M: the children of each kept node (N/M nodes are kept)"),
-        *STEP_PARAMS,
-        REWARD_MODEL_PARAM,
-        AGGREGATE_PARAM,
-    )
-    example = {"n": 4, "beam_width": 2, "max_steps": 4}
-
-    @classmethod
-    def validate(cls, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        params = super().validate(given)
-        check_width_divides(params)
-        return params
+    params = GroupedSearch.shape("M: the children of each kept node (N/M nodes are kept)")
 
     @classmethod
     async def search(cls, tree: Tree, params: Mapping[str, Any]) -> SearchResult:
