@@ -39,7 +39,10 @@ def main() -> int:
     p.add_argument("--samples-file", type=Path, default=None,
                    help="JSON file of sampled solutions: reused if present, else written")
     ns = p.parse_args()
-    metrics = json_orm.train(ns.out, train_problems=ns.train_problems,
+    from sglang_ilsi_lab.models import catalog
+
+    metrics = json_orm.train(catalog.prepare(json_orm.POLICY), ns.out,
+                             train_problems=ns.train_problems,
                              heldout=ns.heldout_problems, samples=ns.samples,
                              temperature=ns.temperature, base_url=ns.base_url,
                              samples_file=ns.samples_file, sampler=ns.sampler)

@@ -387,12 +387,14 @@ def choose_l2(x: Any, y: Any, problem_of: Sequence[int], *, seed: int = SEED,
 # -- the recipe -----------------------------------------------------------------------
 
 
-def train(out_dir: Path = HEAD_DIR, *, train_problems: int = TRAIN_PROBLEMS,
+def train(base_dir: Path, out_dir: Path = HEAD_DIR, *, train_problems: int = TRAIN_PROBLEMS,
           heldout: int = HELDOUT_PROBLEMS, samples: int = SAMPLES,
           temperature: float = TEMPERATURE, base_url: str | None = None,
           samples_file: Path | None = None, sampler: str = "server",
           log: Log = print) -> dict[str, Any]:
-    """Run the recipe; write ``score.safetensors`` and ``metrics.json`` into ``out_dir``.
+    """Run the recipe on the policy's folder ``base_dir`` (the prepared
+    ``smollm2-135m-instruct``); write ``score.safetensors`` and ``metrics.json``
+    into ``out_dir``.
 
     ``base_url``: a running server on the policy (default: start one, under
     ``--dtype float32``). ``samples_file``: a JSON file of sampled solutions to
@@ -402,11 +404,8 @@ def train(out_dir: Path = HEAD_DIR, *, train_problems: int = TRAIN_PROBLEMS,
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sglang_ilsi_lab.models import catalog
-
     start = time.perf_counter()
     torch.set_num_threads(2)
-    base_dir = catalog.get(POLICY).prepare()
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     train_items = training_problems(train_problems, heldout=heldout)
     test_items = heldout_problems(heldout)
