@@ -35,7 +35,6 @@ from sglang_ilsi.engine.http.samples import finish_type, prompt_text
 from sglang_ilsi.methods.search.base import Node, node_seed
 from sglang_ilsi.params import IlsiRequestError
 from sglang_ilsi.plan import SOURCE_SUFFIX, Plan, SearchPlan, clients_own
-from sglang_ilsi.reward import split_steps
 
 DEFAULT_DELIMITER = "\n"
 
@@ -124,26 +123,12 @@ class EngineTree:
         first_id = len(self.nodes)
         pairs = [(p, first_id + k * width + j) for k, p in enumerate(parents)
                  for j in range(width)]
-        inputs = [self.prompt_ids + list(p.token_ids) for p, _ in pairs]
-        sampling = [self._sampling(p, node_id) for p, node_id in pairs]
-        inner = copy.copy(self.obj)
-        inner.text = None
-        inner.input_ids = inputs[0] if len(inputs) == 1 else inputs
-        inner.sampling_params = sampling[0] if len(inputs) == 1 else sampling
-        inner.rid = None
-        inner.stream = False
-        inner.return_logprob = False
-        self.prepare(inner, self.plan.decoding)
-        self.calls += 1
-        out = await self.original(self.tokenizer_manager, inner, self.request).__anext__()
-        outs = out if isinstance(out, list) else [out]
+        outs = await self._generate([list(p.token_ids) for p, _ in pairs],
+                                    [self._sampling(p, node_id) for p, node_id in pairs])
         children = []
         for (parent, node_id), o in zip(pairs, outs, strict=True):
             meta = o["meta_info"]
             self.metas[node_id] = meta
-            self.completion_tokens += int(meta.get("completion_tokens", 0))
-            self.prompt_tokens_computed += (int(meta.get("prompt_tokens", 0))
-                                            - int(meta.get("cached_tokens", 0) or 0))
             ids = tuple(parent.token_ids) + tuple(o.get("output_ids") or ())
             text = _without_client_stop(o["text"], meta, self.delimiter)
             children.append(Node(id=node_id, parent=parent.id, depth=parent.depth + 1,
@@ -152,15 +137,9 @@ class EngineTree:
                                  finish_reason=meta.get("finish_reason")))
         if self.scored:
             if self.plan.method.delimited:
-                solutions = [list(c.steps) for c in children]
+                scored = await self._score([list(c.steps) for c in children])
             else:  # blocks of tokens: the reward model reads its own steps
-                rm = reward_service.service(self.plan.params["reward_model"], self.config)
-                solutions = [split_steps(c.text, rm.info.step_delimiter) for c in children]
-            scored = await reward_service.rewards(self.config, self.plan.params,
-                                                  self.prompt_text, solutions)
-            self.reward_calls += 1
-            self.reward_tokens += scored.tokens
-            self.reward_ms += scored.ms
+                scored = await self._score_texts([c.text for c in children])
             children = [replace(c, reward=r, step_scores=s) for c, r, s in
                         zip(children, scored.rewards, scored.step_scores, strict=True)]
         self.nodes += children
@@ -168,43 +147,61 @@ class EngineTree:
 
     async def next_tokens(self, prefixes: Sequence[Sequence[int]], k: int
                           ) -> list[list[tuple[int, float]]]:
-        inputs = [self.prompt_ids + list(p) for p in prefixes]
         one = {**self.base, "n": 1, "custom_params": dict(self.custom), "max_new_tokens": 1,
                "temperature": 0.0, "stop": None, "ignore_eos": True}
-        inner = copy.copy(self.obj)
-        inner.text = None
-        inner.input_ids = inputs[0] if len(inputs) == 1 else inputs
-        inner.sampling_params = one if len(inputs) == 1 else [dict(one) for _ in inputs]
-        inner.rid = None
-        inner.stream = False
-        inner.return_logprob = True
-        inner.top_logprobs_num = k
-        inner.logprob_start_len = -1
-        self.prepare(inner, self.plan.decoding)
-        self.calls += 1
-        out = await self.original(self.tokenizer_manager, inner, self.request).__anext__()
-        outs = out if isinstance(out, list) else [out]
+        outs = await self._generate([list(p) for p in prefixes],
+                                    [dict(one) for _ in prefixes], top_logprobs=k)
         result = []
         for o in outs:
             meta = o["meta_info"]
-            self.completion_tokens += int(meta.get("completion_tokens", 0))
-            self.prompt_tokens_computed += (int(meta.get("prompt_tokens", 0))
-                                            - int(meta.get("cached_tokens", 0) or 0))
             self.last_meta = meta
             tops = (meta.get("output_top_logprobs") or [[]])[0] or []
             result.append([(int(token), float(lp)) for lp, token, *_ in tops])
         return result
 
     async def score_prefixes(self, prefixes: Sequence[Sequence[int]]) -> list[float]:
-        texts = [self.tokenizer.decode(list(p), skip_special_tokens=True) for p in prefixes]
-        delimiter = reward_service.service(self.plan.params["reward_model"],
-                                           self.config).info.step_delimiter
+        return (await self._score_texts(
+            [self.tokenizer.decode(list(p), skip_special_tokens=True) for p in prefixes])).rewards
+
+    async def _generate(self, continuations: list[list[int]], sampling: list[dict[str, Any]],
+                        top_logprobs: int = 0) -> list[dict[str, Any]]:
+        """One batched inner request: ``prompt + continuation`` per item, decoded under
+        ``ilsi.decoding``; its policy tokens are added to the search's cost."""
+        inputs = [self.prompt_ids + c for c in continuations]
+        inner = copy.copy(self.obj)
+        inner.text = None
+        inner.input_ids = inputs[0] if len(inputs) == 1 else inputs
+        inner.sampling_params = sampling[0] if len(inputs) == 1 else sampling
+        inner.rid = None
+        inner.stream = False
+        inner.return_logprob = top_logprobs > 0
+        if top_logprobs:
+            inner.top_logprobs_num = top_logprobs
+            inner.logprob_start_len = -1
+        self.prepare(inner, self.plan.decoding)
+        self.calls += 1
+        out = await self.original(self.tokenizer_manager, inner, self.request).__anext__()
+        outs = out if isinstance(out, list) else [out]
+        for o in outs:
+            meta = o["meta_info"]
+            self.completion_tokens += int(meta.get("completion_tokens", 0))
+            self.prompt_tokens_computed += (int(meta.get("prompt_tokens", 0))
+                                            - int(meta.get("cached_tokens", 0) or 0))
+        return outs
+
+    async def _score(self, solutions: list[list[str]]) -> reward_service.Rewards:
+        """The request's reward model on ``solutions`` (step lists), counted in the cost."""
         scored = await reward_service.rewards(self.config, self.plan.params, self.prompt_text,
-                                              [split_steps(t, delimiter) for t in texts])
+                                              solutions)
         self.reward_calls += 1
         self.reward_tokens += scored.tokens
         self.reward_ms += scored.ms
-        return scored.rewards
+        return scored
+
+    async def _score_texts(self, texts: list[str]) -> reward_service.Rewards:
+        """:meth:`_score` on texts cut into the reward model's own steps."""
+        return await self._score([reward_service.steps_of(self.config, self.plan.params, t)
+                                  for t in texts])
 
     def leaf(self, token_ids: Sequence[int], finished: bool, reward: float) -> Node:
         node = Node(id=len(self.nodes), parent=0, depth=1,
