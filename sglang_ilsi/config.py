@@ -251,6 +251,23 @@ def _sglang_flag(argv: list[str], name: str) -> str | None:
     return None
 
 
+def parallel_ranks(sglang_argv: list[str]) -> int:
+    """How many scheduler ranks SGLang starts for these flags: TP × DP × PP."""
+    ranks = 1
+    for names in (("--tp-size", "--tensor-parallel-size", "--tp"),
+                  ("--dp-size", "--data-parallel-size", "--dp"),
+                  ("--pp-size", "--pipeline-parallel-size")):
+        for name in names:
+            value = _sglang_flag(sglang_argv, name)
+            if value is not None:
+                try:
+                    ranks *= max(1, int(value))
+                except ValueError:
+                    pass  # SGLang's own parser names the bad value
+                break
+    return ranks
+
+
 def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
     """Parse and validate our flags. Raises :class:`IlsiConfigError`."""
     from sglang_ilsi import registry  # late: registry imports torch
@@ -328,12 +345,14 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
                 "by target-only speculative sampling, which is exact as well")
     aux_models = _aux_models(ns.ilsi_aux_model, _sglang_flag(sglang_argv or [], "--model-path"))
     if aux_models:
-        for flag in ("--tp-size", "--tensor-parallel-size", "--pp-size",
-                     "--pipeline-parallel-size", "--dp-size", "--data-parallel-size"):
+        # Under --tp-size an aux model is sharded with the target's TP group, and
+        # each --dp-size replica loads its own; pipeline stages would each need
+        # the aux model's matching layers, which nothing here splits.
+        for flag in ("--pp-size", "--pipeline-parallel-size"):
             value = _sglang_flag(sglang_argv or [], flag)
             if value is not None and value.strip() != "1":
                 raise IlsiConfigError(
-                    f"--ilsi-aux-model runs auxiliary models on a single rank; it cannot be "
+                    f"--ilsi-aux-model runs whole auxiliary models on each rank; it cannot be "
                     f"combined with {flag} {value}")
     datastores = _datastores(ns.ilsi_datastore, _sglang_flag(sglang_argv or [], "--model-path"))
     reward_models, reward_urls = _reward_models(ns.ilsi_reward_model, ns.ilsi_reward_url)

@@ -44,6 +44,7 @@ def register() -> None:
     from sglang_ilsi.engine.cpu import portability
 
     portability.activate()
+    portability.bind_threads(ilsi_config.parallel_ranks(rest))
 
     from sglang_ilsi import registry
 

@@ -1,6 +1,8 @@
 """Shared fixtures: the tiny model, a transformers reference, and real SGLang
 servers (one per configuration, started once: :func:`tiny_server` is shared by
-every module that needs the plugin's default configuration on the tiny model)."""
+every module that needs the plugin's default configuration on the tiny model,
+:func:`lab_pair_server` by the modules that serve the lab pair with its
+auxiliary models)."""
 
 from __future__ import annotations
 
@@ -87,3 +89,28 @@ def hf(tiny_model_path: str) -> HFReference:
 def tiny_server(tiny_model_path: str) -> Iterator[Client]:
     """The tiny model served with ``--ilsi`` and nothing else, for the whole session."""
     yield from start_server(tiny_model_path, ["--ilsi"])
+
+
+def lab_pair_paths() -> tuple[str, dict[str, str]]:
+    """The lab target and its two auxiliary models on its tokenizer: ``amateur``
+    (the 0.27 M draft) and ``early`` (an earlier checkpoint of the target)."""
+    from sglang_ilsi_lab.models import catalog
+
+    return (str(catalog.prepare("lab-target")),
+            {"amateur": str(catalog.prepare("lab-draft")),
+             "early": str(catalog.prepare("lab-target-early"))})
+
+
+def lab_pair_flags(aux: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(our flags, SGLang's flags) of the lab pair's server."""
+    ours = ["--ilsi"] + [a for name, path in aux.items() for a in ("--ilsi-aux-model",
+                                                                    f"{name}={path}")]
+    # JSON without free whitespace, so that every method's output closes in time
+    return ours, ["--constrained-json-disable-any-whitespace"]
+
+
+@pytest.fixture(scope="session")
+def lab_pair_server() -> Iterator[Client]:
+    """The lab target with both auxiliary models, one rank, for the whole session."""
+    target, aux = lab_pair_paths()
+    yield from start_server(target, *lab_pair_flags(aux))

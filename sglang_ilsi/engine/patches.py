@@ -143,7 +143,17 @@ def _around_draft_backend_factory_create(original, factory, *a, **k):
     return draft_attention.around_create_backend(original, factory, *a, **k)
 
 
+def _around_init_model_parallel_group(original, *a, **k):
+    # Without CUDA there is no NCCL: SGLang's in-tree CPU platform still asks for
+    # a PyNccl communicator per group (it only skips that for out-of-tree
+    # platforms), which dies on "Expected a cuda device". The groups' collectives
+    # then run on the gloo device group SGLang creates for CPU anyway.
+    k["use_pynccl"] = False
+    return original(*a, **k)
+
+
 EAGLE_UTILS = "sglang.srt.speculative.eagle_utils."
+DISTRIBUTED = "sglang.srt.distributed."
 
 
 def _cpu_only_touch_points() -> list[TouchPoint]:
@@ -153,6 +163,11 @@ def _cpu_only_touch_points() -> list[TouchPoint]:
     if portability.cuda_available():
         return []
     return [
+        TouchPoint(
+            DISTRIBUTED + "parallel_state.init_model_parallel_group", "AROUND",
+            _around_init_model_parallel_group, WORKER,
+            "--tp-size/--dp-size above 1 on CPU: gloo collectives, no PyNccl communicator",
+        ),
         TouchPoint(
             EAGLE_UTILS + "_verify_uses_greedy", "REPLACE", verify_sampling.verify_uses_greedy,
             WORKER, "sampled requests under speculative decoding sample on CPU (not argmax)",
@@ -389,6 +404,16 @@ def _forward_touch_points() -> list[TouchPoint]:
                ("*", "model_config", "load_config", "device_config")),
         _check(SIGNATURE, "sglang.srt.configs.load_config.LoadConfig", WORKER,
                "load_aux_model", ("*", "load_format")),
+        _check(SIGNATURE, "sglang.srt.configs.update_config.adjust_config_with_unaligned_cpu_tp",
+               WORKER, "load_aux_model on CPU under --tp-size: pad head counts the TP size "
+               "does not divide, as SGLang does for the target",
+               ("model_config", "load_config", "tp_size")),
+        _check(SIGNATURE, DISTRIBUTED + "parallel_state.get_tensor_model_parallel_world_size",
+               WORKER, "sglang_forward.tp_size: aux KV pools hold this rank's heads", ()),
+        _check(SIGNATURE, DISTRIBUTED + "communication_op.tensor_model_parallel_all_gather",
+               WORKER,
+               "early_exit_logits gathers the LM head's vocabulary shards under --tp-size",
+               ("input_", "dim")),
         _check(SIGNATURE, "sglang.srt.configs.device_config.DeviceConfig", WORKER,
                "load_aux_model", ("device",)),
         _check(SIGNATURE, "sglang.srt.layers.layer_boundary.residual.batch.snapshot", WORKER,

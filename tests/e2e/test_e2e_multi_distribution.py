@@ -18,12 +18,11 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import start_server
+from conftest import lab_pair_paths
 from multi_reference_decoding import MultiHF
 
 from sglang_ilsi import registry
 from sglang_ilsi.params import validate_params
-from sglang_ilsi_lab.models import catalog
 
 pytestmark = pytest.mark.server
 
@@ -52,18 +51,12 @@ MULTI = {m for m in registry.logits_methods()
 
 
 def _paths() -> tuple[str, dict[str, str]]:
-    return (str(catalog.prepare("lab-target")),
-            {"amateur": str(catalog.prepare("lab-draft")),
-             "early": str(catalog.prepare("lab-target-early"))})
+    return lab_pair_paths()
 
 
 @pytest.fixture(scope="module")
-def client():
-    target, aux = _paths()
-    flags = ["--ilsi"] + [a for name, path in aux.items()
-                          for a in ("--ilsi-aux-model", f"{name}={path}")]
-    # JSON without free whitespace, so that every method's output closes in time
-    yield from start_server(target, flags, ["--constrained-json-disable-any-whitespace"])
+def client(lab_pair_server):
+    return lab_pair_server
 
 
 @pytest.fixture(scope="module")

@@ -115,6 +115,20 @@ def test_batch_isolation_with_other_methods(client, hf, refs):
     assert alone[0] == refs["stdlib"].greedy(hf.encode(PROMPTS[0]), 10, *_args(KNN))
 
 
+def test_tp2_greedy_equals_one_rank(client, tiny_model_path, stores):
+    """Under --tp-size 2 every rank captures the (replicated) hidden states and
+    searches its copy of the store: the tokens equal the one-rank server's."""
+    flags = ["--ilsi", *(a for name, path in stores.items()
+                         for a in ("--ilsi-datastore", f"{name}={path}"))]
+    jobs = [(p, {**KNN, "datastore": s}) for p in PROMPTS[:2] for s in ("stdlib", "mid")]
+    for tp2 in start_server(tiny_model_path, flags, ["--tp-size", "2"]):
+        for prompt, ilsi in jobs:
+            got = tp2.generate(prompt, max_new_tokens=10, ilsi=ilsi)
+            assert got["meta_info"]["ilsi"]["cost"]["datastore_searches"] == 10
+            assert (got["output_ids"]
+                    == client.generate(prompt, max_new_tokens=10, ilsi=ilsi)["output_ids"])
+
+
 # -- launch-time refusals ---------------------------------------------------------------
 
 

@@ -397,15 +397,16 @@ def test_flag_help_lists_every_flag():
         assert flag in text
 
 
-def test_aux_models_refuse_parallel_ranks(tmp_path):
+def test_aux_models_follow_tensor_and_data_parallel_but_refuse_pipeline_stages(tmp_path):
     aux = tmp_path / "aux"
     aux.mkdir()
     (aux / "config.json").write_text('{"vocab_size": 10}')
+    for flags in (["--tp-size", "2"], ["--dp-size", "2"], ["--tp-size", "2", "--dp-size", "2"]):
+        cfg = parse(["--ilsi-aux-model", f"small={aux}"], flags)
+        assert cfg.aux_models == {"small": str(aux)}
     with pytest.raises(IlsiConfigError) as e:
-        parse(["--ilsi-aux-model", f"small={aux}"], ["--tp-size", "2"])
-    assert "cannot be combined with --tp-size 2" in str(e.value)
-    cfg = parse(["--ilsi-aux-model", f"small={aux}"], ["--tp-size", "1"])
-    assert cfg.aux_models == {"small": str(aux)}
+        parse(["--ilsi-aux-model", f"small={aux}"], ["--pp-size", "2"])
+    assert "cannot be combined with --pp-size 2" in str(e.value)
 
 
 # -- --ilsi-self-spec-skip ------------------------------------------------------------
@@ -502,3 +503,37 @@ def test_speculative_contrastive_flags_parsed():
 ])
 def test_speculative_contrastive_bad_flags(ours, sglang, fragment):
     assert fragment in parse_error(ours, sglang)
+
+
+# -- several ranks on CPU ---------------------------------------------------------------
+
+def test_parallel_ranks_counts_tp_dp_and_pp_under_every_spelling():
+    from sglang_ilsi.config import parallel_ranks
+
+    assert parallel_ranks([]) == 1
+    assert parallel_ranks(["--tp-size", "2"]) == 2
+    assert parallel_ranks(["--tensor-parallel-size=2", "--dp-size", "3"]) == 6
+    assert parallel_ranks(["--tp", "2", "--data-parallel-size", "2", "--pp-size", "2"]) == 8
+    assert parallel_ranks(["--tp-size", "two"]) == 1  # SGLang's parser names the bad value
+
+
+def test_thread_binding_splits_the_cores_among_the_ranks():
+    from sglang_ilsi.engine.cpu.portability import thread_binding
+
+    assert thread_binding([0, 1], 2) == "0|1"
+    assert thread_binding([3, 0, 1, 2, 4], 2) == "0,1,2|3,4"
+    assert thread_binding(list(range(8)), 4) == "0,1|2,3|4,5|6,7"
+    assert thread_binding([0, 1], 4) == "0|1|0|1"  # more ranks than cores: shared round-robin
+
+
+def test_bind_threads_keeps_the_operators_choice(monkeypatch):
+    from sglang_ilsi.engine.cpu import portability
+
+    monkeypatch.setattr(portability, "needed", lambda: True)
+    monkeypatch.setenv(portability.THREADS_BIND_ENV, "0-1|0-1")
+    assert portability.bind_threads(2) is None
+    monkeypatch.delenv(portability.THREADS_BIND_ENV)
+    assert portability.bind_threads(1) is None  # one rank: SGLang needs nothing
+    value = portability.bind_threads(2)
+    assert value is not None and value.count("|") == 1
+    assert portability.os.environ[portability.THREADS_BIND_ENV] == value

@@ -8,6 +8,12 @@ stand-in package ``sgl_kernel`` (``engine/cpu/shim``) first on ``sys.path`` and
 on ``PYTHONPATH`` (inherited by SGLang's spawned processes), and sets
 ``SGLANG_USE_CPU_ENGINE=1``, which SGLang's ``is_cpu()`` requires. On a CUDA
 machine nothing here activates.
+
+With several ranks (``--tp-size``/``--dp-size`` above 1), SGLang's CPU engine
+binds each rank's OpenMP threads to one NUMA node unless
+``SGLANG_CPU_OMP_THREADS_BIND`` says otherwise, and refuses more ranks than
+nodes. :func:`bind_threads` then splits this process's cores among the ranks
+(``"0|1"`` for two ranks on two cores), unless the operator set it.
 """
 
 from __future__ import annotations
@@ -60,3 +66,34 @@ def activate() -> bool:
 def is_active() -> bool:
     module = sys.modules.get("sgl_kernel")
     return module is not None and str(getattr(module, "__file__", "")).startswith(SHIM_DIR)
+
+
+THREADS_BIND_ENV = "SGLANG_CPU_OMP_THREADS_BIND"
+
+
+def thread_binding(cores: list[int], ranks: int) -> str:
+    """SGLang's bind string giving ``ranks`` ranks contiguous, near-equal shares
+    of ``cores``; with fewer cores than ranks, ranks share cores round-robin."""
+    cores = sorted(cores)
+    if ranks <= len(cores):
+        base, extra = divmod(len(cores), ranks)
+        groups, start = [], 0
+        for rank in range(ranks):
+            size = base + (1 if rank < extra else 0)
+            groups.append(cores[start:start + size])
+            start += size
+    else:
+        groups = [[cores[rank % len(cores)]] for rank in range(ranks)]
+    return "|".join(",".join(str(c) for c in group) for group in groups)
+
+
+def bind_threads(ranks: int) -> str | None:
+    """Set ``SGLANG_CPU_OMP_THREADS_BIND`` for ``ranks`` ranks when SGLang would
+    need it (no CUDA, more than one rank) and the operator did not; returns
+    the value set, or None."""
+    if ranks <= 1 or not needed() or os.environ.get(THREADS_BIND_ENV):
+        return None
+    value = thread_binding(sorted(os.sched_getaffinity(0)), ranks)
+    os.environ[THREADS_BIND_ENV] = value
+    logger.info("sglang-ilsi: %d ranks on CPU: %s=%s", ranks, THREADS_BIND_ENV, value)
+    return value

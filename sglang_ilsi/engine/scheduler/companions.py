@@ -330,11 +330,27 @@ def on_runner_ready(runner: Any, aux_paths: dict[str, str],
     global _STAGE
     if getattr(runner, "is_draft_worker", False):
         return
-    aux = {name: sglang_forward.load_aux_model(name, path, runner)
-           for name, path in aux_paths.items()}
+    aux = {name: _load_aux_model(name, path, runner) for name, path in aux_paths.items()}
     stores = {name: load_datastore(name, path, runner)
               for name, path in (datastore_paths or {}).items()}
     _STAGE = CompanionStage(runner, aux, stores)
+
+
+def _load_aux_model(name: str, path: str, runner: Any) -> sglang_forward.AuxModel:
+    """Load one aux model on this rank; any failure stops the launch with a
+    message naming the flag, the model and the rank (under --tp-size every
+    rank loads its shard, and one failing rank takes the server down)."""
+    try:
+        return sglang_forward.load_aux_model(name, path, runner)
+    except SystemExit as e:
+        message = str(e)
+    except Exception as e:
+        message = (f"sglang-ilsi: --ilsi-aux-model {name}: could not load {path} on TP rank "
+                   f"{getattr(runner, 'tp_rank', 0)}: {type(e).__name__}: {e}")
+    # Logged first: when one rank of several fails, SGLang kills the others (and
+    # may kill this one) before a SystemExit's own message reaches stderr.
+    logger.error(message)
+    raise SystemExit(message)
 
 
 def load_datastore(name: str, path: str, runner: Any) -> Any:

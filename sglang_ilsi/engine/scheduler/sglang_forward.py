@@ -18,6 +18,15 @@ verified at start-up against the running SGLang (supported versions:
   (:func:`kv_cache_beside`: ``mem_cache.memory_pool.MHATokenToKVPool``, same
   slot count as the target's, so the aux model can use the target's slot
   indices) and its own torch-native attention backend.
+- Under tensor parallelism (``--tp-size``), an aux model is sharded with the
+  target's TP group: SGLang's parallel layers read the group SGLang set up
+  (``distributed.parallel_state.get_tensor_model_parallel_world_size``), its KV pool holds
+  this rank's heads, and on CPU its config is padded for head counts the TP
+  size does not divide, as SGLang pads the target's
+  (``configs.update_config.adjust_config_with_unaligned_cpu_tp``).
+  :func:`early_exit_logits` gathers its vocabulary shards over the group
+  (``distributed.communication_op.tensor_model_parallel_all_gather``), as SGLang's logits
+  processor does for the final layer.
 - :func:`all_positions_view` turns the target's ``TARGET_VERIFY`` batch into
   one a second model can run (``spec_info.draft_token_num``; the logits
   processor keeps every position in verify mode).
@@ -111,12 +120,19 @@ class AuxModel:
     kv_bytes: int
 
 
+def tp_size() -> int:
+    """This rank's tensor-parallel group size (1 without ``--tp-size``)."""
+    from sglang.srt.distributed.parallel_state import get_tensor_model_parallel_world_size
+
+    return int(get_tensor_model_parallel_world_size())
+
+
 def _kv_pool_for(model_config: Any, size: int, page_size: int, dtype: torch.dtype,
                  device: str) -> Any:
     from sglang.srt.mem_cache.memory_pool import MHATokenToKVPool
 
     hf = model_config.hf_text_config
-    heads = model_config.get_num_kv_heads(1)
+    heads = model_config.get_num_kv_heads(tp_size())  # this rank's share
     return MHATokenToKVPool(
         size=size,
         page_size=page_size,
@@ -167,7 +183,12 @@ def load_aux_model(name: str, path: str, target_runner: Any) -> AuxModel:
             f"differs from the target's {target_config.vocab_size}; the auxiliary model "
             "must use the target's tokenizer")
     device = target_runner.device
-    model = get_model(model_config=config, load_config=LoadConfig(load_format="auto"),
+    load_config = LoadConfig(load_format="auto")
+    if device == "cpu":
+        from sglang.srt.configs.update_config import adjust_config_with_unaligned_cpu_tp
+
+        config = adjust_config_with_unaligned_cpu_tp(config, load_config, tp_size())
+    model = get_model(model_config=config, load_config=load_config,
                       device_config=DeviceConfig(device))
     model.eval()
     pool, backend, valid, kv_bytes = kv_cache_beside(config, target_runner)
@@ -272,8 +293,13 @@ def early_exit_logits(model: Any, hidden: torch.Tensor, vocab_size: int) -> torc
     normed = model.model.norm(hidden)
     if isinstance(normed, tuple):
         normed = normed[0]
-    weight = model.lm_head.weight
-    return (normed.to(weight.dtype) @ weight.t())[:, :vocab_size].float()
+    weight = model.lm_head.weight  # under TP: this rank's vocabulary shard
+    logits = normed.to(weight.dtype) @ weight.t()
+    if tp_size() > 1:
+        from sglang.srt.distributed.communication_op import tensor_model_parallel_all_gather
+
+        logits = tensor_model_parallel_all_gather(logits.contiguous(), dim=-1)
+    return logits[:, :vocab_size].float()
 
 
 def capture_stream_before(model: Any, index: int, sink: dict[int, torch.Tensor]) -> Any:

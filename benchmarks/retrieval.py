@@ -1,0 +1,148 @@
+"""kNN-LM serving cost: datastore build throughput, then decode tokens/s of plain
+vs kNN-LM requests on one server, side by side.
+
+1. **Build.** A corpus of CPython standard-library sources (copied from this
+   interpreter's own ``stdlib``, no download) is turned into stores of
+   ``--entries`` entries by ``sglang_ilsi.datastore.build`` — one exact
+   (``flat``) and one approximate (``ivf``, its recall recorded by the
+   builder) — timed as entries (tokens keyed) per second of the whole build
+   (tokenise, forward with 50% window overlap, faiss training and adding).
+2. **Decode.** One server loads both stores (``--ilsi-datastore``). For each
+   concurrency (1 and 16 by default) rounds of ``plain``, ``knn_ivf`` and
+   ``knn_flat`` requests alternate, the order rotating per round so that drift in
+   machine load hits all alike; each request decodes ``--tokens`` tokens with
+   ``ignore_eos``. Reported: completion tokens/s per mode and the ratio to plain.
+
+The model defaults to the tiny test model (64-d keys), whose own decode step is
+short: the ratio then shows the search's cost at its most visible. Prints JSON.
+
+    python benchmarks/retrieval.py [--model PATH] [--entries 1000000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sysconfig
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from sglang_ilsi import datastore
+
+
+def stdlib_corpus(out: Path, chars: int) -> int:
+    """Copy standard-library ``.py`` files (not site-packages) into ``out`` until
+    ``chars`` characters; return the count."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    total = 0
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] in ("site-packages", "dist-packages", "test", "idlelib"):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        total += len(text)
+        if total >= chars:
+            break
+    return total
+
+
+def build_stores(model: str, root: Path, entries: int) -> dict[str, Any]:
+    corpus = root / "corpus"
+    corpus.mkdir()
+    chars = stdlib_corpus(corpus, chars=entries * 6)  # ample: the build stops at `entries`
+    results: dict[str, Any] = {"corpus_chars": chars}
+    for kind in ("flat", "ivf"):
+        options = datastore.BuildOptions(index=kind, max_entries=entries, window=512,
+                                         stride=256, batch_windows=16)
+        start = time.perf_counter()
+        meta = datastore.build(str(corpus), model, str(root / kind), options, quiet=True)
+        wall = time.perf_counter() - start
+        results[kind] = {"entries": meta["entries"], "build_s": round(wall, 2),
+                         "build_entries_per_s": round(meta["entries"] / wall, 1),
+                         "index": meta["index"]}
+    return results
+
+
+def decode_round(url: str, prompts: list[str], ilsi: dict | None, tokens: int) -> tuple[float, int]:
+    def one(prompt: str) -> int:
+        params: dict[str, Any] = {"max_new_tokens": tokens, "temperature": 0,
+                                  "ignore_eos": True}
+        if ilsi:
+            params["custom_params"] = {"ilsi": ilsi}
+        r = requests.post(url + "/generate", json={"text": prompt, "sampling_params": params},
+                          timeout=600)
+        r.raise_for_status()
+        return int(r.json()["meta_info"]["completion_tokens"])
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        done = sum(pool.map(one, prompts))
+    return time.perf_counter() - start, done
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model folder (default: the tiny model)")
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--k", type=int, default=16)
+    args = parser.parse_args()
+
+    from sglang_ilsi_lab.models import tiny
+    from sglang_ilsi_lab.server_process import ServerProcess
+
+    model = args.model or str(tiny.ensure())
+    root = Path(tempfile.mkdtemp(prefix="ilsi-retrieval-bench-"))
+    try:
+        report: dict[str, Any] = {"model": model, "build": build_stores(model, root,
+                                                                        args.entries)}
+        knn = {"method": "knn_lm", "k": args.k, "knn_temperature": 10.0, "lambda": 0.25}
+        modes = {"plain": None, "knn_ivf": {**knn, "datastore": "ivf"},
+                 "knn_flat": {**knn, "datastore": "flat"}}
+        flags = ["--ilsi", "--ilsi-datastore", f"flat={root / 'flat'}",
+                 "--ilsi-datastore", f"ivf={root / 'ivf'}"]
+        prompts = ["def main(argv):", "import os\nclass Path:", "for key, value in items:",
+                   "    raise ValueError(", "# Copyright 2001", "return self._data["]
+        with ServerProcess(model, flags, ["--dtype", "float32"]) as server:
+            decode_round(server.base_url, prompts[:2], modes["knn_ivf"], 4)  # warm up
+            for concurrency in args.concurrency:
+                batch = [prompts[i % len(prompts)] for i in range(concurrency)]
+                walls: dict[str, list[float]] = {m: [] for m in modes}
+                counts: dict[str, int] = {m: 0 for m in modes}
+                names = list(modes)
+                for r in range(args.rounds):
+                    for name in names[r % len(names):] + names[:r % len(names)]:
+                        wall, done = decode_round(server.base_url, batch, modes[name],
+                                                  args.tokens)
+                        walls[name].append(wall)
+                        counts[name] += done
+                rate = {m: counts[m] / sum(walls[m]) for m in modes}
+                report[f"concurrency_{concurrency}"] = {
+                    "tokens_per_s": {m: round(v, 1) for m, v in rate.items()},
+                    "median_round_s": {m: round(statistics.median(w), 3)
+                                       for m, w in walls.items()},
+                    "ratio_to_plain": {m: round(rate[m] / rate["plain"], 3)
+                                       for m in modes if m != "plain"},
+                }
+        print(json.dumps(report, indent=2))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
