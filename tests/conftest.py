@@ -101,6 +101,17 @@ def lab_pair_paths() -> tuple[str, dict[str, str]]:
              "early": str(catalog.prepare("lab-target-early"))})
 
 
+# A JSON extraction the lab pair's server closes in time under a schema
+LAB_JSON_PROMPT = "Extract JSON: Alice is a 34-year-old teacher from Paris.\nJSON:"
+LAB_JSON_SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 12},
+                   "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
 def lab_pair_flags(aux: dict[str, str]) -> tuple[list[str], list[str]]:
     """(our flags, SGLang's flags) of the lab pair's server."""
     ours = ["--ilsi"] + [a for name, path in aux.items() for a in ("--ilsi-aux-model",

@@ -18,6 +18,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from conftest import LAB_JSON_PROMPT as JSON_PROMPT
+from conftest import LAB_JSON_SCHEMA as SCHEMA
 from conftest import lab_pair_paths
 from multi_reference_decoding import MultiHF
 
@@ -27,7 +29,6 @@ from sglang_ilsi.params import validate_params
 pytestmark = pytest.mark.server
 
 PROMPTS = ["Q: 23+45-12=?\nA:", "Q: 12+34-5+67-8=?\nA:", "Q: 41+18=?\nA:"]
-JSON_PROMPT = "Extract JSON: Alice is a 34-year-old teacher from Paris.\nJSON:"
 CONTEXT = "Alice is a 34-year-old teacher from Paris."
 
 # (method, request params): chosen so that each method changes some greedy
@@ -148,15 +149,6 @@ def test_batch_isolation_with_mixed_methods(client):
     with ThreadPoolExecutor(16) as pool:
         together = list(pool.map(run, jobs))
     assert together == alone
-
-
-SCHEMA = {
-    "type": "object",
-    "properties": {"name": {"type": "string", "maxLength": 12},
-                   "age": {"type": "integer", "minimum": 0, "maximum": 120}},
-    "required": ["name", "age"],
-    "additionalProperties": False,
-}
 
 
 @pytest.mark.parametrize("method,params", CASES, ids=[c[0] for c in CASES])

@@ -30,21 +30,24 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import Client, lab_pair_flags, lab_pair_paths, start_server
+from conftest import (
+    LAB_JSON_PROMPT as JSON_PROMPT,
+)
+from conftest import (
+    LAB_JSON_SCHEMA as SCHEMA,
+)
+from conftest import (
+    Client,
+    lab_pair_flags,
+    lab_pair_paths,
+    start_server,
+)
 
 from sglang_ilsi_lab.server_process import ServerProcess, free_port
 
 pytestmark = pytest.mark.server
 
 PROMPTS = ["Q: 23+45-12=?\nA:", "Q: 41+18=?\nA:"]
-JSON_PROMPT = "Extract JSON: Alice is a 34-year-old teacher from Paris.\nJSON:"
-SCHEMA = {
-    "type": "object",
-    "properties": {"name": {"type": "string", "maxLength": 12},
-                   "age": {"type": "integer", "minimum": 0, "maximum": 120}},
-    "required": ["name", "age"],
-    "additionalProperties": False,
-}
 
 # (capability, method, params): one method of each capability the lab pair serves.
 CASES = [
