@@ -1,7 +1,8 @@
 """Speculative decoding on the CPU, side by side in one run.
 
 Starts one SGLang server per configuration on the same target model (plain,
-STANDALONE with the pair's draft model, NGRAM, SELF_SPECULATIVE, LOOKAHEAD), all at once (idle
+STANDALONE with the pair's draft model, NGRAM, SELF_SPECULATIVE, LOOKAHEAD, REST with a
+datastore built from ``--rest-corpus``), all at once (idle
 servers sleep), then measures greedy decode tokens/s in interleaved rounds on
 the same prompts, so drift in machine load hits every configuration alike.
 Also reports the mean accepted length (tokens per target forward, from
@@ -15,7 +16,7 @@ SPECULATIVE_CONTRASTIVE, the draft doubling as the amateur. Its greedy tokens
 must equal ``contrastive``'s (``greedy_identical_to_contrastive``), and its
 ratio to ``contrastive`` is its speed-up over contrastive decoding.
 
-    python benchmarks/speculative.py [--pair lab|smollm2] [--levels 1,4] [--rounds 3]
+    python benchmarks/speculative.py [--pair lab|smollm2|code] [--levels 1,4] [--rounds 3]
         [--configs plain,ngram,lookahead] [--lookahead 4,3] [--lookahead-draft-tokens 16]
         [--scd 0.1,1.0]
 
@@ -27,13 +28,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import requests
 from throughput import against_plain, decode_tokens_per_s, interleaved
 
+from sglang_ilsi import datastore
 from sglang_ilsi_lab.models import catalog
 from sglang_ilsi_lab.server_process import ServerProcess
 
@@ -42,6 +47,10 @@ from sglang_ilsi_lab.server_process import ServerProcess
 PAIRS = {
     "lab": ("lab-target", "lab-draft", [
         "Q: 23+45-12=?\nA:", "Q: 7*8+1=?\nA:", "Q: 90-41+3=?\nA:", "Q: 15+27=?\nA:"], False),
+    # code completion in a codebase the REST datastore holds (the stdlib's json package)
+    "code": ("smollm2-135m-instruct", "smollm2-amateur", [
+        "def py_encode_basestring(s):\n", "class JSONDecodeError(ValueError):\n",
+        "def _decode_uXXXX(s, pos):\n", "def py_make_scanner(context):\n"], False),
     "smollm2": ("smollm2-135m-instruct", "smollm2-amateur", [
         "What is the capital of France?", "Write a Python function for Fibonacci numbers.",
         "Tell me a short story about a cat.", "Explain photosynthesis in two sentences."], True),
@@ -61,7 +70,7 @@ CONTRASTIVE = ("contrastive", "speculative_contrastive")
 
 def configurations(draft: str, steps: int, draft_tokens: int, self_skip: str | None,
                    window: str, window_draft_tokens: int,
-                   contrast: tuple[float, float]) -> dict[str, list[str]]:
+                   contrast: tuple[float, float], rest_store: str) -> dict[str, list[str]]:
     """SGLang flags (and ours) per configuration."""
     shape = ["--speculative-num-steps", str(steps), "--speculative-eagle-topk", "1",
              "--speculative-num-draft-tokens", str(steps + 1)]
@@ -80,6 +89,9 @@ def configurations(draft: str, steps: int, draft_tokens: int, self_skip: str | N
         # the ablation: LOOKAHEAD's whole verify budget given to NGRAM's pool
         "ngram_lookahead_budget": ["--speculative-algorithm", "NGRAM",
                                    "--speculative-num-draft-tokens", str(window_draft_tokens)],
+        # REST: NGRAM's draft budget, all but one token retrieved from the datastore's text
+        "rest": ["--speculative-algorithm", "REST", "--ilsi-rest-datastore", rest_store,
+                 "--speculative-num-draft-tokens", str(draft_tokens)],
         "contrastive": ["--ilsi-aux-model", f"amateur={draft}"],
         "speculative_contrastive": [
             "--speculative-algorithm", "SPECULATIVE_CONTRASTIVE",
@@ -198,20 +210,30 @@ def main() -> None:
     parser.add_argument("--configs", default="plain,standalone,ngram,self_speculative,lookahead,"
                         "ngram_lookahead_budget,contrastive,speculative_contrastive",
                         help="configurations to run (plain is always run)")
+    parser.add_argument("--rest-corpus", default=str(Path(json.__file__).parent),
+                        help="folder REST's datastore is built from (default: the stdlib's "
+                        "json package, which the 'code' pair's prompts come from)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     chosen = {"plain", *args.configs.split(",")}
     out = {}
+    stores = Path(tempfile.mkdtemp(prefix="ilsi-bench-rest-"))
     for pair in args.pair or ["lab"]:
         draft = str(catalog.prepare(PAIRS[pair][1]))
         alpha, beta = (float(x) for x in args.scd.split(","))
+        rest_store = stores / pair
+        if "rest" in chosen and not rest_store.exists():
+            datastore.build(args.rest_corpus, str(catalog.prepare(PAIRS[pair][0])),
+                            str(rest_store), quiet=True)
         every = configurations(draft, args.steps, args.ngram_draft_tokens, args.self_spec_skip,
-                               args.lookahead, args.lookahead_draft_tokens, (alpha, beta))
+                               args.lookahead, args.lookahead_draft_tokens, (alpha, beta),
+                               str(rest_store))
         unknown = chosen - set(every)
         if unknown:
             parser.error(f"--configs: unknown {sorted(unknown)}; known: {sorted(every)}")
         configs = {name: flags for name, flags in every.items() if name in chosen}
         out[pair] = bench_pair(pair, levels, args.rounds, args.tokens, configs, (alpha, beta))
+    shutil.rmtree(stores, ignore_errors=True)
     print(json.dumps(out, indent=2))
 
 

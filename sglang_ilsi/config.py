@@ -59,6 +59,8 @@ class IlsiConfig:
     self_spec_skip: tuple[int, ...] = ()
     # LOOKAHEAD's window (W, N); empty = the default shape.
     lookahead: tuple[int, ...] = ()
+    # REST's draft text: a datastore's corpus.jsonl (None: not a REST server)
+    rest_corpus: str | None = None
     # SPECULATIVE_CONTRASTIVE's plausibility threshold and contrast weight
     # (None = the defaults of engine/speculative/contrastive.py).
     scd_alpha: float | None = None
@@ -174,6 +176,13 @@ def _parser() -> _Parser:
         "(default: every other layer, first and last kept)",
     )
     p.add_argument(
+        "--ilsi-rest-datastore",
+        default=None,
+        metavar="PATH",
+        help="under --speculative-algorithm REST: the datastore (built by `sglang-ilsi "
+        "datastore build`) whose text the drafts are retrieved from",
+    )
+    p.add_argument(
         "--ilsi-lookahead",
         default=None,
         metavar="W,N",
@@ -224,6 +233,7 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         "--ilsi-reward-url",
         "--ilsi-self-spec-skip",
         "--ilsi-lookahead",
+        "--ilsi-rest-datastore",
         "--ilsi-scd-alpha",
         "--ilsi-scd-beta",
     }
@@ -361,6 +371,7 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
     lookahead = _lookahead(ns.ilsi_lookahead, spec,
                            _sglang_flag(sglang_argv or [], "--speculative-num-draft-tokens"))
     _speculative_contrastive(ns, spec, sglang_argv or [])
+    rest_corpus = _rest_corpus(ns.ilsi_rest_datastore, spec)
     return IlsiConfig(
         methods=methods,
         default_method=default,
@@ -377,6 +388,7 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
         reward_urls=reward_urls,
         self_spec_skip=self_spec_skip,
         lookahead=lookahead,
+        rest_corpus=rest_corpus,
         scd_alpha=ns.ilsi_scd_alpha,
         scd_beta=ns.ilsi_scd_beta,
         allow_unsupported_sglang=ns.ilsi_allow_unsupported_sglang,
@@ -427,6 +439,52 @@ def _lookahead(value: str | None, spec: str | None,
     except ValueError as e:
         raise IlsiConfigError(f"--ilsi-lookahead: {e}") from None
     return (shape.window, shape.ngram) if value is not None else ()
+
+
+def _rest_corpus(store: str | None, spec: str | None) -> str | None:
+    """``--ilsi-rest-datastore`` → the store's ``corpus.jsonl`` (checked whole);
+    REST needs it, and it needs REST."""
+    from sglang_ilsi.datastore import DatastoreError, rest_corpus
+    from sglang_ilsi.methods.speculative.rest import RetrievalSpeculative
+
+    algorithm = RetrievalSpeculative.algorithm
+    is_rest = (spec or "").upper() == algorithm
+    if store is None:
+        if is_rest:
+            raise IlsiConfigError(f"--speculative-algorithm {algorithm} needs "
+                                  "--ilsi-rest-datastore PATH (a store built by `sglang-ilsi "
+                                  "datastore build`)")
+        return None
+    if not is_rest:
+        raise IlsiConfigError(f"--ilsi-rest-datastore needs --speculative-algorithm {algorithm}")
+    try:
+        return rest_corpus(store)
+    except DatastoreError as e:
+        raise IlsiConfigError(f"--ilsi-rest-datastore: {e}") from None
+
+
+def sglang_argv(config: IlsiConfig | None, argv: list[str]) -> list[str]:
+    """SGLang's own flags for this launch. A REST server runs SGLang's NGRAM worker
+    on the store's text (``methods/speculative/rest.py``): ``--speculative-algorithm
+    REST`` becomes ``NGRAM`` with ``--speculative-ngram-external-corpus-path`` and,
+    unless the operator set it, all draft tokens but one from the corpus."""
+    if config is None or config.rest_corpus is None:
+        return argv
+    from sglang_ilsi.methods.speculative.rest import NGRAM_DEFAULT_DRAFT_TOKENS
+
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if i > 0 and argv[i - 1] == "--speculative-algorithm":
+            arg = "NGRAM"
+        elif arg.startswith("--speculative-algorithm="):
+            arg = "--speculative-algorithm=NGRAM"
+        out.append(arg)
+    out += ["--speculative-ngram-external-corpus-path", config.rest_corpus]
+    if _sglang_flag(argv, "--speculative-ngram-external-sam-budget") is None:
+        drafts = _sglang_flag(argv, "--speculative-num-draft-tokens")
+        total = int(drafts) if drafts and drafts.isdigit() else NGRAM_DEFAULT_DRAFT_TOKENS
+        out += ["--speculative-ngram-external-sam-budget", str(max(1, total - 1))]
+    return out
 
 
 def _self_spec_skip(value: str | None, spec: str | None,

@@ -18,6 +18,11 @@ folder into place (a reader never sees half a store)::
     index.faiss   the keys in a faiss index: IndexFlatL2 (exact) by default, or
                   IVF-Flat / IVF-PQ for large stores (recall measured at build)
     values.npy    int32 next-token ids, in the index's id order
+    corpus.jsonl  the texts of the documents the entries come from, one JSON string
+                  per line: SGLang's own external n-gram corpus format, from which
+                  its NGRAM worker builds a suffix automaton. REST drafts from it
+                  (He et al. 2024: drafts are the continuations of the longest exact
+                  suffix match in a datastore), see ``methods/speculative/rest.py``
 
 ``build`` is resumable: keys are computed per batch of documents into shards
 under ``PATH.partial/``; a rerun with the same arguments continues after the
@@ -44,7 +49,7 @@ from sglang_ilsi.cache import sha256_file
 FORMAT = "sglang-ilsi-datastore/1"
 CORPUS_SUFFIXES = (".txt", ".md", ".py", ".jsonl")
 INDEX_KINDS = ("flat", "ivf", "ivfpq")
-META, INDEX, VALUES = "meta.json", "index.faiss", "values.npy"
+META, INDEX, VALUES, CORPUS = "meta.json", "index.faiss", "values.npy", "corpus.jsonl"
 
 
 class DatastoreError(ValueError):
@@ -230,9 +235,11 @@ def build(corpus: str, model_path: str, out: str, options: BuildOptions = BuildO
     encoder = KeyEncoder(model_path, options.layer)
     root = Path(corpus)
     docs: list[tuple[str, list[int]]] = []
+    texts: list[str] = []
     for path in files:
         for j, text in enumerate(documents(path)):
             docs.append((f"{path.relative_to(root).as_posix()}#{j}", encoder.encode(text)))
+            texts.append(text)
     work = target.with_name(target.name + ".partial")
     plan = {
         "format": FORMAT, "model_fingerprint": model_fingerprint(model_path),
@@ -281,6 +288,8 @@ def build(corpus: str, model_path: str, out: str, options: BuildOptions = BuildO
     values = np.concatenate([np.load(work / f"shard-{i:05d}.values.npy") for i in order])
     if len(values) == 0:
         raise DatastoreError(f"corpus {corpus!r}: no token has a successor")
+    used = [texts[j] for i in order
+            for j in range(i * options.shard_docs, min((i + 1) * options.shard_docs, len(docs)))]
     index, recall = make_index(keys, options)
     meta = {
         "format": FORMAT,
@@ -297,10 +306,11 @@ def build(corpus: str, model_path: str, out: str, options: BuildOptions = BuildO
                   **({"pq_m": options.pq_m} if options.index == "ivfpq" else {}),
                   "recall": recall},
         "corpus": {"path": os.path.abspath(corpus), "files": len(files), "documents": len(docs),
-                   "window": options.window, "stride": options.stride},
+                   "window": options.window, "stride": options.stride,
+                   "stored_documents": len(used), "stored_chars": sum(map(len, used))},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write_store(target, index, values.astype(np.int32), meta, force)
+    _write_store(target, index, values.astype(np.int32), used, meta, force)
     shutil.rmtree(work, ignore_errors=True)
     return meta
 
@@ -373,8 +383,8 @@ def make_index(keys: np.ndarray, options: BuildOptions) -> tuple[Any, dict[str, 
     return index, recall
 
 
-def _write_store(target: Path, index: Any, values: np.ndarray, meta: dict[str, Any],
-                 force: bool) -> None:
+def _write_store(target: Path, index: Any, values: np.ndarray, texts: list[str],
+                 meta: dict[str, Any], force: bool) -> None:
     import faiss
 
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -382,8 +392,11 @@ def _write_store(target: Path, index: Any, values: np.ndarray, meta: dict[str, A
     tmp.mkdir(parents=True)
     faiss.write_index(index, str(tmp / INDEX))
     np.save(tmp / VALUES, values)
-    meta["files"] = {name: {"bytes": (tmp / name).stat().st_size,
-                            "sha256": sha256_file(tmp / name)} for name in (INDEX, VALUES)}
+    with open(tmp / CORPUS, "w", encoding="utf-8") as f:
+        for text in texts:
+            f.write(json.dumps(text) + "\n")
+    meta["files"] = {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
+                     for name in (INDEX, VALUES, CORPUS)}
     _atomic_json(tmp / META, meta)
     if target.exists():
         if not force:
@@ -433,6 +446,17 @@ def verify(path: str, model_path: str | None = None, checksums: bool = True) -> 
     if model_path is not None:
         check_model(meta, path, model_path)
     return meta
+
+
+def rest_corpus(path: str) -> str:
+    """The store's ``corpus.jsonl`` (the store checked whole), for REST drafts.
+    Any model may draft from it: SGLang tokenizes the texts with the served
+    model's tokenizer. A store without one is refused."""
+    meta = verify(path)
+    if CORPUS not in meta.get("files", {}):
+        raise DatastoreError(f"{path} has no {CORPUS} (built by an older sglang-ilsi); "
+                             "rebuild it with `sglang-ilsi datastore build`")
+    return os.path.abspath(Path(path) / CORPUS)
 
 
 def check_model(meta: dict[str, Any], path: str, model_path: str) -> None:
@@ -507,5 +531,8 @@ def describe(meta: dict[str, Any], path: str) -> list[str]:
     lines.append(f"corpus:     {corpus.get('path')} ({corpus.get('files')} files, "
                  f"{corpus.get('documents')} documents; window {corpus.get('window')}, "
                  f"stride {corpus.get('stride')})")
+    if CORPUS in meta.get("files", {}):
+        lines.append(f"REST text:  {CORPUS} ({corpus.get('stored_documents')} documents, "
+                     f"{corpus.get('stored_chars')} characters)")
     lines.append(f"built:      {meta.get('built_at')}")
     return lines

@@ -38,7 +38,9 @@ def register() -> None:
     _registered = True
     # Our flags are ours alone: SGLang's parser must not see them. Children
     # read the validated config from the environment.
-    sys.argv[1:] = rest
+    # The launcher's flags may need SGLang's spelling (REST runs as NGRAM).
+    launcher = multiprocessing.parent_process() is None
+    sys.argv[1:] = ilsi_config.sglang_argv(cfg, rest) if launcher else rest
     os.environ[ilsi_config.ENV_CONFIG] = cfg.to_json()
 
     from sglang_ilsi.engine.cpu import portability

@@ -164,6 +164,57 @@ def test_launch_flag(store, tiny_model_path, tmp_path):
             parse(flags, model)
 
 
+def test_the_store_keeps_its_documents_text_for_rest(store, corpus):
+    """corpus.jsonl: each stored document's text as one JSON string (SGLang's
+    external n-gram corpus format), checksummed like the other files."""
+    lines = (store / datastore.CORPUS).read_text(encoding="utf-8").splitlines()
+    texts = [json.loads(line) for line in lines]
+    expected = [t for path in datastore.corpus_files(corpus) for t in datastore.documents(path)]
+    assert texts == expected
+    meta = datastore.read_meta(str(store))
+    assert datastore.CORPUS in meta["files"]
+    assert meta["corpus"]["stored_documents"] == len(expected)
+    assert datastore.rest_corpus(str(store)) == str((store / datastore.CORPUS).resolve())
+
+
+def test_rest_launch_flags(store, tiny_model_path, tmp_path):
+    from sglang_ilsi.config import sglang_argv
+
+    model = ["--model-path", tiny_model_path]
+    rest = ["--speculative-algorithm", "REST", *model]
+    config = parse(["--ilsi-rest-datastore", str(store)], rest)
+    corpus = str((store / datastore.CORPUS).resolve())
+    assert config.rest_corpus == corpus
+    assert type(config).from_json(config.to_json()).rest_corpus == corpus
+    # SGLang sees NGRAM reading the store's text, all draft tokens but one from it
+    assert sglang_argv(config, rest) == [
+        "--speculative-algorithm", "NGRAM", *model,
+        "--speculative-ngram-external-corpus-path", corpus,
+        "--speculative-ngram-external-sam-budget", "11"]
+    drafts = ["--speculative-algorithm=REST", "--speculative-num-draft-tokens", "8"]
+    assert sglang_argv(config, drafts)[:4] == ["--speculative-algorithm=NGRAM",
+                                              "--speculative-num-draft-tokens", "8",
+                                              "--speculative-ngram-external-corpus-path"]
+    assert sglang_argv(config, drafts)[-1] == "7"
+    chosen = [*rest, "--speculative-ngram-external-sam-budget", "3"]
+    assert sglang_argv(config, chosen).count("--speculative-ngram-external-sam-budget") == 1
+    assert sglang_argv(parse(["--ilsi"], model), model) == model  # not REST: untouched
+    old = tmp_path / "old"
+    shutil.copytree(store, old)
+    (old / datastore.CORPUS).unlink()
+    meta = json.loads((old / "meta.json").read_text())
+    del meta["files"][datastore.CORPUS]
+    (old / "meta.json").write_text(json.dumps(meta))
+    for flags, argv, needle in (
+        ([], rest, "REST needs --ilsi-rest-datastore"),
+        (["--ilsi-rest-datastore", str(store)], model, "needs --speculative-algorithm REST"),
+        (["--ilsi-rest-datastore", str(old)], rest, "has no corpus.jsonl"),
+        (["--ilsi-rest-datastore", str(tmp_path / "none")], rest, "not a datastore"),
+    ):
+        with pytest.raises(IlsiConfigError, match=needle):
+            parse(flags or ["--ilsi"], argv)
+
+
 # -- the method ------------------------------------------------------------------------------
 
 KNN = get("knn_lm")
