@@ -467,7 +467,7 @@ def sglang_argv(config: IlsiConfig | None, argv: list[str]) -> list[str]:
     """SGLang's own flags for this launch. A REST server runs SGLang's NGRAM worker
     on the store's text (``methods/speculative/rest.py``): ``--speculative-algorithm
     REST`` becomes ``NGRAM`` with ``--speculative-ngram-external-corpus-path`` and,
-    unless the operator set it, all draft tokens but one from the corpus."""
+    unless the operator set it, half the draft tokens from the corpus."""
     if config is None or config.rest_corpus is None:
         return argv
     from sglang_ilsi.methods.speculative.rest import NGRAM_DEFAULT_DRAFT_TOKENS
@@ -483,7 +483,7 @@ def sglang_argv(config: IlsiConfig | None, argv: list[str]) -> list[str]:
     if _sglang_flag(argv, "--speculative-ngram-external-sam-budget") is None:
         drafts = _sglang_flag(argv, "--speculative-num-draft-tokens")
         total = int(drafts) if drafts and drafts.isdigit() else NGRAM_DEFAULT_DRAFT_TOKENS
-        out += ["--speculative-ngram-external-sam-budget", str(max(1, total - 1))]
+        out += ["--speculative-ngram-external-sam-budget", str(max(1, (total - 1) // 2))]
     return out
 
 

@@ -147,6 +147,14 @@ class LogitsMethod(Method):
     second_default: ClassVar[dict[str, Any]] = {}
 
     @classmethod
+    def second_context(cls, params: dict[str, Any]) -> dict[str, Any] | None:
+        """``second_context``: the method's own description of the second prompt
+        from its parameters, e.g. ``{"replace": [(old, new, parameter)]}`` (each
+        ``old`` in the prompt becomes ``new``; errors name ``parameter``), or None
+        to read the generic second-prompt parameters."""
+        return None
+
+    @classmethod
     def default_layers(cls, num_layers: int) -> list[int] | None:
         """``layer_logits``: the early layers used when a request lists none
         (None: the request must list them)."""

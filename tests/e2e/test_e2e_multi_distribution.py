@@ -39,6 +39,7 @@ CASES = [
     ("dexperts", {"expert": "early", "anti_expert": "amateur", "alpha": 1.5}),
     ("linear_combination", {"models": ["amateur", "early"], "weights": [-0.7, 0.5]}),
     ("cad", {"alpha": 1.0, "remove": ["A:"]}),
+    ("multi_input_cd", {"beta": 1.0, "passage": "=?", "irrelevant": "=18"}),
     ("instructive_decoding", {"epsilon": 1.0}),
     ("rose", {"alpha": 1.0, "prefix": "Q: 9+9=?\nA: 5\n#### 5\n"}),
     ("pmi_decode", {"lam": 2.0, "top_p": 0.99, "second_prompt": "Q: 9+9=?\nA:"}),
@@ -72,6 +73,8 @@ def _second_ids(hf: MultiHF, method: str, params: dict, prompt: str) -> list[int
         return None
     if params.get("second_prompt"):
         return hf.encode(params["second_prompt"])
+    if params.get("passage"):
+        return hf.encode(prompt.replace(params["passage"], params["irrelevant"], 1))
     if params.get("remove"):
         text = prompt
         for part in params["remove"]:
@@ -153,9 +156,11 @@ def test_batch_isolation_with_mixed_methods(client):
 
 @pytest.mark.parametrize("method,params", CASES, ids=[c[0] for c in CASES])
 def test_composes_with_a_json_schema_grammar(client, method, params):
-    params = {k: v for k, v in params.items() if k not in ("remove", "second_prompt")}
+    params = {k: v for k, v in params.items() if k not in ("remove", "second_prompt", "passage")}
     if method in ("cad", "pmi_decode"):
         params["remove"] = [CONTEXT]
+    if method == "multi_input_cd":
+        params.update(passage=CONTEXT, irrelevant="Bob is a 50-year-old chef from Rome.")
     out = client.generate(JSON_PROMPT, max_new_tokens=48, ilsi={"method": method, **params},
                           json_schema=json.dumps(SCHEMA))
     value = json.loads(out["text"])
@@ -174,6 +179,9 @@ def test_composes_with_a_json_schema_grammar(client, method, params):
     ({"method": "cad"}, "ilsi.remove: cad needs a second context"),
     ({"method": "cad", "remove": ["not in the prompt"]}, "ilsi.remove[0]: not found"),
     ({"method": "cad", "remove": ["Q"], "prefix": "x"}, "give only one of"),
+    ({"method": "multi_input_cd", "passage": "not in it", "irrelevant": "x"},
+     "ilsi.passage: not found in the prompt"),
+    ({"method": "multi_input_cd", "irrelevant": "x"}, "ilsi.passage: give the relevant"),
     ({"method": "rose", "system": "be bad"}, "ilsi.system: only for chat requests"),
     ({"method": "linear_combination", "models": ["amateur"], "weights": [1, 2]},
      "ilsi.weights: expected 1 weights"),

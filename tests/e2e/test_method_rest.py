@@ -62,7 +62,10 @@ def store(target, hf, tmp_path_factory) -> str:
 def client(target, store):
     yield from start_server(target, ["--ilsi", "--ilsi-rest-datastore", store],
                             ["--speculative-algorithm", "REST",
-                             "--speculative-num-draft-tokens", "8"])
+                             "--speculative-num-draft-tokens", "8",
+                             # all drafts but one from the store (the default gives it
+                             # half, the other half to NGRAM's trie over earlier text)
+                             "--speculative-ngram-external-sam-budget", "7"])
 
 
 def test_greedy_equals_plain_greedy_and_store_drafts_are_accepted(client, hf):

@@ -62,6 +62,8 @@ class MultiHF:
         s = self._last(self.model, second)
         if method == "cad":
             return ref.cad(z, s, p["alpha"])
+        if method == "multi_input_cd":  # CAD's contrast, against an irrelevant passage
+            return ref.cad(z, s, p["beta"])
         if method == "instructive_decoding":
             return ref.contrast(z, s, p["epsilon"])
         if method == "rose":

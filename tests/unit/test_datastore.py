@@ -186,16 +186,16 @@ def test_rest_launch_flags(store, tiny_model_path, tmp_path):
     corpus = str((store / datastore.CORPUS).resolve())
     assert config.rest_corpus == corpus
     assert type(config).from_json(config.to_json()).rest_corpus == corpus
-    # SGLang sees NGRAM reading the store's text, all draft tokens but one from it
+    # SGLang sees NGRAM reading the store's text, half the draft tokens from it
     assert sglang_argv(config, rest) == [
         "--speculative-algorithm", "NGRAM", *model,
         "--speculative-ngram-external-corpus-path", corpus,
-        "--speculative-ngram-external-sam-budget", "11"]
+        "--speculative-ngram-external-sam-budget", "5"]
     drafts = ["--speculative-algorithm=REST", "--speculative-num-draft-tokens", "8"]
     assert sglang_argv(config, drafts)[:4] == ["--speculative-algorithm=NGRAM",
                                               "--speculative-num-draft-tokens", "8",
                                               "--speculative-ngram-external-corpus-path"]
-    assert sglang_argv(config, drafts)[-1] == "7"
+    assert sglang_argv(config, drafts)[-1] == "3"
     chosen = [*rest, "--speculative-ngram-external-sam-budget", "3"]
     assert sglang_argv(config, chosen).count("--speculative-ngram-external-sam-budget") == 1
     assert sglang_argv(parse(["--ilsi"], model), model) == model  # not REST: untouched

@@ -53,6 +53,32 @@ def test_prefix_and_defaults(tok):
     assert _prepare(_choice("rose"), PROMPT, tok)[SECOND_IDS] == tok.encode(REVERSE + PROMPT)
 
 
+def test_multi_input_cd_puts_the_irrelevant_passage_in_place(tok):
+    choice = _choice("multi_input_cd", passage="23+45", irrelevant="98+76")
+    expected = tok.encode("Q: 98+76-12=?\nA:")
+    assert _prepare(choice, PROMPT, tok)[SECOND_IDS] == expected
+    from_ids = _choice("multi_input_cd", passage="23+45", irrelevant="98+76")
+    assert _prepare(from_ids, tok.encode(PROMPT), tok)[SECOND_IDS] == expected
+    # without passage/irrelevant, the generic second-prompt parameters still serve
+    generic = _choice("multi_input_cd", second_prompt="Q: 1+1=?\nA:")
+    assert _prepare(generic, PROMPT, tok)[SECOND_IDS] == tok.encode("Q: 1+1=?\nA:")
+
+
+def test_chat_messages_get_the_substitution():
+    from types import SimpleNamespace
+
+    chat_tok = AutoTokenizer.from_pretrained(str(catalog.prepare("smollm2-135m-instruct")))
+    messages = [{"role": "system", "content": "Use the passage."},
+                {"role": "user", "content": "Passage: Alice lives in Paris. Where does she live?"}]
+    choice = _choice("multi_input_cd", passage="Paris", irrelevant="Rome")
+    got = request_needs.chat_second_ids(choice, SimpleNamespace(messages=messages), chat_tok)
+    swapped = [messages[0], {"role": "user",
+                             "content": "Passage: Alice lives in Rome. Where does she live?"}]
+    assert got == list(chat_tok.apply_chat_template(swapped, tokenize=True,
+                                                    add_generation_prompt=True,
+                                                    return_dict=False))
+
+
 def test_chat_ids_win(tok):
     got = _prepare(_choice("cad", remove=["x"]), PROMPT, tok, chat_ids=[5, 6, 7])
     assert got[SECOND_IDS] == [5, 6, 7]
@@ -63,6 +89,10 @@ def test_chat_ids_win(tok):
     ("cad", {"remove": ["zzz"]}, "ilsi.remove[0]: not found in the prompt"),
     ("cad", {"remove": ["Q"], "second_prompt": "x"}, "give only one of"),
     ("cfg", {"system": "x"}, "ilsi.system: only for chat requests"),
+    ("multi_input_cd", {"passage": "zzz", "irrelevant": "y"}, "ilsi.passage: not found"),
+    ("multi_input_cd", {"irrelevant": "y"}, "ilsi.passage: give the relevant passage"),
+    ("multi_input_cd", {"passage": "Q", "irrelevant": "y", "remove": ["A"]},
+     "ilsi.remove: give either passage and irrelevant"),
     ("dola", {"layers": [4]}, "ilsi.layers: layer 4 does not exist"),
     ("contrastive_decoding", {"amateur": "ghost"}, "ilsi.amateur: no auxiliary model"),
 ])

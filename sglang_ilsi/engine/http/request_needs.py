@@ -77,7 +77,12 @@ def _check_layers(cls: type, params: dict[str, Any], facts: ModelFacts) -> None:
 
 
 def _second_prompt(cls: type, params: dict[str, Any]) -> dict[str, Any]:
-    """The request's description of its second prompt (or the method's default)."""
+    """The request's description of its second prompt (the method's own reading of
+    its parameters, or one of the generic second-prompt parameters, or the
+    method's default)."""
+    own = cls.second_context(params)
+    if own is not None:
+        return own
     given = {k: params[k] for k in SECOND_CONTEXT_PARAMS if params.get(k)}
     if len(given) > 1:
         names = sorted(given)
@@ -141,17 +146,25 @@ def _second_ids_from_prompt(described: dict[str, Any], prompt: Any,
         if from_ids:
             return _encode(tokenizer, described["prefix"], add_special_tokens=False) + list(prompt)
         return _encode(tokenizer, described["prefix"] + text)
-    removed = _remove(text, described["remove"])
-    return _encode(tokenizer, removed, add_special_tokens=not from_ids)
+    changed = _substitute(text, _substitutions(described))
+    return _encode(tokenizer, changed, add_special_tokens=not from_ids)
 
 
-def _remove(text: str, parts: list[str]) -> str:
-    for i, part in enumerate(parts):
-        if not part:
-            raise IlsiRequestError(f"remove[{i}]", "empty string")
-        if part not in text:
-            raise IlsiRequestError(f"remove[{i}]", "not found in the prompt")
-        text = text.replace(part, "", 1)
+def _substitutions(described: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(old, new, parameter)`` edits of the prompt: ``remove``'s parts go (new
+    ``""``); a method's ``replace`` pairs name their own parameter."""
+    if "replace" in described:
+        return [tuple(edit) for edit in described["replace"]]
+    return [(part, "", f"remove[{i}]") for i, part in enumerate(described["remove"])]
+
+
+def _substitute(text: str, edits: list[tuple[str, str, str]]) -> str:
+    for old, new, param in edits:
+        if not old:
+            raise IlsiRequestError(param, "empty string")
+        if old not in text:
+            raise IlsiRequestError(param, "not found in the prompt")
+        text = text.replace(old, new, 1)
     return text
 
 
@@ -166,7 +179,7 @@ def chat_second_ids(choice: MethodChoice, request: Any, tokenizer: Any) -> list[
         if "second_context" not in cls.needs:
             continue
         described = _second_prompt(cls, params)
-        if not {"system", "prefix", "remove"} & set(described):
+        if not {"system", "prefix", "remove", "replace"} & set(described):
             return None
         messages = [_message_dict(m) for m in request.messages]
         if "system" in described:
@@ -179,7 +192,7 @@ def chat_second_ids(choice: MethodChoice, request: Any, tokenizer: Any) -> list[
             last = messages[users[-1]]
             last["content"] = described["prefix"] + last["content"]
         else:
-            messages = _remove_from_messages(messages, described["remove"])
+            messages = _substitute_in_messages(messages, _substitutions(described))
         return list(tokenizer.apply_chat_template(messages, tokenize=True,
                                                   add_generation_prompt=True,
                                                   return_dict=False))
@@ -194,14 +207,15 @@ def _message_dict(message: Any) -> dict[str, str]:
     return {"role": str(data.get("role")), "content": content or ""}
 
 
-def _remove_from_messages(messages: list[dict[str, str]], parts: list[str]) -> list[dict]:
-    for i, part in enumerate(parts):
-        if not part:
-            raise IlsiRequestError(f"remove[{i}]", "empty string")
+def _substitute_in_messages(messages: list[dict[str, str]],
+                            edits: list[tuple[str, str, str]]) -> list[dict]:
+    for old, new, param in edits:
+        if not old:
+            raise IlsiRequestError(param, "empty string")
         for m in messages:
-            if part in m["content"]:
-                m["content"] = m["content"].replace(part, "", 1)
+            if old in m["content"]:
+                m["content"] = m["content"].replace(old, new, 1)
                 break
         else:
-            raise IlsiRequestError(f"remove[{i}]", "not found in the messages")
+            raise IlsiRequestError(param, "not found in the messages")
     return messages

@@ -11,10 +11,15 @@ beside a store's index, in SGLang's own external n-gram corpus format.
 REST runs on SGLang's NGRAM worker, whose suffix automaton over an external
 corpus answers exactly REST's query (the longest suffix match, then the
 continuations that follow it): the plugin launches NGRAM with the store's
-corpus and gives it the whole draft budget but one token
+corpus and gives it half the draft budget
 (``--speculative-ngram-external-sam-budget``), unless the operator sets it.
-The worker keeps its own trie over the request's text beside it, as REST's
-reference implementation does not; what REST adds over NGRAM is the datastore.
+The other half stays with the worker's own trie over the text seen so far,
+which REST's paper does not have: measured on SmolLM2 completing code from the
+stdlib's ``json`` package, drafts from the datastore alone (all slots but one)
+were accepted less often than NGRAM's own (1.22 vs 2.43 tokens per forward on
+first sight of a prompt), since the model does not write the stored code
+verbatim; where it does (the lab target's own continuations in the store),
+datastore drafts are accepted at 7-8 tokens per forward of 8.
 """
 
 from __future__ import annotations

@@ -240,6 +240,43 @@ for alpha in (0.5, 1.0):
               "'memory' column is the share of answers giving the real-world fact",
     ))
 
+# -- multi-input contrastive decoding ----------------------------------------------------
+
+# The irrelevant passage put in place of each item's context: on topic for no item.
+IRRELEVANT = "The library closes at six on weekdays and at noon on Saturdays."
+
+
+def multi_input_runner(client: Any, task: TaskSpec, item: Item, prompt_ids: list[int],
+                       row: MethodSpec) -> Generation:
+    """One /generate call whose second prompt has an irrelevant passage in place of
+    this item's context (``passage`` → ``irrelevant``)."""
+    chat = client.has_chat_template if task.chat is None else task.chat
+    ilsi = row.ilsi_for(task.name) or {}
+    context = context_removed(item, task.prompt(item, chat))
+    ilsi.update(passage=context, irrelevant=context.replace(item["context"], IRRELEVANT))
+    return client.generate(prompt_ids, max_new_tokens=task.max_new_tokens,
+                           temperature=row.temperature, ilsi=ilsi,
+                           sampling={**task.sampling, **row.sampling})
+
+
+MULTI_INPUT_CD = Published(
+    "Zhao et al. 2024, Enhancing Contextual Understanding in Large Language Models through "
+    "Contrastive Decoding (NAACL)",
+    "contrasting the output given the relevant passage with the output given an irrelevant "
+    "passage makes answers follow the given context more under knowledge conflicts and "
+    "raises open-domain QA accuracy, without training")
+
+register_method(MethodSpec(
+    name="multi_input_cd", family="context-aware", tasks=("conflict",),
+    ilsi={"method": "multi_input_cd", "beta": 1.0}, temperature=0.0,
+    runner=multi_input_runner, baselines=("greedy",), metric="context",
+    metrics_hook=cost_metrics, published=MULTI_INPUT_CD,
+    notes="β = 1; the second context is the chat prompt with the counterfactual context "
+          f"sentence replaced by an irrelevant one ({IRRELEVANT!r}); CAD's row differs only "
+          "in cutting the sentence out; the 'memory' column is the share of answers giving "
+          "the real-world fact",
+))
+
 # -- layer contrast ---------------------------------------------------------------------
 
 DOLA = Published(
