@@ -24,6 +24,7 @@ extra distribution was not available and the method did not apply.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from sglang_ilsi_lab.bench.spec import (
@@ -211,15 +212,23 @@ def context_removed(item: Item, prompt: str) -> str:
     raise ValueError(f"{item['id']}: the context is not in the prompt")
 
 
-def cad_runner(client: Any, task: TaskSpec, item: Item, prompt_ids: list[int],
-               row: MethodSpec) -> Generation:
-    """One /generate call whose ilsi object names this item's context in ``remove``."""
+def _with_context(client: Any, task: TaskSpec, item: Item, prompt_ids: list[int],
+                  row: MethodSpec, second: Callable[[str], dict[str, Any]]) -> Generation:
+    """One /generate call whose ilsi object adds ``second(context)``: how the second
+    prompt treats this item's context (the text ``context_removed`` finds)."""
     chat = client.has_chat_template if task.chat is None else task.chat
-    ilsi = row.ilsi_for(task.name) or {}
-    ilsi["remove"] = [context_removed(item, task.prompt(item, chat))]
+    ilsi = {**(row.ilsi_for(task.name) or {}),
+            **second(context_removed(item, task.prompt(item, chat)))}
     return client.generate(prompt_ids, max_new_tokens=task.max_new_tokens,
                            temperature=row.temperature, ilsi=ilsi,
                            sampling={**task.sampling, **row.sampling})
+
+
+def cad_runner(client: Any, task: TaskSpec, item: Item, prompt_ids: list[int],
+               row: MethodSpec) -> Generation:
+    """CAD: the second prompt cuts this item's context out (``remove``)."""
+    return _with_context(client, task, item, prompt_ids, row,
+                         lambda context: {"remove": [context]})
 
 
 CAD = Published(
@@ -248,15 +257,10 @@ IRRELEVANT = "The library closes at six on weekdays and at noon on Saturdays."
 
 def multi_input_runner(client: Any, task: TaskSpec, item: Item, prompt_ids: list[int],
                        row: MethodSpec) -> Generation:
-    """One /generate call whose second prompt has an irrelevant passage in place of
-    this item's context (``passage`` → ``irrelevant``)."""
-    chat = client.has_chat_template if task.chat is None else task.chat
-    ilsi = row.ilsi_for(task.name) or {}
-    context = context_removed(item, task.prompt(item, chat))
-    ilsi.update(passage=context, irrelevant=context.replace(item["context"], IRRELEVANT))
-    return client.generate(prompt_ids, max_new_tokens=task.max_new_tokens,
-                           temperature=row.temperature, ilsi=ilsi,
-                           sampling={**task.sampling, **row.sampling})
+    """Multi-input CD: the second prompt has an irrelevant passage in place of this
+    item's context (``passage`` → ``irrelevant``)."""
+    return _with_context(client, task, item, prompt_ids, row, lambda context: {
+        "passage": context, "irrelevant": context.replace(item["context"], IRRELEVANT)})
 
 
 MULTI_INPUT_CD = Published(
