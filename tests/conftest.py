@@ -114,8 +114,8 @@ LAB_JSON_SCHEMA = {
 
 def lab_pair_flags(aux: dict[str, str]) -> tuple[list[str], list[str]]:
     """(our flags, SGLang's flags) of the lab pair's server."""
-    ours = ["--ilsi"] + [a for name, path in aux.items() for a in ("--ilsi-aux-model",
-                                                                    f"{name}={path}")]
+    ours = ["--ilsi", "--ilsi-tools", "calculator"] + [
+        a for name, path in aux.items() for a in ("--ilsi-aux-model", f"{name}={path}")]
     # JSON without free whitespace, so that every method's output closes in time
     return ours, ["--constrained-json-disable-any-whitespace"]
 

@@ -10,8 +10,8 @@ LM head's vocabulary shards.
 
 The claim is "greedy output under TP=2 equals TP=1": for one method of each
 capability (logits, aux model, second context, layer logits, samples, grammar,
-speculative) the TP=2 server's tokens equal the one-rank server's, alone and
-in a mixed concurrent batch. ``--dp-size 2`` and two replicas behind
+tool loop, speculative) the TP=2 server's tokens equal the one-rank server's,
+alone and in a mixed concurrent batch. ``--dp-size 2`` and two replicas behind
 ``sglang-router`` serve the same tokens as one server, with each replica's
 ``ilsi`` report reaching the client.
 """
@@ -97,6 +97,18 @@ def test_tp2_grammar_equals_tp1(lab_pair_server, tp2):
         assert outs[1]["output_ids"] == outs[0]["output_ids"], method
         if len(outs[1]["output_ids"]) < TOKENS:  # closed in time: valid JSON
             assert set(json.loads(outs[1]["text"])) == {"name", "age"}
+
+
+def test_tp2_tool_loop_equals_tp1(lab_pair_server, tp2):
+    """The tool loop (HTTP side: generations with the call grammar, a calculator
+    call, the continuation) gives the same transcript on both servers."""
+    ilsi = {"method": "tools", "tools": ["calculator"], "tool_choice": "calculator",
+            "max_calls": 1}
+    one, two = (c.generate(PROMPTS[0], max_new_tokens=40, ilsi=ilsi)
+                for c in (lab_pair_server, tp2))
+    assert two["meta_info"]["ilsi"]["transcript"] == one["meta_info"]["ilsi"]["transcript"]
+    assert two["output_ids"] == one["output_ids"]
+    assert len(two["meta_info"]["ilsi"]["calls"]) == 1
 
 
 def test_tp2_batch_isolation_with_mixed_methods(tp2):
