@@ -180,12 +180,18 @@ def _oa_select(tiny_server, ilsi: dict, max_tokens: int = 8) -> dict:
 def test_deepconf_online_stops_weak_traces_inside_the_server(tiny_server, hf):
     ilsi = {"method": "deepconf", "n": 10, "warmup": 4, "keep_percent": 50, "window": 3,
             "top_k": 5, "extractor": "full_text"}
-    report = _oa_select(tiny_server, ilsi, max_tokens=12)
-    cands = report["candidates"]
-    info = report["selection"]["info"]
+    # The traces are sampled (SGLang honours no seed on CPU), so a call may stop
+    # none of them; up to four calls, until one has a stopped trace to check.
+    for _ in range(4):
+        report = _oa_select(tiny_server, ilsi, max_tokens=12)
+        cands = report["candidates"]
+        info = report["selection"]["info"]
+        stopped = [k for k, c in enumerate(cands) if c["confidence"]["stopped"]]
+        assert info["stopped"] == stopped
+        if stopped:
+            break
+    assert stopped, "no trace was stopped in four calls"
     bar = info["threshold"]
-    stopped = [k for k, c in enumerate(cands) if c["confidence"]["stopped"]]
-    assert info["stopped"] == stopped and stopped, "no trace was stopped"
     assert all(k >= 4 for k in stopped)  # warm-up traces run to the end
     for k in stopped:  # each stop is where the reference says, and it saved tokens
         c = cands[k]
