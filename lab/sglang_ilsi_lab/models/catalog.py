@@ -54,6 +54,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -369,8 +370,53 @@ def _reward_summary(folder: Path) -> dict[str, Any] | None:
             "heldout": {k: metrics[k] for k in REWARD_FIGURES if k in metrics}}
 
 
+class _BuiltOnBase:
+    """What the models our code builds from another catalog model share: a cache
+    folder keyed by the recipe, the base and what else the build reads; the
+    base's packages; the build into that folder with its report as the marker."""
+
+    name: str
+    description: str
+    base: str
+    licence: str
+    dtype: str
+    kind: str
+
+    def _cached(self, **reads: Any) -> Path:
+        key = _key({"recipe": RECIPE_VERSION, "base": self.base,
+                    "base_path": get(self.base).path().name, **reads})
+        return tiny.cache_root() / "models" / f"{self.name}-{key}"
+
+    def is_prepared(self) -> bool:
+        return (self.path() / MARKER).is_file()  # type: ignore[attr-defined]
+
+    def missing_packages(self) -> list[Package]:
+        return get(self.base).missing_packages()
+
+    def _build(self, build: Callable[[Path, Path], dict[str, Any]]) -> Path:
+        """``build(base_dir, folder)`` into this model's folder (once), its report
+        saved as the marker."""
+        final = self.path()  # type: ignore[attr-defined]
+        if (final / MARKER).is_file():
+            return final
+        base_dir = get(self.base).prepare()
+        with tiny.building(final) as tmp:
+            report = build(base_dir, tmp)
+            report.update(kind=self.kind, name=self.name, base=self.base,
+                          recipe=RECIPE_VERSION)
+            (tmp / MARKER).write_text(json.dumps(report, indent=2))
+            _make_readable(tmp)
+        return final
+
+    def _info(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "description": self.description,
+                "licence": self.licence, "packages": [], "sha256": None, "dtype": self.dtype,
+                "missing": [p.install_command for p in self.missing_packages()],
+                "prepared": self.is_prepared(), "path": str(self.path())}  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
-class DerivedModel:
+class DerivedModel(_BuiltOnBase):
     """A model our code derives from another catalog model on CPU
     (:mod:`sglang_ilsi_lab.models.amateur`): cached, never committed."""
 
@@ -386,31 +432,13 @@ class DerivedModel:
     kind: str = field(default="derived", init=False)
 
     def path(self) -> Path:
-        base = get(self.base)
-        key = _key({"recipe": RECIPE_VERSION, "base": self.base, "base_path": base.path().name,
-                    "layers": self.layers, "steps": self.steps})
-        return tiny.cache_root() / "models" / f"{self.name}-{key}"
-
-    def is_prepared(self) -> bool:
-        return (self.path() / MARKER).is_file()
-
-    def missing_packages(self) -> list[Package]:
-        return get(self.base).missing_packages()
+        return self._cached(layers=self.layers, steps=self.steps)
 
     def prepare(self) -> Path:
         from sglang_ilsi_lab.models import amateur
 
-        final = self.path()
-        if (final / MARKER).is_file():
-            return final
-        base_dir = get(self.base).prepare()
-        with tiny.building(final) as tmp:
-            report = amateur.build(base_dir, tmp, layers=self.layers, steps=self.steps)
-            report.update(kind=self.kind, name=self.name, base=self.base,
-                          recipe=RECIPE_VERSION)
-            (tmp / MARKER).write_text(json.dumps(report, indent=2))
-            _make_readable(tmp)
-        return final
+        return self._build(lambda base_dir, tmp: amateur.build(
+            base_dir, tmp, layers=self.layers, steps=self.steps))
 
     def info(self) -> dict[str, Any]:
         report = {}
@@ -418,15 +446,12 @@ class DerivedModel:
             from sglang_ilsi_lab.models import amateur
 
             report = amateur.read_report(self.path(), MARKER) or {}
-        return {"name": self.name, "kind": self.kind, "description": self.description,
-                "licence": self.licence, "packages": [], "sha256": None, "dtype": self.dtype,
-                "missing": [p.install_command for p in self.missing_packages()],
-                "prepared": self.is_prepared(), "path": str(self.path()), "base": self.base,
+        return {**self._info(), "base": self.base,
                 "greedy_token_agreement": report.get("greedy_token_agreement")}
 
 
 @dataclass(frozen=True)
-class RewardHeadModel:
+class RewardHeadModel(_BuiltOnBase):
     """A reward model our code derives from a catalog policy at prepare time: the
     policy's body plus a committed trained head (:mod:`sglang_ilsi_lab.models.json_orm`);
     the folder is cached, never committed."""
@@ -443,44 +468,21 @@ class RewardHeadModel:
     def path(self) -> Path:
         from sglang_ilsi_lab.models import json_orm
 
-        base = get(self.base)
         head = json_orm.HEAD_DIR / json_orm.HEAD_FILE
-        key = _key({"recipe": RECIPE_VERSION, "base": self.base, "base_path": base.path().name,
-                    "head": sha256_file(head) if head.is_file() else None})
-        return tiny.cache_root() / "models" / f"{self.name}-{key}"
-
-    def is_prepared(self) -> bool:
-        return (self.path() / MARKER).is_file()
-
-    def missing_packages(self) -> list[Package]:
-        return get(self.base).missing_packages()
+        return self._cached(head=sha256_file(head) if head.is_file() else None)
 
     def prepare(self) -> Path:
         from sglang_ilsi_lab.models import json_orm
 
-        final = self.path()
-        if (final / MARKER).is_file():
-            return final
-        if not (json_orm.HEAD_DIR / json_orm.HEAD_FILE).is_file():
+        if not self.is_prepared() and not (json_orm.HEAD_DIR / json_orm.HEAD_FILE).is_file():
             raise ModelError(f"model {self.name!r}: the committed head "
                              f"{json_orm.HEAD_DIR / json_orm.HEAD_FILE} is missing; reinstall "
                              "sglang-ilsi or rebuild it with "
                              "`python scripts/train_smollm2_json_orm.py`")
-        base_dir = get(self.base).prepare()
-        with tiny.building(final) as tmp:
-            report = json_orm.build(base_dir, tmp)
-            report.update(kind=self.kind, name=self.name, base=self.base,
-                          recipe=RECIPE_VERSION)
-            (tmp / MARKER).write_text(json.dumps(report, indent=2))
-            _make_readable(tmp)
-        return final
+        return self._build(json_orm.build)
 
     def info(self) -> dict[str, Any]:
-        info = {"name": self.name, "kind": self.kind, "description": self.description,
-                "licence": self.licence, "packages": [], "sha256": None, "dtype": self.dtype,
-                "missing": [p.install_command for p in self.missing_packages()],
-                "prepared": self.is_prepared(), "path": str(self.path()),
-                "derived_from": self.base}
+        info = {**self._info(), "derived_from": self.base}
         reward = _reward_summary(self.path())
         if reward is not None:
             info["reward"] = reward

@@ -214,11 +214,17 @@ class TrainConfig:
     log_every: int = 50
 
     def lr_at(self, step: int) -> float:
-        if step < self.warmup:
-            return self.lr * (step + 1) / self.warmup
-        progress = (step - self.warmup) / max(1, self.steps - self.warmup)
-        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
+        return warmup_cosine(step, self.steps, self.lr, self.warmup, self.min_lr_ratio)
+
+
+def warmup_cosine(step: int, total: int, lr: float, warmup: int, min_lr_ratio: float) -> float:
+    """The learning rate at ``step`` of ``total``: linear warm-up over ``warmup``
+    steps, then a cosine decay to ``min_lr_ratio · lr``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * cosine)
 
 
 def train(model, ids, labels, cfg: TrainConfig,

@@ -334,11 +334,7 @@ def train(model, kind: str, train_set: Sequence[Sample], val_set: Sequence[Sampl
     total = per_epoch * cfg.epochs
 
     def lr_at(step: int) -> float:
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        progress = (step - cfg.warmup) / max(1, total - cfg.warmup)
-        return cfg.lr * (cfg.min_lr_ratio
-                         + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+        return lab.warmup_cosine(step, total, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
 
     rng = random.Random(f"reward/{kind}/{cfg.seed}")
     start, cpu_start = time.perf_counter(), time.process_time()

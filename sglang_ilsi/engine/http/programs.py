@@ -28,9 +28,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from sglang_ilsi.engine.http.samples import finish_type
+from sglang_ilsi.engine.http.samples import check_one_text_prompt, finish_type
 from sglang_ilsi.methods.prompting.base import Call, Generated, Prompt
-from sglang_ilsi.params import IlsiRequestError
 from sglang_ilsi.plan import SOURCE_SUFFIX, Plan, clients_own
 
 DEFAULT_MAX_NEW_TOKENS = 128  # SGLang's default when a request sets none
@@ -41,21 +40,7 @@ LOGPROB_KEYS = ("output_token_logprobs", "input_token_logprobs", "output_top_log
 
 def check_request(obj: Any) -> None:
     """What a program asks of the request's shape (its ilsi object is valid)."""
-    from sglang_ilsi.engine.http.samples import single_prompt
-
-    items = obj.sampling_params if isinstance(obj.sampling_params, list) else [obj.sampling_params]
-    if len(items) > 1 or not single_prompt(obj):
-        raise IlsiRequestError("method", "a prompting program takes one prompt per request")
-    if (items[0] or {}).get("n", 1) != 1:
-        raise IlsiRequestError("n", "sampling_params.n (OpenAI n) cannot be combined with a "
-                               "prompting program")
-    if obj.custom_logit_processor is not None:
-        raise IlsiRequestError("", "a prompting program cannot be combined with "
-                               "custom_logit_processor")
-    if any(getattr(obj, key, None) for key in ("return_logprob", "image_data", "video_data",
-                                                "audio_data", "input_embeds")):
-        raise IlsiRequestError("method", "a prompting program takes a text or token prompt "
-                               "and returns text: logprobs and multimodal inputs are refused")
+    check_one_text_prompt(obj, "a prompting program")
 
 
 class EngineContext:

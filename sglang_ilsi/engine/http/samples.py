@@ -52,6 +52,23 @@ def single_prompt(obj: Any) -> bool:
     return False
 
 
+def check_one_text_prompt(obj: Any, what: str, n_hint: str = "") -> None:
+    """What a loop that answers one prompt with text (a search, a prompting
+    program) asks of the request's shape; ``what`` names the loop in the 400s."""
+    items = obj.sampling_params if isinstance(obj.sampling_params, list) else [obj.sampling_params]
+    if len(items) > 1 or not single_prompt(obj):
+        raise IlsiRequestError("method", f"{what} takes one prompt per request")
+    if (items[0] or {}).get("n", 1) != 1:
+        raise IlsiRequestError("n", f"sampling_params.n (OpenAI n) cannot be combined with "
+                               f"{what}{n_hint}")
+    if obj.custom_logit_processor is not None:
+        raise IlsiRequestError("", f"{what} cannot be combined with custom_logit_processor")
+    if any(getattr(obj, key, None) for key in ("return_logprob", "image_data", "video_data",
+                                                "audio_data", "input_embeds")):
+        raise IlsiRequestError("method", f"{what} takes a text or token prompt and returns "
+                               "text: logprobs and multimodal inputs are refused")
+
+
 def _cumulative_logprob(meta: Mapping[str, Any]) -> float | None:
     entries = meta.get("output_token_logprobs")
     if not entries:

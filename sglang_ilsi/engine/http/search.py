@@ -31,9 +31,8 @@ from typing import Any
 
 from sglang_ilsi.engine.http import reward_service
 from sglang_ilsi.engine.http.programs import DEFAULT_MAX_NEW_TOKENS, LOGPROB_KEYS
-from sglang_ilsi.engine.http.samples import finish_type, prompt_text
+from sglang_ilsi.engine.http.samples import check_one_text_prompt, finish_type, prompt_text
 from sglang_ilsi.methods.search.base import Node, node_seed
-from sglang_ilsi.params import IlsiRequestError
 from sglang_ilsi.plan import SOURCE_SUFFIX, Plan, SearchPlan, clients_own
 
 DEFAULT_DELIMITER = "\n"
@@ -41,20 +40,7 @@ DEFAULT_DELIMITER = "\n"
 
 def check_request(obj: Any) -> None:
     """What a search asks of the request's shape (its ilsi object is valid)."""
-    from sglang_ilsi.engine.http.samples import single_prompt
-
-    items = obj.sampling_params if isinstance(obj.sampling_params, list) else [obj.sampling_params]
-    if len(items) > 1 or not single_prompt(obj):
-        raise IlsiRequestError("method", "a search takes one prompt per request")
-    if (items[0] or {}).get("n", 1) != 1:
-        raise IlsiRequestError("n", "sampling_params.n (OpenAI n) cannot be combined with a "
-                               "search; use the method's own ilsi.n")
-    if obj.custom_logit_processor is not None:
-        raise IlsiRequestError("", "a search cannot be combined with custom_logit_processor")
-    if any(getattr(obj, key, None) for key in ("return_logprob", "image_data", "video_data",
-                                                "audio_data", "input_embeds")):
-        raise IlsiRequestError("method", "a search takes a text or token prompt and returns "
-                               "text: logprobs and multimodal inputs are refused")
+    check_one_text_prompt(obj, "a search", "; use the method's own ilsi.n")
 
 
 def step_delimiter(plan: SearchPlan, config: Any) -> str:
