@@ -63,6 +63,7 @@ NEEDS = (
     "datastore",
     "reward",
     "tool",
+    "execution",  # generated programs run in the server's sandbox (--ilsi-tools python)
 )
 
 

@@ -420,6 +420,9 @@ def _program(program: Any, raw: Mapping[str, Any], source: str, config: IlsiConf
     return Plan(PROGRAM, source, program=ProgramPlan(program, params, decoding))
 
 
+SANDBOX_TOOL = "python"  # the tool whose sandbox runs a search's generated programs
+
+
 def _search(method: Any, raw: Mapping[str, Any], source: str, config: IlsiConfig,
             tokenizer: Any | None) -> Plan:
     _enabled(method.name, config)
@@ -432,6 +435,10 @@ def _search(method: Any, raw: Mapping[str, Any], source: str, config: IlsiConfig
                               if k not in ("method", "trace", method.decoded_by)})
     if "reward" in method.needs:
         check_reward_model(params, config)
+    if "execution" in method.needs and SANDBOX_TOOL not in config.tools:
+        raise IlsiRequestError("method", f"{method.name!r} runs the programs it generates, "
+                               "and this server runs no sandbox; start it with "
+                               f"--ilsi-tools {SANDBOX_TOOL}")
     decoding = _decoding(raw, method.decoded_by, config, tokenizer,
                          "every step of the search is decoded with it")
     return Plan(SEARCH, source, search=SearchPlan(method, params, decoding))

@@ -106,17 +106,21 @@ class PythonRunner(Tool):
     max_code_chars = 8192
 
     def run(self, arguments: dict[str, Any]) -> str:
-        from sglang_ilsi.tools.sandbox import Limits, run_python
-
         if len(arguments["code"]) > self.max_code_chars:
             raise ToolError(f"code longer than {self.max_code_chars} characters")
-
-        limits = Limits(cpu_seconds=int(self.options.get("python_cpu_seconds", 2)),
-                        wall_seconds=float(self.options.get("python_wall_seconds", 5.0)))
-        result = run_python(arguments["code"], limits)
+        result = self.run_program(arguments["code"])
         if not result.ok:
             raise ToolError(result.error or "failed")
         return result.stdout
+
+    def run_program(self, code: str, stdin: str | None = None) -> Any:
+        """Run ``code`` in the sandbox under this tool's limits (a blocking call):
+        the :class:`~sglang_ilsi.tools.sandbox.SandboxResult`."""
+        from sglang_ilsi.tools.sandbox import Limits, run_python
+
+        limits = Limits(cpu_seconds=int(self.options.get("python_cpu_seconds", 2)),
+                        wall_seconds=float(self.options.get("python_wall_seconds", 5.0)))
+        return run_python(code, limits, stdin=stdin)
 
 
 class Retrieval(Tool):

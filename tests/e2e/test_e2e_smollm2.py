@@ -13,6 +13,7 @@ and a best-of-N over a chat request must equal transformers'.
 from __future__ import annotations
 
 import pytest
+import torch
 from conftest import start_server
 from reference_decoding import HFReference
 
@@ -42,7 +43,7 @@ def json_orm_path(smollm2_path) -> str:
 @pytest.fixture(scope="module")
 def client(smollm2_path, json_orm_path):
     yield from start_server(smollm2_path, ["--ilsi", "--ilsi-reward-model",
-                                           f"json-orm={json_orm_path}"])
+                                           f"json-orm={json_orm_path}", "--ilsi-tools", "python"])
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +203,67 @@ def test_json_reward_model_beside_the_policy(client, hf, json_orm_path):
     rewards = [ref.reward(prompt, ref.steps(c["text"])) for c in report["candidates"]]
     assert [c["reward"] for c in report["candidates"]] == pytest.approx(rewards, abs=1e-4)
     assert report["chosen"] == max(range(3), key=lambda k: (rewards[k], -k))
+
+
+CODE_TASK = ("Write a Python program that prints the squares of 1 to 5, one per line. "
+             "Reply with only the code.")
+CODE_TESTS = [("", "1\n4\n9\n16\n25"), ("ignored\n", "1\n4\n9\n16\n25")]
+
+
+def test_pg_td_equals_its_reference_running_the_programs(client, hf):
+    """PG-TD on SmolLM2 writing a program: the programs it ran, their rewards from
+    the sandbox, and its answer equal the reference's with transformers' top-k and
+    greedy completions and this interpreter running each program."""
+    from pg_td_reference import first_program, pg_td, run_program
+
+    prompt = chat_ids(hf, CODE_TASK)
+    budget, k, iterations = 48, 2, 6
+    params = {"method": "pg_td", "test_inputs": [i for i, _ in CODE_TESTS],
+              "test_outputs": [o for _, o in CODE_TESTS], "n": iterations, "k": k,
+              "exploration": 50.0, "stop_when_solved": False}  # explores past a solution
+    r = client.post("/generate", {"input_ids": prompt, "sampling_params": {
+        "temperature": 0, "max_new_tokens": budget, "custom_params": {"ilsi": params}}})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    report = out["meta_info"]["ilsi"]
+
+    def top_k(prefix):
+        row = torch.log_softmax(torch.tensor(hf.logits(prompt + list(prefix))), dim=-1)
+        values, tokens = row.topk(k)
+        return [(int(t), float(v)) for v, t in zip(values, tokens, strict=True)]
+
+    def greedy(prefix):
+        return tuple(prefix) + tuple(hf.greedy(prompt + list(prefix), budget - len(prefix), None))
+
+    def passed(ids):
+        text = hf.tokenizer.decode(list(ids), skip_special_tokens=True)
+        return run_program(first_program(text), CODE_TESTS)
+
+    programs, answer = pg_td(top_k, greedy, passed, iterations, report["params"]["exploration"],
+                             budget, set(hf.eos_ids), stop_when_solved=False)
+    leaves = {n["id"]: n for n in report["nodes"]}
+    assert [leaves[i]["tokens"] for i in report["leaves"]] == [len(p) for p, _ in programs]
+    assert [leaves[i]["reward"] for i in report["leaves"]] == [r for _, r in programs]
+    assert out["output_ids"] == list(programs[answer][0])
+    assert report["info"]["iterations"] == iterations
+    assert report["cost"]["executions"] == len(programs) * len(CODE_TESTS)
+    assert report["info"]["programs_run"] == len(programs) >= 2
+    rewards = sorted({r for _, r in programs})
+    assert rewards[0] < 1.0 == rewards[-1]  # the sandbox told programs apart
+
+    params.pop("stop_when_solved")  # default: end at the first program passing every test
+    r = client.post("/generate", {"input_ids": prompt, "sampling_params": {
+        "temperature": 0, "max_new_tokens": budget, "custom_params": {"ilsi": params}}})
+    solved = r.json()["meta_info"]["ilsi"]
+    first_solved = next(i for i, (_, reward) in enumerate(programs) if reward == 1.0)
+    assert solved["info"]["programs_run"] == first_solved + 1
+    assert solved["reward"] == 1.0 and r.json()["output_ids"] == list(programs[first_solved][0])
+
+
+def test_pg_td_refuses_unequal_tests(client):
+    r = client.post("/generate", {"text": "x", "sampling_params": {"max_new_tokens": 4,
+                    "custom_params": {"ilsi": {"method": "pg_td", "test_inputs": ["1", "2"],
+                                               "test_outputs": ["1"]}}}})
+    assert r.status_code == 400 and "test_outputs" in r.text
+    assert client.post("/generate", {"text": "x", "sampling_params": {
+        "max_new_tokens": 2}}).status_code == 200

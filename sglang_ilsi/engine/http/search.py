@@ -21,19 +21,22 @@ per-request seeds only on a server started with ``--enable-deterministic-inferen
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import math
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from sglang_ilsi.engine.http import reward_service
+from sglang_ilsi.engine.http import reward_service, tool_loop
 from sglang_ilsi.engine.http.programs import DEFAULT_MAX_NEW_TOKENS, LOGPROB_KEYS
 from sglang_ilsi.engine.http.samples import check_one_text_prompt, finish_type, prompt_text
 from sglang_ilsi.methods.search.base import Node, node_seed
-from sglang_ilsi.plan import SOURCE_SUFFIX, Plan, SearchPlan, clients_own
+from sglang_ilsi.methods.search.pg_td import program_of, same_output
+from sglang_ilsi.plan import SANDBOX_TOOL, SOURCE_SUFFIX, Plan, SearchPlan, clients_own
 
 DEFAULT_DELIMITER = "\n"
 
@@ -82,6 +85,9 @@ class EngineTree:
         self.completion_tokens = self.prompt_tokens_computed = 0
         self.reward_ms = 0.0
         self.last_meta: dict[str, Any] = {}
+        self.rollout_metas: dict[tuple[int, ...], dict[str, Any]] = {}
+        self.executions = 0
+        self.execution_ms = 0.0
 
     def _sampling(self, parent: Node, node_id: int) -> dict[str, Any]:
         step = (self.plan.params["step_max_tokens"] if self.plan.method.delimited
@@ -145,6 +151,35 @@ class EngineTree:
             result.append([(int(token), float(lp)) for lp, token, *_ in tops])
         return result
 
+    async def rollout(self, prefixes: Sequence[Sequence[int]]
+                      ) -> list[tuple[tuple[int, ...], bool]]:
+        greedy = {**self.base, "n": 1, "custom_params": dict(self.custom), "temperature": 0.0,
+                  "stop": self.client_stops or None}
+        outs = await self._generate(
+            [list(p) for p in prefixes],
+            [{**greedy, "max_new_tokens": self.budget - len(p)} for p in prefixes])
+        result = []
+        for prefix, o in zip(prefixes, outs, strict=True):
+            ids = tuple(prefix) + tuple(o.get("output_ids") or ())
+            meta = o["meta_info"]
+            self.rollout_metas[ids] = meta
+            result.append((ids, finish_type(meta) == "stop"))
+        return result
+
+    async def run_tests(self, token_ids: Sequence[int],
+                        tests: Sequence[tuple[str, str]]) -> list[bool]:
+        runner = tool_loop.tool_instances(self.config)[SANDBOX_TOOL]
+        code = program_of(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+        async def one(stdin: str, expected: str) -> bool:
+            async with _sandbox_slots():
+                result = await asyncio.to_thread(runner.run_program, code, stdin)
+            self.executions += 1
+            self.execution_ms += result.wall_ms
+            return result.ok and same_output(result.stdout, expected)
+
+        return list(await asyncio.gather(*(one(i, o) for i, o in tests)))
+
     async def score_prefixes(self, prefixes: Sequence[Sequence[int]]) -> list[float]:
         return (await self._score_texts(
             [self.tokenizer.decode(list(p), skip_special_tokens=True) for p in prefixes])).rewards
@@ -194,7 +229,8 @@ class EngineTree:
                     steps=(self.tokenizer.decode(list(token_ids), skip_special_tokens=True),),
                     token_ids=tuple(token_ids), finished=finished, reward=reward)
         self.nodes.append(node)
-        self.metas[node.id] = {k: v for k, v in self.last_meta.items() if k not in LOGPROB_KEYS}
+        meta = self.rollout_metas.get(tuple(token_ids), self.last_meta)
+        self.metas[node.id] = {k: v for k, v in meta.items() if k not in LOGPROB_KEYS}
         ended_by = next((t for t in token_ids[-1:] if t in self.eos_token_ids), None)
         self.metas[node.id]["finish_reason"] = (
             {"type": "stop", "matched": ended_by} if ended_by is not None
@@ -208,6 +244,17 @@ class EngineTree:
             ids.append(current.id)
             current = self.nodes[current.parent] if current.parent is not None else None
         return ids[::-1]
+
+
+_SANDBOX_SLOTS: asyncio.Semaphore | None = None
+
+
+def _sandbox_slots() -> asyncio.Semaphore:
+    """At most one sandboxed program per core at a time, across all searches."""
+    global _SANDBOX_SLOTS
+    if _SANDBOX_SLOTS is None:
+        _SANDBOX_SLOTS = asyncio.Semaphore(max(os.cpu_count() or 1, 1))
+    return _SANDBOX_SLOTS
 
 
 def _eos_token_ids(tokenizer_manager: Any, sampling: dict[str, Any]) -> frozenset[int]:
@@ -291,6 +338,8 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
             "reward_calls": tree.reward_calls,
             "reward_model_tokens": tree.reward_tokens,
             "reward_ms": round(tree.reward_ms, 3),
+            "executions": tree.executions,
+            "execution_ms": round(tree.execution_ms, 3),
             "wall_ms": round((time.perf_counter() - start) * 1000.0, 3),
         },
     }

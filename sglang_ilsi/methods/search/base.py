@@ -81,6 +81,20 @@ class Tree(Protocol):
         prompt, read as text and cut into the model's steps): one batched call."""
         ...
 
+    async def rollout(self, prefixes: Sequence[Sequence[int]]
+                      ) -> list[tuple[tuple[int, ...], bool]]:
+        """Each prefix completed greedily (under the request's logits methods) up to
+        end-of-sequence or ``max_new_tokens``: the whole token ids and whether
+        they finished. One batched call."""
+        ...
+
+    async def run_tests(self, token_ids: Sequence[int],
+                        tests: Sequence[tuple[str, str]]) -> list[bool]:
+        """Run the program in the solution (``program_of`` its text) on each test's
+        standard input in the server's sandbox: whether it exited cleanly printing
+        the expected output (need ``execution``)."""
+        ...
+
     def leaf(self, token_ids: Sequence[int], finished: bool, reward: float) -> Node:
         """Record a solution found without steps (a token-level search) as a node."""
         ...
