@@ -7,6 +7,8 @@ Use them inside ``@sgl.function`` programs, on any SGLang server:
   prefix), then pick one with :mod:`sglang_ilsi.selection` and append it;
 - :func:`best_of_n`: the same, ranked by the model itself as a yes/no verifier
   through the server's ``/v1/score``;
+- :func:`tree_of_thoughts`: breadth-first over thoughts, each level's forks
+  valued by the server's reward model (``/ilsi/reward``);
 - :func:`skeleton_of_thought`: an outline first, then all its points expanded
   in parallel in one batched request (:mod:`sglang_ilsi.skeleton`);
 - :func:`cot`, :func:`zero_shot_cot`, :func:`echo_prompt`, :func:`urial`: the
@@ -23,6 +25,7 @@ the selection report is stored under ``name + "_ilsi"``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import requests
@@ -157,6 +160,84 @@ def skeleton_of_thought(s: Any, name: str, question: str, *, max_points: int = 6
         temperature=temperature)
     report = {"method": "skeleton_of_thought", **result.to_dict()}
     return _commit(s, name, result.answer, report)
+
+
+def tree_of_thoughts(s: Any, name: str, *, reward_model: str = "", breadth: int = 2,
+                     proposals: int = 2, depth: int = 4, step_delimiter: str = "\n",
+                     step_max_tokens: int = 64, temperature: float = 0.7,
+                     aggregate: str = "min") -> str:
+    """Tree of thoughts (Yao et al., NeurIPS 2023), breadth-first, valued by the
+    server's reward model. At each of at most ``depth`` levels every kept state
+    (the thoughts so far) is forked ``proposals`` ways (``s.fork``: the radix
+    cache shares the prefix), each fork generating one thought up to
+    ``step_delimiter``; all new states are valued in one ``POST /ilsi/reward``
+    (prompt: the program's text before the call; solution: the state's thoughts;
+    their step scores folded by ``aggregate``), and the ``breadth`` best of them
+    and of the finished states kept before are kept (ties: the finished ones,
+    then the new ones in fork order). A thought that ends
+    without the delimiter finishes its state, which is kept but not grown. The
+    search ends when every kept state has finished; the best kept state's text
+    is appended. ``name + "_ilsi"`` lists every state (level, parent, thought,
+    value, finished) and the chosen one. Needs the plugin and a reward model on
+    the server (``--ilsi-reward-model``); ``reward_model`` may be left empty when
+    it serves one."""
+    import sglang as sgl
+
+    from sglang_ilsi.reward import REWARD_PATH
+    from sglang_ilsi.reward import aggregate as fold
+
+    for label, value in (("breadth", breadth), ("proposals", proposals), ("depth", depth)):
+        if not 1 <= value <= 64:
+            raise ValueError(f"tree_of_thoughts: {label} must be in [1, 64], got {value}")
+    backend = _backend(s)
+    prompt = s.text()
+    key = name + "_thought"
+    states: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = [{"id": -1, "thoughts": [], "finished": False}]
+    for level in range(1, depth + 1):
+        growing = [state for state in kept if not state["finished"]]
+        if not growing:
+            break
+        forks = s.fork(len(growing) * proposals)
+        for i, fork in enumerate(forks):
+            fork += "".join(growing[i // proposals]["thoughts"])
+        forks += sgl.gen(key, max_tokens=step_max_tokens, temperature=temperature,
+                         stop=step_delimiter)
+        children = []
+        for i, fork in enumerate(forks):
+            reason = (fork.get_meta_info(key) or {}).get("finish_reason") or {}
+            delimited = isinstance(reason, dict) and reason.get("matched") == step_delimiter
+            parent = growing[i // proposals]
+            thought = fork[key] + (step_delimiter if delimited else "")
+            children.append({"id": len(states) + i, "level": level, "parent": parent["id"],
+                             "thoughts": [*parent["thoughts"], thought],
+                             "finished": not delimited})
+        forks.join()
+        r = requests.post(backend.base_url + REWARD_PATH, json={
+            "reward_model": reward_model, "prompts": [prompt] * len(children),
+            "solutions": [c["thoughts"] for c in children]},
+            headers=_headers(backend), timeout=600)
+        if r.status_code >= 400:
+            raise ValueError(f"tree_of_thoughts: HTTP {r.status_code}: {r.text}")
+        for child, scores in zip(children, r.json()["scores"], strict=True):
+            child["value"] = fold(tuple(scores), aggregate)
+        states += children
+        pool = [state for state in kept if state["finished"]] + children
+        order = sorted(range(len(pool)), key=lambda j: (-_rank(pool[j]["value"]), j))
+        kept = [pool[j] for j in order[:breadth]]
+    chosen = min(kept, key=lambda state: (-_rank(state.get("value", math.nan)), state["id"]))
+    report = {"method": "tree_of_thoughts", "reward_model": reward_model,
+              "params": {"breadth": breadth, "proposals": proposals, "depth": depth,
+                         "step_delimiter": step_delimiter, "aggregate": aggregate},
+              "states": [{k: v for k, v in state.items() if k != "thoughts"}
+                         | {"thought": state["thoughts"][-1]} for state in states],
+              "chosen": chosen["id"], "kept": [state["id"] for state in kept]}
+    return _commit(s, name, "".join(chosen["thoughts"]), report)
+
+
+def _rank(value: float) -> float:
+    """A value as a sort key (NaN ranks last)."""
+    return -math.inf if math.isnan(value) else value
 
 
 # -- prompting programs, written as frontend programs ---------------------------------------

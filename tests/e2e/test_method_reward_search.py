@@ -370,3 +370,53 @@ def test_controlled_decoding_keeps_the_best_block(client, refs):
         assert len(siblings) == 3
         assert max(s["reward"] for s in siblings) == nodes[chosen]["reward"]
         assert min(s["id"] for s in siblings if s["reward"] == nodes[chosen]["reward"]) == chosen
+
+
+def test_tree_of_thoughts_program_keeps_the_best_valued_states(client, refs):
+    """The tree-of-thoughts frontend program (``sgl.fork``): every state's value is
+    the PRM's on its thoughts (transformers), each level grows exactly the states
+    a breadth-first replay of the reported values keeps, and the appended text is
+    the best kept state's."""
+    import sglang as sgl
+
+    from sglang_ilsi.lang import tree_of_thoughts
+
+    breadth, proposals, depth = 2, 2, 4
+
+    @sgl.function
+    def solve(s, question):
+        s += question
+        tree_of_thoughts(s, "answer", reward_model="prm", breadth=breadth, proposals=proposals,
+                         depth=depth, step_max_tokens=16, temperature=1.0)
+
+    item = ITEMS[1]
+    state = solve.run(question=item["prompt"], backend=sgl.RuntimeEndpoint(client.base_url))
+    report, text = state["answer_ilsi"], state["answer"]
+    states = {x["id"]: x for x in report["states"]}
+
+    def thoughts(state_id: int) -> list[str]:
+        out = []
+        while state_id != -1:
+            out.append(states[state_id]["thought"])
+            state_id = states[state_id]["parent"]
+        return out[::-1]
+
+    for x in report["states"]:
+        steps = thoughts(x["id"])
+        assert x["value"] == pytest.approx(
+            min(refs["prm"].step_scores(item["prompt"], steps)), abs=1e-5)
+        assert x["finished"] == (not x["thought"].endswith("\n"))
+    kept = [{"id": -1, "finished": False, "value": math.nan}]
+    for level in range(1, depth + 1):
+        children = [x for x in report["states"] if x["level"] == level]
+        growing = [x["id"] for x in kept if not x["finished"]]
+        if not growing:
+            assert not children
+            break
+        assert [x["parent"] for x in children] == [p for p in growing for _ in range(proposals)]
+        pool = [x for x in kept if x["finished"]] + children
+        kept = sorted(pool, key=lambda x: -x["value"])[:breadth]  # stable: ties keep order
+    assert report["kept"] == [x["id"] for x in kept]
+    best = max(kept, key=lambda x: x["value"])
+    assert report["chosen"] == best["id"] and text == "".join(thoughts(best["id"]))
+    assert state.text() == item["prompt"] + text
