@@ -108,11 +108,21 @@ def corpus_files(folder: str | Path) -> list[Path]:
 
 def documents(path: Path) -> Iterator[str]:
     """The documents of one corpus file: the whole text, or one per JSONL line
-    (its ``text`` field, or the line itself when it is a JSON string)."""
+    (its ``text`` field, or the line itself when it is a JSON string, or an
+    example's ``prompt + completion``)."""
+    for text, _ in keyed_documents(path):
+        yield text
+
+
+def keyed_documents(path: Path) -> Iterator[tuple[str, int]]:
+    """Each document of one corpus file with the character offset its entries
+    start from: 0 for text, ``len(prompt)`` for a JSONL example record
+    ``{"prompt": ..., "completion": ...}`` (a task example: only the completion's
+    tokens become entries, RTD's reference datastore; Shi et al. 2024)."""
     text = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix != ".jsonl":
         if text.strip():
-            yield text
+            yield text, 0
         return
     for line in text.splitlines():
         if not line.strip():
@@ -121,9 +131,20 @@ def documents(path: Path) -> Iterator[str]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict) and isinstance(record.get("prompt"), str) \
+                and isinstance(record.get("completion"), str):
+            if record["completion"].strip():
+                yield record["prompt"] + record["completion"], len(record["prompt"])
+            continue
         value = record.get("text") if isinstance(record, dict) else record
         if isinstance(value, str) and value.strip():
-            yield value
+            yield value, 0
+
+
+def first_key(encode: Callable[[str], list[int]], text: str, keyed_from: int) -> int:
+    """The first position whose next token is an entry: the last token of
+    ``text[:keyed_from]`` (the example's prompt), or 0 for a whole document."""
+    return max(0, len(encode(text[:keyed_from])) - 1) if keyed_from else 0
 
 
 # -- building --------------------------------------------------------------------------------
@@ -234,11 +255,12 @@ def build(corpus: str, model_path: str, out: str, options: BuildOptions = BuildO
         raise DatastoreError(f"corpus {corpus!r}: no {', '.join(CORPUS_SUFFIXES)} files")
     encoder = KeyEncoder(model_path, options.layer)
     root = Path(corpus)
-    docs: list[tuple[str, list[int]]] = []
+    docs: list[tuple[str, list[int], int]] = []
     texts: list[str] = []
     for path in files:
-        for j, text in enumerate(documents(path)):
-            docs.append((f"{path.relative_to(root).as_posix()}#{j}", encoder.encode(text)))
+        for j, (text, keyed_from) in enumerate(keyed_documents(path)):
+            docs.append((f"{path.relative_to(root).as_posix()}#{j}", encoder.encode(text),
+                         first_key(encoder.encode, text, keyed_from)))
             texts.append(text)
     work = target.with_name(target.name + ".partial")
     plan = {
@@ -247,7 +269,8 @@ def build(corpus: str, model_path: str, out: str, options: BuildOptions = BuildO
         "layer": encoder.layer, "window": options.window, "stride": options.stride,
         "max_entries": options.max_entries, "shard_docs": options.shard_docs,
         "documents": hashlib.sha256("\n".join(
-            f"{name}:{hashlib.sha256(str(ids).encode()).hexdigest()}" for name, ids in docs
+            f"{name}:{first}:{hashlib.sha256(str(ids).encode()).hexdigest()}"
+            for name, ids, first in docs
         ).encode()).hexdigest(),
     }
     work.mkdir(parents=True, exist_ok=True)
@@ -261,7 +284,7 @@ def build(corpus: str, model_path: str, out: str, options: BuildOptions = BuildO
     budget = options.max_entries
     entries = sum(int(np.load(work / f"shard-{i:05d}.values.npy", mmap_mode="r").shape[0])
                   for i in range(len(shards)) if i in done)
-    total = sum(max(0, len(ids) - 1) for _, ids in docs)
+    total = sum(max(0, len(ids) - 1 - first) for _, ids, first in docs)
     if budget is not None:
         total = min(total, budget)
     bar = _progress(total, "datastore build", quiet)
@@ -306,6 +329,7 @@ def build(corpus: str, model_path: str, out: str, options: BuildOptions = BuildO
                   **({"pq_m": options.pq_m} if options.index == "ivfpq" else {}),
                   "recall": recall},
         "corpus": {"path": os.path.abspath(corpus), "files": len(files), "documents": len(docs),
+                   "examples": sum(1 for _, _, first in docs if first > 0),
                    "window": options.window, "stride": options.stride,
                    "stored_documents": len(used), "stored_chars": sum(map(len, used))},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -319,11 +343,13 @@ def _finished_shards(work: Path) -> set[int]:
     return {int(p.name[len("shard-"):len("shard-") + 5]) for p in work.glob("shard-*.done")}
 
 
-def _shard_entries(encoder: KeyEncoder, shard: list[tuple[str, list[int]]],
+def _shard_entries(encoder: KeyEncoder, shard: list[tuple[str, list[int], int]],
                    options: BuildOptions, budget: int | None,
                    tick: Callable[[int], Any]) -> tuple[np.ndarray, np.ndarray]:
-    jobs = [(ids, start, end, first) for _, ids in shard
-            for start, end, first in windows(ids, options.window, options.stride)]
+    # an example's window keeps only the positions from its prompt's last token on
+    jobs = [(ids, start, end, max(first, keyed)) for _, ids, keyed in shard
+            for start, end, first in windows(ids, options.window, options.stride)
+            if end - 1 > keyed]
     keys: list[np.ndarray] = []
     values: list[np.ndarray] = []
     count = 0
@@ -473,6 +499,18 @@ def check_model(meta: dict[str, Any], path: str, model_path: str) -> None:
                              f"hidden states, not {model_path}'s. Rebuild it for this model")
 
 
+def check_heads(meta: dict[str, Any], heads: int) -> None:
+    """Refuse a multi-head search a store cannot answer exactly."""
+    if heads == 1:
+        return
+    if meta["index"]["kind"] != "flat":
+        raise DatastoreError(f"a multi-head search needs a flat store; this one is "
+                             f"{meta['index']['kind']}")
+    dim = int(meta["model"]["hidden_size"])
+    if dim % heads:
+        raise DatastoreError(f"{heads} heads do not divide the keys' size {dim}")
+
+
 class Store:
     """A loaded store: ``search`` answers a batch of queries at once."""
 
@@ -493,6 +531,40 @@ class Store:
             faiss.extract_index_ivf(self.index).nprobe = int(self.meta["index"]["nprobe"])
         self.layer = int(self.meta["layer"])
         self.dim = int(self.index.d)
+        self._heads: dict[int, list[Any]] = {}  # heads → the exact index of each key slice
+
+    def head_search(self, queries: np.ndarray, k: int, heads: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Multi-head search (MH-RTD, Shi et al. 2024): the queries and the stored
+        keys cut into ``heads`` equal slices, each slice searched in its own
+        exact index of the keys' slices: ``(squared L2 distances, next-token
+        ids)``, each ``[n, heads, k']``, nearest first within a head. Only for a
+        flat store (its keys are exact); the slice indexes are built on first use."""
+        import faiss
+
+        if heads == 1:
+            dist, tokens = self.search(queries, k)
+            return dist[:, None, :], tokens[:, None, :]
+        check_heads(self.meta, heads)
+        if heads not in self._heads:
+            keys = self.index.reconstruct_n(0, self.index.ntotal)
+            width = self.dim // heads
+            parts = []
+            for h in range(heads):
+                part = faiss.IndexFlatL2(width)
+                part.add(np.ascontiguousarray(keys[:, h * width:(h + 1) * width]))
+                parts.append(part)
+            self._heads[heads] = parts
+        k = min(int(k), len(self.values))
+        width = self.dim // heads
+        queries = np.asarray(queries, dtype=np.float32)
+        dists, tokens = [], []
+        for h, part in enumerate(self._heads[heads]):
+            d, ids = part.search(np.ascontiguousarray(queries[:, h * width:(h + 1) * width]), k)
+            dists.append(d)
+            tokens.append(self.values[ids])
+        return (np.stack(dists, axis=1).astype(np.float32),
+                np.stack(tokens, axis=1).astype(np.int64))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """One faiss search for all ``queries`` ``[n, d]``: ``(squared L2
@@ -529,7 +601,10 @@ def describe(meta: dict[str, Any], path: str) -> list[str]:
                      f"({r['queries']} stored keys as queries)")
     corpus = meta.get("corpus", {})
     lines.append(f"corpus:     {corpus.get('path')} ({corpus.get('files')} files, "
-                 f"{corpus.get('documents')} documents; window {corpus.get('window')}, "
+                 f"{corpus.get('documents')} documents"
+                 + (f", {corpus['examples']} of them task examples keyed on their completions"
+                    if corpus.get("examples") else "")
+                 + f"; window {corpus.get('window')}, "
                  f"stride {corpus.get('stride')})")
     if CORPUS in meta.get("files", {}):
         lines.append(f"REST text:  {CORPUS} ({corpus.get('stored_documents')} documents, "

@@ -32,6 +32,7 @@ read twice.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -526,3 +527,20 @@ def _check_datastores(choice: MethodChoice, config: IlsiConfig) -> None:
             raise IlsiRequestError(
                 "datastore", f"no datastore named {wanted!r} is loaded on this server (loaded: "
                 f"{loaded or 'none'}); start it with --ilsi-datastore {wanted}=PATH")
+        if int(params.get("heads", 1)) > 1:
+            from sglang_ilsi.datastore import DatastoreError, check_heads
+
+            try:
+                check_heads(_store_meta(config.datastores[params["datastore"]]),
+                            int(params["heads"]))
+            except DatastoreError as e:
+                raise IlsiRequestError("heads", f"datastore {params['datastore']!r}: {e}"
+                                       ) from None
+
+
+@functools.lru_cache(maxsize=64)
+def _store_meta(path: str) -> dict[str, Any]:
+    """A loaded store's ``meta.json`` (checked at launch; read once)."""
+    from sglang_ilsi.datastore import read_meta
+
+    return read_meta(path)

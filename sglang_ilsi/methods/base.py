@@ -60,11 +60,12 @@ def layer_key(index: int) -> str:
     return f"layer:{index}"
 
 
-def datastore_key(name: str) -> str:
+def datastore_key(name: str, heads: int = 1) -> str:
     """``datastore`` need: the input holding this step's nearest neighbours in
     store ``name``, a ``[2, k]`` float32 tensor (squared L2 distances, ascending;
-    then the neighbours' next-token ids)."""
-    return f"datastore:{name}"
+    then the neighbours' next-token ids), or ``[2, heads, k]`` for a multi-head
+    search (each head's own neighbours in its slice of the keys)."""
+    return f"datastore:{name}" if heads == 1 else f"datastore:{name}:heads={heads}"
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,8 @@ class Requirements:
     aux_models: tuple[str, ...] = ()
     second_context: bool = False
     layers: tuple[int, ...] = ()
-    # ``datastore``: (store name, neighbours wanted) pairs, searched once per step.
-    datastores: tuple[tuple[str, int], ...] = ()
+    # ``datastore``: (store name, neighbours wanted, heads) searched once per step.
+    datastores: tuple[tuple[str, int, int], ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.aux_models or self.second_context or self.layers or self.datastores)
@@ -91,11 +92,12 @@ class Requirements:
         )
 
 
-def _most_neighbours(pairs: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
-    most: dict[str, int] = {}
-    for name, k in pairs:
-        most[name] = max(k, most.get(name, 0))
-    return tuple(most.items())
+def _most_neighbours(wanted: tuple[tuple[str, int, int], ...]
+                     ) -> tuple[tuple[str, int, int], ...]:
+    most: dict[tuple[str, int], int] = {}
+    for name, k, heads in wanted:
+        most[name, heads] = max(k, most.get((name, heads), 0))
+    return tuple((name, k, heads) for (name, heads), k in most.items())
 
 
 def stacked(rows: Sequence[RowContext], key: str | Callable[[RowContext], str],

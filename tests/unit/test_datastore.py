@@ -252,9 +252,10 @@ def test_knn_lm_equals_the_formula():
 
 def test_knn_lm_requirements_and_empty_store():
     assert KNN.requirements(validate_params(KNN.params, {"datastore": "a", "k": 5})) == \
-        Requirements(datastores=(("a", 5),))
-    merged = Requirements(datastores=(("a", 5),)).merged(Requirements(datastores=(("a", 9),)))
-    assert merged.datastores == (("a", 9),) and merged
+        Requirements(datastores=(("a", 5, 1),))
+    merged = Requirements(datastores=(("a", 5, 1), ("a", 3, 2))).merged(
+        Requirements(datastores=(("a", 9, 1),)))
+    assert merged.datastores == (("a", 9, 1), ("a", 3, 2)) and merged
     logits = torch.randn(1, 10)
     none_found = torch.stack([torch.full((4,), float("inf")), torch.full((4,), -1.0)])
     out = KNN.apply(logits.clone(), [_row({"lambda": 1.0}, none_found)])
@@ -280,3 +281,103 @@ def test_requests_name_a_loaded_store():
         with pytest.raises(IlsiRequestError, match=needle) as e:
             check_loaded(c, config)
         assert e.value.param == "datastore"
+
+
+# -- RTD: reference stores of task examples, multi-head search ------------------------------
+
+EXAMPLES = [{"prompt": "Q: two plus three\nA:", "completion": " five\n"},
+            {"prompt": "Q: four plus four\nA:", "completion": " eight\n"},
+            {"prompt": "skipped: no completion", "completion": "  "}]
+
+
+@pytest.fixture(scope="module")
+def reference_store(tiny_model_path, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("examples")
+    (root / "train.jsonl").write_text("\n".join(json.dumps(r) for r in EXAMPLES)
+                                      + "\n" + json.dumps({"text": "a plain document"}) + "\n")
+    out = tmp_path_factory.mktemp("stores") / "reference"
+    datastore.build(str(root), tiny_model_path, str(out), OPTIONS, quiet=True)
+    return out
+
+
+def test_examples_are_keyed_on_their_completions(reference_store, tiny_model_path):
+    encoder = datastore.KeyEncoder(tiny_model_path, None)
+    want_keys, want_values = [], []
+    for text, keyed_from in [(r["prompt"] + r["completion"], len(r["prompt"]))
+                             for r in EXAMPLES[:2]] + [("a plain document", 0)]:
+        ids = encoder.encode(text)
+        first = len(encoder.encode(text[:keyed_from])) - 1 if keyed_from else 0
+        want_keys.append(encoder.keys([ids])[0][first:len(ids) - 1])
+        want_values += ids[first + 1:]
+    store = datastore.Store(str(reference_store), tiny_model_path)
+    assert store.values.tolist() == want_values
+    keys = store.index.reconstruct_n(0, store.index.ntotal)
+    assert np.allclose(keys, np.concatenate(want_keys), atol=1e-5)
+    meta = store.meta
+    assert meta["corpus"]["documents"] == 3 and meta["corpus"]["examples"] == 2
+    assert "2 of them task examples" in "\n".join(datastore.describe(meta, "x"))
+
+
+def test_head_search_is_an_exact_search_per_slice(reference_store, tiny_model_path):
+    store = datastore.Store(str(reference_store), tiny_model_path)
+    keys = store.index.reconstruct_n(0, store.index.ntotal).astype(np.float64)
+    rng = np.random.default_rng(0)
+    queries = rng.standard_normal((3, store.dim)).astype(np.float32)
+    heads, width = 2, store.dim // 2
+    dist, tokens = store.head_search(queries, 4, heads)
+    assert dist.shape == tokens.shape == (3, heads, 4)
+    for q in range(3):
+        for h in range(heads):
+            part = slice(h * width, (h + 1) * width)
+            d = ((keys[:, part] - queries[q, part].astype(np.float64)) ** 2).sum(1)
+            order = np.argsort(d, kind="stable")[:4]
+            assert np.allclose(dist[q, h], d[order], rtol=1e-4, atol=1e-4)
+            assert tokens[q, h].tolist() == store.values[order].tolist()
+    one_d, one_t = store.head_search(queries, 4, 1)
+    assert np.array_equal(one_t[:, 0], store.search(queries, 4)[1])
+    with pytest.raises(datastore.DatastoreError, match="do not divide"):
+        store.head_search(queries, 4, store.dim + 1)
+
+
+def test_rtd_equals_the_formula():
+    rtd = get("rtd")
+    vocab = 12
+    logits = torch.randn(2, vocab)
+    logits[1, 3] = float("-inf")  # a grammar's mask stays
+    dist = torch.tensor([[[1.0, 4.0, 9.0], [0.25, 1.0, 16.0]]])  # squared, [heads, k]
+    tokens = torch.tensor([[[2.0, 5.0, 2.0], [5.0, 7.0, 3.0]]])
+    neighbours = torch.cat([dist, tokens])  # [2, heads=2, k=3]
+    params = validate_params(rtd.params, {"datastore": "r", "k": 2, "temperature": 0.5,
+                                          "lambda": 0.7, "heads": 2})
+    row = RowContext(params=params, prompt_ids=[], output_ids=[])
+    row.inputs[datastore_key("r", 2)] = neighbours
+    out = rtd.apply(logits.clone(), [row, row])
+    r = torch.zeros(vocab, dtype=torch.float64)
+    for h in range(2):
+        d = dist[0, h, :2].double().sqrt()
+        w = torch.softmax(-d / 0.5, 0)
+        for weight, token in zip(w, tokens[0, h, :2].long(), strict=True):
+            r[token] += weight / 2
+    for i in range(2):
+        want = (0.7 * r + 0.3 * torch.softmax(logits[i].double(), 0)).log()
+        finite = torch.isfinite(logits[i])
+        assert torch.allclose(out[i][finite].double(), want[finite], atol=1e-5)
+        assert not torch.isfinite(out[i][~finite]).any()
+    assert rtd.requirements(params) == Requirements(datastores=(("r", 2, 2),))
+
+
+def test_rtd_heads_are_checked_against_the_store(reference_store, tiny_model_path):
+    from sglang_ilsi.config import IlsiConfig
+    from sglang_ilsi.params import IlsiRequestError
+    from sglang_ilsi.plan import MethodChoice, check_loaded
+
+    rtd = get("rtd")
+    config = IlsiConfig(datastores={"ref": str(reference_store)})
+    dim = datastore.read_meta(str(reference_store))["model"]["hidden_size"]
+    check_loaded(MethodChoice("rtd", validate_params(rtd.params, {"heads": 2}), 0, "request"),
+                 config)
+    bad = MethodChoice("rtd", validate_params(rtd.params, {"heads": 7 if dim % 7 else 5}), 0,
+                       "request")
+    with pytest.raises(IlsiRequestError, match="do not divide") as e:
+        check_loaded(bad, config)
+    assert e.value.param == "heads"

@@ -103,7 +103,7 @@ class CompanionStage:
             return result
         layers = {i for _, _, s in members for i in s.requirements.layers}
         store_layers = {self.stores[name].layer for _, _, s in members
-                        for name, _ in s.requirements.datastores if name in self.stores}
+                        for name, *_ in s.requirements.datastores if name in self.stores}
         layers |= {i for i in store_layers if i < self.num_layers}
         captured: dict[int, torch.Tensor] = {}
         with ExitStack() as stack:
@@ -148,7 +148,8 @@ class CompanionStage:
         self._second_contexts(fb, rows)
         for _, _, state, _ in rows:
             state.ready = all(k in state.inputs for k in state.input_keys) and all(
-                datastore_key(name) in state.inputs for name, _ in state.requirements.datastores)
+                datastore_key(name, heads) in state.inputs
+                for name, _, heads in state.requirements.datastores)
 
     def _invalidate_aux(self, fb: Any) -> None:
         """The target wrote new KV into this forward's slots: whatever aux KV
@@ -183,21 +184,31 @@ class CompanionStage:
     # -- datastore ---------------------------------------------------------------------
     def _datastores(self, rows: list, captured: dict[int, torch.Tensor],
                     last_pos: list[int]) -> None:
+        """One faiss search per store (and head count) for all rows using it."""
         for name, store in self.stores.items():
-            users = [(row, state, k) for row, _, state, _ in rows
-                     for wanted, k in state.requirements.datastores if wanted == name]
             hidden = captured.get(store.layer)
-            if not users or hidden is None:
-                continue
-            positions = torch.tensor([last_pos[row] for row, _, _ in users], device=hidden.device)
-            queries = hidden.index_select(0, positions).float().cpu().numpy()
-            distances, tokens = store.search(queries, max(k for _, _, k in users))
-            for i, (_, state, k) in enumerate(users):
-                state.inputs[datastore_key(name)] = torch.stack([
-                    torch.from_numpy(distances[i, :k]),
-                    torch.from_numpy(tokens[i, :k].astype("float32"))])
-                cost = state.summary["cost"]
-                cost["datastore_searches"] = cost.get("datastore_searches", 0) + 1
+            for heads in sorted({heads for *_, state, _ in rows
+                                 for wanted, _, heads in state.requirements.datastores
+                                 if wanted == name}):
+                users = [(row, state, k) for row, _, state, _ in rows
+                         for wanted, k, h in state.requirements.datastores
+                         if wanted == name and h == heads]
+                if not users or hidden is None:
+                    continue
+                positions = torch.tensor([last_pos[row] for row, _, _ in users],
+                                         device=hidden.device)
+                queries = hidden.index_select(0, positions).float().cpu().numpy()
+                most = max(k for _, _, k in users)
+                if heads == 1:
+                    distances, tokens = store.search(queries, most)
+                else:
+                    distances, tokens = store.head_search(queries, most, heads)
+                for i, (_, state, k) in enumerate(users):
+                    state.inputs[datastore_key(name, heads)] = torch.stack([
+                        torch.from_numpy(distances[i, ..., :k]),
+                        torch.from_numpy(tokens[i, ..., :k].astype("float32"))])
+                    cost = state.summary["cost"]
+                    cost["datastore_searches"] = cost.get("datastore_searches", 0) + 1
 
     # -- aux_model ---------------------------------------------------------------------
     def _aux_models(self, fb: Any, rows: list) -> None:

@@ -71,7 +71,7 @@ class KnnLM(LogitsMethod):
 
     @classmethod
     def requirements(cls, params: dict[str, Any]) -> Requirements:
-        return Requirements(datastores=((params["datastore"], int(params["k"])),))
+        return Requirements(datastores=((params["datastore"], int(params["k"]), 1),))
 
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
