@@ -182,6 +182,24 @@ def test_dp2_serves_the_one_server_tokens(tiny_model_path, tiny_server):
                 assert out["meta_info"]["ilsi"]["method"] == job[1]
 
 
+def test_dp2_aux_models_serve_the_one_server_tokens(lab_pair_server):
+    """Each replica of --dp-size 2 loads its own auxiliary models: contrastive
+    decoding, DExperts and CAD, concurrently, return the one-server tokens."""
+    target, aux = lab_pair_paths()
+    ours, sglang = lab_pair_flags(aux)
+    jobs = [(p, m, params) for p in PROMPTS for _, m, params in CASES[2:5]] * 2
+    for server in start_server(target, ours, [*sglang, "--dp-size", "2",
+                                              "--max-total-tokens", "8192"]):
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            together = list(pool.map(_generate, [server] * len(jobs), *zip(*jobs)))
+        for job, out in zip(jobs, together, strict=True):
+            assert out["output_ids"] == _generate(lab_pair_server, *job)["output_ids"], job
+            report = out["meta_info"]["ilsi"]
+            assert report["method"] == job[1]
+            assert (report["cost"].get("aux_model_tokens", 0)
+                    + report["cost"].get("extra_forward_tokens", 0)) > 0
+
+
 class Router:
     """``python -m sglang_router.launch_router`` in front of ``workers``
     (round robin), stopped by its own process group."""
