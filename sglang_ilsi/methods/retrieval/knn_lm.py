@@ -49,6 +49,19 @@ def knn_distribution(distances: torch.Tensor, tokens: torch.Tensor, k: int,
     return p.index_add_(0, t[found], weights)
 
 
+DATASTORE_PARAM = Param("datastore", "str", "", "name of the store (--ilsi-datastore "
+                        "NAME=PATH); empty: the only store this server loaded", max_length=64)
+
+
+def interpolated(logits_row: torch.Tensor, p_lm_row: torch.Tensor, retrieved: torch.Tensor,
+                 lam: float) -> torch.Tensor:
+    """log(λ·retrieved + (1−λ)·p_LM) as a row of logits (λ = 0 when nothing was
+    retrieved); tokens ``logits_row`` excludes (−inf) stay excluded."""
+    lam = lam if bool(retrieved.sum() > 0) else 0.0
+    mixed = (lam * retrieved.to(p_lm_row.device) + (1.0 - lam) * p_lm_row).log()
+    return mixed.masked_fill(~torch.isfinite(logits_row), float("-inf")).to(logits_row.dtype)
+
+
 @register
 class KnnLM(LogitsMethod):
     """kNN-LM: λ·p_kNN + (1−λ)·p_LM, p_kNN from the k nearest datastore entries."""
@@ -59,8 +72,7 @@ class KnnLM(LogitsMethod):
              "Language Models, ICLR (arXiv:1911.00172)")
     needs = frozenset({"logits", "datastore"})
     params = (
-        Param("datastore", "str", "", "name of the store (--ilsi-datastore NAME=PATH); "
-              "empty: the only store this server loaded", max_length=64),
+        DATASTORE_PARAM,
         Param("k", "int", 64, "neighbours retrieved per step", minimum=1, maximum=MAX_K),
         Param("knn_temperature", "float", 1.0,
               "temperature T of the neighbours' weights exp(-d/T) (d: squared L2 distance)",
@@ -82,7 +94,5 @@ class KnnLM(LogitsMethod):
             neighbours = row.inputs[datastore_key(row.params["datastore"])]
             p_knn = knn_distribution(neighbours[0], neighbours[1], int(row.params["k"]),
                                      float(row.params["knn_temperature"]), vocab)
-            lam = float(row.params["lambda"]) if bool(p_knn.sum() > 0) else 0.0
-            mixed = (lam * p_knn.to(p_lm.device) + (1.0 - lam) * p_lm[i]).log()
-            out[i] = mixed.masked_fill(~torch.isfinite(logits[i]), float("-inf")).to(out.dtype)
+            out[i] = interpolated(logits[i], p_lm[i], p_knn, float(row.params["lambda"]))
         return out

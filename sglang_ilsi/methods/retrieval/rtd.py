@@ -31,7 +31,12 @@ from typing import Any
 import torch
 
 from sglang_ilsi.methods.base import LogitsMethod, Requirements, RowContext, datastore_key
-from sglang_ilsi.methods.retrieval.knn_lm import MAX_K, knn_distribution
+from sglang_ilsi.methods.retrieval.knn_lm import (
+    DATASTORE_PARAM,
+    MAX_K,
+    interpolated,
+    knn_distribution,
+)
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
@@ -62,8 +67,7 @@ class Rtd(LogitsMethod):
              "Paradigm for Large Language Models, NeurIPS (arXiv:2409.20181)")
     needs = frozenset({"logits", "datastore"})
     params = (
-        Param("datastore", "str", "", "name of the reference store (--ilsi-datastore "
-              "NAME=PATH); empty: the only store this server loaded", max_length=64),
+        DATASTORE_PARAM,
         Param("k", "int", 16, "K: references fetched per step (per head)", minimum=1,
               maximum=MAX_K),
         Param("temperature", "float", 1.0, "T: the references' weights are softmax(-d/T), "
@@ -89,8 +93,6 @@ class Rtd(LogitsMethod):
             params = row.params
             neighbours = row.inputs[datastore_key(params["datastore"], int(params["heads"]))]
             r = reference_distribution(neighbours, int(params["k"]),
-                                       float(params["temperature"]), vocab).to(p_lm.device)
-            lam = float(params["lambda"]) if bool(r.sum() > 0) else 0.0
-            mixed = (lam * r + (1.0 - lam) * p_lm[i]).log()
-            out[i] = mixed.masked_fill(~torch.isfinite(logits[i]), float("-inf")).to(out.dtype)
+                                       float(params["temperature"]), vocab)
+            out[i] = interpolated(logits[i], p_lm[i], r, float(params["lambda"]))
         return out
