@@ -2,12 +2,14 @@
 servers (one per configuration, started once: :func:`tiny_server` is shared by
 every module that needs the plugin's default configuration on the tiny model,
 :func:`lab_pair_server` by the modules that serve the lab pair with its
-auxiliary models)."""
+auxiliary models, :func:`datastore_server` by the retrieval methods' modules)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -125,3 +127,49 @@ def lab_pair_server() -> Iterator[Client]:
     """The lab target with both auxiliary models, one rank, for the whole session."""
     target, aux = lab_pair_paths()
     yield from start_server(target, *lab_pair_flags(aux))
+
+
+# -- datastores: the retrieval methods' stores and their server ----------------------------
+
+STDLIB_CORPUS = Path(json.__file__).parent  # the stdlib's json package: on every machine
+# RTD's reference store: task examples, keyed on their completions only
+RTD_EXAMPLES = [{"prompt": "def encode(self, o):\n", "completion": "    return None\n"},
+                {"prompt": "import re\n", "completion": "import json\nimport os\n"},
+                {"prompt": "class JSONDecodeError(ValueError):", "completion": "\n    pass\n"},
+                {"prompt": "def decode(self, s):\n", "completion": "    return s\n"},
+                {"prompt": "for key in obj:\n", "completion": "    yield key\n"}]
+
+
+def _build_store(root: Path, name: str, model: str, layer: int | None, corpus: Path) -> str:
+    from sglang_ilsi import datastore
+
+    out = root / name
+    datastore.build(str(corpus), model, str(out),
+                    datastore.BuildOptions(layer=layer, window=128, stride=64,
+                                           max_entries=6000), quiet=True)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def datastores(tiny_model_path: str, tmp_path_factory: pytest.TempPathFactory
+               ) -> dict[str, str]:
+    """Stores for the tiny model built by our CLI code: ``stdlib`` (the json
+    package, final hidden state), ``mid`` (the same, keyed after layer 1) and
+    ``ref`` (RTD's reference store of :data:`RTD_EXAMPLES`)."""
+    root = tmp_path_factory.mktemp("stores")
+    examples = tmp_path_factory.mktemp("examples")
+    (examples / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in RTD_EXAMPLES))
+    return {"stdlib": _build_store(root, "stdlib", tiny_model_path, None, STDLIB_CORPUS),
+            "mid": _build_store(root, "mid", tiny_model_path, 1, STDLIB_CORPUS),
+            "ref": _build_store(root, "ref", tiny_model_path, None, examples)}
+
+
+def datastore_flags(stores: dict[str, str]) -> list[str]:
+    return ["--ilsi", *(a for name, path in stores.items()
+                        for a in ("--ilsi-datastore", f"{name}={path}"))]
+
+
+@pytest.fixture(scope="session")
+def datastore_server(tiny_model_path: str, datastores: dict[str, str]) -> Iterator[Client]:
+    """The tiny model with every store of :func:`datastores` loaded."""
+    yield from start_server(tiny_model_path, datastore_flags(datastores))

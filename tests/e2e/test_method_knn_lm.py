@@ -1,8 +1,9 @@
 """End-to-end: kNN-LM on a real server with datastores built by our CLI code.
 
-One server (the tiny model, two stores from the CPython standard library's own
-``json`` package: keyed by the final hidden state, and by the residual stream
-after layer 1) against a transformers + faiss reference
+The session's datastore server (``conftest.datastore_server``: the tiny model,
+two stores from the CPython standard library's own ``json`` package, keyed by
+the final hidden state and by the residual stream after layer 1, and RTD's
+reference store) against a transformers + faiss reference
 (``tests/reference/knn_reference.py``): traced distributions, greedy tokens,
 a wrong store name (400), batch isolation with other methods; then launches
 that a corrupt or mismatched store stops with a message.
@@ -15,62 +16,33 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import start_server
+from conftest import datastore_flags, start_server
 from knn_reference import KnnReference
-from rtd_reference import RtdReference
-
-from sglang_ilsi import datastore
 
 pytestmark = pytest.mark.server
 
-CORPUS = Path(json.__file__).parent  # ships with every Python: no download
 PROMPTS = ["def encode(self, o):\n", "class JSONDecodeError(ValueError):", "import re\n"]
 KNN = {"method": "knn_lm", "datastore": "stdlib", "k": 16, "knn_temperature": 10.0,
        "lambda": 0.6}
-
-
-# RTD's reference store: task examples, keyed on their completions only
-EXAMPLES = [{"prompt": "def encode(self, o):\n", "completion": "    return None\n"},
-            {"prompt": "import re\n", "completion": "import json\nimport os\n"},
-            {"prompt": "class JSONDecodeError(ValueError):", "completion": "\n    pass\n"},
-            {"prompt": "def decode(self, s):\n", "completion": "    return s\n"},
-            {"prompt": "for key in obj:\n", "completion": "    yield key\n"}]
 RTD = {"method": "rtd", "datastore": "ref", "k": 4, "temperature": 2.0, "lambda": 0.8}
 
 
-def _store(root: Path, name: str, model: str, layer: int | None,
-           corpus: Path = CORPUS) -> str:
-    out = root / name
-    datastore.build(str(corpus), model, str(out),
-                    datastore.BuildOptions(layer=layer, window=128, stride=64,
-                                           max_entries=6000), quiet=True)
-    return str(out)
+@pytest.fixture(scope="module")
+def stores(datastores):
+    return datastores
 
 
 @pytest.fixture(scope="module")
-def stores(tiny_model_path, tmp_path_factory):
-    root = tmp_path_factory.mktemp("stores")
-    examples = tmp_path_factory.mktemp("examples")
-    (examples / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
-    return {"stdlib": _store(root, "stdlib", tiny_model_path, None),
-            "mid": _store(root, "mid", tiny_model_path, 1),
-            "ref": _store(root, "ref", tiny_model_path, None, examples)}
-
-
-@pytest.fixture(scope="module")
-def client(tiny_model_path, stores):
-    yield from start_server(tiny_model_path, [
-        "--ilsi", *(a for name, path in stores.items()
-                    for a in ("--ilsi-datastore", f"{name}={path}"))])
+def client(datastore_server):
+    return datastore_server
 
 
 @pytest.fixture(scope="module")
 def refs(hf, stores):
-    return {name: KnnReference(hf, path) for name, path in stores.items()}
+    return {name: KnnReference(hf, path) for name, path in stores.items() if name != "ref"}
 
 
 def _args(ilsi):
@@ -104,29 +76,6 @@ def test_greedy_tokens_equal_the_reference(client, hf, refs, store):
     assert moved  # the store changes what the model says
 
 
-@pytest.mark.parametrize("heads", [1, 2])
-def test_rtd_greedy_tokens_equal_the_reference(client, hf, stores, heads):
-    """RTD (and multi-head RTD) on the reference store of task examples: the
-    greedy tokens equal a brute-force reference's, and the examples steer them."""
-    ref = RtdReference(hf, stores["ref"])
-    ilsi = {**RTD, "heads": heads}
-    steered = 0
-    for prompt in PROMPTS:
-        ids = hf.encode(prompt)
-        out = client.generate(prompt, max_new_tokens=8, ilsi=ilsi)
-        assert out["output_ids"] == ref.greedy(ids, 8, 4, 2.0, 0.8, heads), prompt
-        assert out["meta_info"]["ilsi"]["cost"]["datastore_searches"] == len(out["output_ids"])
-        steered += out["output_ids"] != hf.greedy(ids, 8, None)
-    assert steered
-
-
-def test_rtd_heads_a_store_cannot_answer_are_a_400(client):
-    r = client.post("/generate", {"text": "x", "sampling_params": {"max_new_tokens": 2,
-                    "custom_params": {"ilsi": {**RTD, "heads": 7}}}})  # 7 ∤ 64
-    assert r.status_code == 400 and "heads" in r.text and "do not divide" in r.text, r.text
-    assert client.generate("x", max_new_tokens=2, ilsi={**RTD, "heads": 4})["output_ids"]
-
-
 def test_wrong_or_missing_store_name_is_a_400(client):
     for ilsi, needle in (({**KNN, "datastore": "nope"}, "no datastore named 'nope'"),
                          ({"method": "knn_lm"}, "name the datastore")):
@@ -156,8 +105,7 @@ def test_batch_isolation_with_other_methods(client, hf, refs):
 def test_tp2_greedy_equals_one_rank(client, tiny_model_path, stores):
     """Under --tp-size 2 every rank captures the (replicated) hidden states and
     searches its copy of the store: the tokens equal the one-rank server's."""
-    flags = ["--ilsi", *(a for name, path in stores.items()
-                         for a in ("--ilsi-datastore", f"{name}={path}"))]
+    flags = datastore_flags(stores)
     jobs = [(p, {**KNN, "datastore": s}) for p in PROMPTS[:2] for s in ("stdlib", "mid")]
     jobs += [(PROMPTS[0], {**RTD, "heads": 2})]
     for tp2 in start_server(tiny_model_path, flags, ["--tp-size", "2"]):
