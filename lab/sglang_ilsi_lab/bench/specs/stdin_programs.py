@@ -1,0 +1,100 @@
+"""PG-TD on small stdin programs: visible tests guide the search, hidden ones judge.
+
+The task (:mod:`sglang_ilsi_lab.data.stdin_programs`) asks SmolLM2 for programs
+that read ``n`` and print something of it. ``pg_td`` searches with the item's
+visible test (n = 3) as its reward, run in the server's sandbox; every row is
+scored on the hidden tests (n = 5 and 8), run in the same sandbox
+(:mod:`sglang_ilsi.tools.sandbox`), so a search that only fits its visible test
+gains nothing. The program in a reply is its first fenced block, else the text
+(:func:`sglang_ilsi.methods.search.pg_td.program_of`, what the search runs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sglang_ilsi.methods.search.pg_td import program_of, same_output
+from sglang_ilsi_lab.bench.spec import (
+    Generation,
+    Item,
+    MethodSpec,
+    Published,
+    TaskSpec,
+    register_method,
+    register_task,
+)
+from sglang_ilsi_lab.data.stdin_programs import stdin_programs
+
+SMOLLM2 = "smollm2-135m-instruct"
+ITERATIONS, MORE_ITERATIONS, TOP_K = 8, 32, 3
+
+
+def passes(code: str, tests: list[tuple[str, str]]) -> bool:
+    """Whether ``code`` prints each test's expected output from its input, in the sandbox."""
+    from sglang_ilsi.tools.sandbox import Limits, run_python
+
+    for stdin, expected in tests:
+        result = run_python(code, Limits(cpu_seconds=2, wall_seconds=5.0), stdin=stdin)
+        if not (result.ok and same_output(result.stdout, expected)):
+            return False
+    return True
+
+
+def _score(item: Item, gen: Generation) -> dict[str, float]:
+    code = program_of(gen.text)
+    return {"pass": float(passes(code, item["hidden"])),
+            "visible": float(passes(code, item["visible"]))}
+
+
+register_task(TaskSpec(
+    name="stdin_programs",
+    description="small Python programs reading n from standard input; one visible test "
+                "(n = 3), hidden tests (n = 5, 8) run in the sandbox",
+    models=(SMOLLM2,),
+    quick_models=(),
+    items=lambda n, seed: stdin_programs(n, seed=seed),
+    score=_score,
+    primary="pass",
+    higher_is_better={"pass": True, "visible": True},
+    max_new_tokens=96,
+    items_default=40,
+    items_quick=2,
+    sampling={"stop": ["```\n"]},
+))
+
+
+def pg_td_runner(client: Any, task: TaskSpec, item: Item, prompt_ids: list[int],
+                 row: MethodSpec) -> Generation:
+    """One /generate call whose PG-TD search is rewarded by the item's visible tests."""
+    ilsi = {**(row.ilsi_for(task.name) or {}),
+            "test_inputs": [i for i, _ in item["visible"]],
+            "test_outputs": [o for _, o in item["visible"]]}
+    return client.generate(prompt_ids, max_new_tokens=task.max_new_tokens,
+                           temperature=row.temperature, ilsi=ilsi,
+                           sampling={**task.sampling, **row.sampling})
+
+
+def search_cost(item: Item, gen: Generation) -> dict[str, float]:
+    info = gen.report.get("info") or {}
+    return {"programs_run": float(info.get("programs_run", 0)),
+            "cached_rollouts": float(info.get("cached_rollouts", 0))}
+
+
+PG_TD = Published(
+    "Zhang et al. 2023, Planning with Large Language Models for Code Generation (PG-TD, ICLR)",
+    "a tree search over tokens rewarded by the problem's public tests yields programs that "
+    "pass more of its hidden tests than beam search or sampling (APPS, CodeContests; GPT-2, "
+    "GPT-Neo)")
+for iterations, chosen_on_test in ((ITERATIONS, ""), (MORE_ITERATIONS, (
+        f"{MORE_ITERATIONS} iterations, tried after the {ITERATIONS}-iteration row ran only "
+        "~1.8 programs per item on these items"))):
+    register_method(MethodSpec(
+        name="pg_td" if iterations == ITERATIONS else f"pg_td@{iterations}",
+        family="tree search", tasks=("stdin_programs",),
+        ilsi={"method": "pg_td", "n": iterations, "k": TOP_K},
+        runner=pg_td_runner, server_args=["--ilsi-tools", "python"], baselines=("greedy",),
+        metrics_hook=search_cost, models=(SMOLLM2,), published=PG_TD,
+        evidence=iterations == ITERATIONS, chosen_on_test=chosen_on_test,
+        notes=f"{iterations} iterations, top-{TOP_K} expansion, P-UCB weight 4; the reward is "
+              "the visible test (n = 3) only, the metric the hidden tests (n = 5, 8)",
+    ))
