@@ -184,7 +184,7 @@ class CompanionStage:
     # -- datastore ---------------------------------------------------------------------
     def _datastores(self, rows: list, captured: dict[int, torch.Tensor],
                     last_pos: list[int]) -> None:
-        """One faiss search per store (and head count) for all rows using it."""
+        """One batched search per store and head count, for all the rows using it."""
         for name, store in self.stores.items():
             hidden = captured.get(store.layer)
             for heads in sorted({heads for *_, state, _ in rows
