@@ -546,9 +546,9 @@ class Store:
             dist, tokens = self.search(queries, k)
             return dist[:, None, :], tokens[:, None, :]
         check_heads(self.meta, heads)
+        width = self.dim // heads
         if heads not in self._heads:
             keys = self.index.reconstruct_n(0, self.index.ntotal)
-            width = self.dim // heads
             parts = []
             for h in range(heads):
                 part = faiss.IndexFlatL2(width)
@@ -556,7 +556,6 @@ class Store:
                 parts.append(part)
             self._heads[heads] = parts
         k = min(int(k), len(self.values))
-        width = self.dim // heads
         queries = np.asarray(queries, dtype=np.float32)
         dists, tokens = [], []
         for h, part in enumerate(self._heads[heads]):

@@ -183,6 +183,7 @@ def tree_of_thoughts(s: Any, name: str, *, reward_model: str = "", breadth: int 
     it serves one."""
     import sglang as sgl
 
+    from sglang_ilsi.methods.search.base import rank_of
     from sglang_ilsi.reward import REWARD_PATH
     from sglang_ilsi.reward import aggregate as fold
 
@@ -223,9 +224,9 @@ def tree_of_thoughts(s: Any, name: str, *, reward_model: str = "", breadth: int 
             child["value"] = fold(tuple(scores), aggregate)
         states += children
         pool = [state for state in kept if state["finished"]] + children
-        order = sorted(range(len(pool)), key=lambda j: (-_rank(pool[j]["value"]), j))
+        order = sorted(range(len(pool)), key=lambda j: (-rank_of(pool[j]["value"]), j))
         kept = [pool[j] for j in order[:breadth]]
-    chosen = min(kept, key=lambda state: (-_rank(state.get("value", math.nan)), state["id"]))
+    chosen = min(kept, key=lambda state: (-rank_of(state.get("value", math.nan)), state["id"]))
     report = {"method": "tree_of_thoughts", "reward_model": reward_model,
               "params": {"breadth": breadth, "proposals": proposals, "depth": depth,
                          "step_delimiter": step_delimiter, "aggregate": aggregate},
@@ -233,11 +234,6 @@ def tree_of_thoughts(s: Any, name: str, *, reward_model: str = "", breadth: int 
                          | {"thought": state["thoughts"][-1]} for state in states],
               "chosen": chosen["id"], "kept": [state["id"] for state in kept]}
     return _commit(s, name, "".join(chosen["thoughts"]), report)
-
-
-def _rank(value: float) -> float:
-    """A value as a sort key (NaN ranks last)."""
-    return -math.inf if math.isnan(value) else value
 
 
 # -- prompting programs, written as frontend programs ---------------------------------------

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -172,7 +171,7 @@ class EngineTree:
         code = program_of(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
         async def one(stdin: str, expected: str) -> bool:
-            async with _sandbox_slots():
+            async with tool_loop.blocking_slots():
                 result = await asyncio.to_thread(runner.run_program, code, stdin)
             self.executions += 1
             self.execution_ms += result.wall_ms
@@ -244,17 +243,6 @@ class EngineTree:
             ids.append(current.id)
             current = self.nodes[current.parent] if current.parent is not None else None
         return ids[::-1]
-
-
-_SANDBOX_SLOTS: asyncio.Semaphore | None = None
-
-
-def _sandbox_slots() -> asyncio.Semaphore:
-    """At most one sandboxed program per core at a time, across all searches."""
-    global _SANDBOX_SLOTS
-    if _SANDBOX_SLOTS is None:
-        _SANDBOX_SLOTS = asyncio.Semaphore(max(os.cpu_count() or 1, 1))
-    return _SANDBOX_SLOTS
 
 
 def _eos_token_ids(tokenizer_manager: Any, sampling: dict[str, Any]) -> frozenset[int]:

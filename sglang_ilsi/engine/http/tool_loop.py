@@ -85,6 +85,15 @@ _INSTANCES: dict[tuple, dict[str, tool_registry.Tool]] = {}
 _SEMAPHORE: asyncio.Semaphore | None = None
 
 
+def blocking_slots() -> asyncio.Semaphore:
+    """The server's bound on blocking tool runs at a time (subprocess, disk): the tool
+    loop's calls and a search's sandboxed programs share it."""
+    global _SEMAPHORE
+    if _SEMAPHORE is None:
+        _SEMAPHORE = asyncio.Semaphore(MAX_BLOCKING_TOOLS)
+    return _SEMAPHORE
+
+
 def tool_instances(config: Any) -> dict[str, tool_registry.Tool]:
     """One instance per enabled tool, built once per process and configuration."""
     key = (tuple(config.tools), config.tool_retrieval_dir)
@@ -97,7 +106,6 @@ def tool_instances(config: Any) -> dict[str, tool_registry.Tool]:
 async def execute(tool: tool_registry.Tool, call_text: str, allowed: list[str]
                   ) -> dict[str, Any]:
     """Parse one generated call and run it: the call's report entry."""
-    global _SEMAPHORE
     record: dict[str, Any] = {"tool": None, "arguments": None, "result": None, "error": None,
                               "ms": 0.0}
     start = time.perf_counter()
@@ -115,9 +123,7 @@ async def execute(tool: tool_registry.Tool, call_text: str, allowed: list[str]
             raise tool_registry.ToolError(f"tool {call['name']!r} is not available")
         arguments = tool_registry.check_arguments(type(tool), call.get("arguments"))
         if tool.blocking:
-            if _SEMAPHORE is None:
-                _SEMAPHORE = asyncio.Semaphore(MAX_BLOCKING_TOOLS)
-            async with _SEMAPHORE:
+            async with blocking_slots():
                 result = await asyncio.get_running_loop().run_in_executor(None, tool.run,
                                                                           arguments)
         else:

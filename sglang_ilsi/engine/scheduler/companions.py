@@ -187,14 +187,14 @@ class CompanionStage:
         """One batched search per store and head count, for all the rows using it."""
         for name, store in self.stores.items():
             hidden = captured.get(store.layer)
-            for heads in sorted({heads for *_, state, _ in rows
-                                 for wanted, _, heads in state.requirements.datastores
-                                 if wanted == name}):
-                users = [(row, state, k) for row, _, state, _ in rows
-                         for wanted, k, h in state.requirements.datastores
-                         if wanted == name and h == heads]
-                if not users or hidden is None:
-                    continue
+            by_heads: dict[int, list[tuple[int, RequestState, int]]] = {}
+            for row, _, state, _ in rows:
+                for wanted, k, heads in state.requirements.datastores:
+                    if wanted == name:
+                        by_heads.setdefault(heads, []).append((row, state, k))
+            if hidden is None:
+                continue
+            for heads, users in sorted(by_heads.items()):
                 positions = torch.tensor([last_pos[row] for row, _, _ in users],
                                          device=hidden.device)
                 queries = hidden.index_select(0, positions).float().cpu().numpy()

@@ -56,7 +56,12 @@ class Node:
 
     def rank(self) -> float:
         """The reward as a sort key (NaN ranks last)."""
-        return -math.inf if math.isnan(self.reward) else self.reward
+        return rank_of(self.reward)
+
+
+def rank_of(reward: float) -> float:
+    """A reward as a sort key: NaN (no reward) ranks last."""
+    return -math.inf if math.isnan(reward) else reward
 
 
 class Tree(Protocol):

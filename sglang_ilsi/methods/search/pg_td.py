@@ -51,11 +51,12 @@ class TokenNode:
 
 @dataclass
 class Rollouts:
-    """Greedy completions seen so far: ``prefix → completion``. Greedy decoding is
-    deterministic, so every prefix q with prefix ⊑ q ⊑ completion completes the
-    same way (PG-TD's tree-structure cache)."""
+    """Greedy completions seen so far: ``prefix → completion``, and each completion's
+    reward. Greedy decoding is deterministic, so every prefix q with prefix ⊑ q ⊑
+    completion completes the same way (PG-TD's tree-structure cache)."""
 
     done: list[tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    rewards: dict[tuple[int, ...], float] = field(default_factory=dict)
 
     def lookup(self, q: tuple[int, ...]) -> tuple[int, ...] | None:
         for prefix, full in self.done:
@@ -162,9 +163,10 @@ class PgTd(SearchMethod):
                 leaf = tree.leaf(full, finished, reward_of(passed))
                 leaves.append(leaf)
                 passed_by_leaf[leaf.id] = passed
+                rollouts.rewards[full] = leaf.reward
             else:
                 cached += 1
-            reward = next(x.reward for x in leaves if x.token_ids == full)
+            reward = rollouts.rewards[full]
             for on_path in path:
                 on_path.visits += 1
                 on_path.value = max(on_path.value, reward)
