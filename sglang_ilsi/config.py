@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sglang_ilsi.errors import ENV_ARGS, ENV_CONFIG, ENV_ENABLE, IlsiConfigError
+from sglang_ilsi.reward_cache import DEFAULT_CAPACITY_TOKENS
 from sglang_ilsi.tools import flags as tool_flags
 
 FLAG_PREFIX = "--ilsi"
@@ -55,6 +56,8 @@ class IlsiConfig:
     # second sglang-ilsi server (name → its URL).
     reward_models: dict[str, str] = field(default_factory=dict)
     reward_urls: dict[str, str] = field(default_factory=dict)
+    # Tokens of KV cache each local reward model keeps (sglang_ilsi/reward_cache.py).
+    reward_cache_tokens: int = DEFAULT_CAPACITY_TOKENS
     # Layers the SELF_SPECULATIVE draft skips; empty = the default rule.
     self_spec_skip: tuple[int, ...] = ()
     # LOOKAHEAD's window (W, N); empty = the default shape.
@@ -169,6 +172,14 @@ def _parser() -> _Parser:
         "(repeatable)",
     )
     p.add_argument(
+        "--ilsi-reward-cache-tokens",
+        type=int,
+        default=DEFAULT_CAPACITY_TOKENS,
+        metavar="N",
+        help="tokens of KV cache each --ilsi-reward-model keeps of the prefixes it has read "
+        f"(least recently used evicted; 0: off; default {DEFAULT_CAPACITY_TOKENS})",
+    )
+    p.add_argument(
         "--ilsi-self-spec-skip",
         default=None,
         metavar="L1,L2,...",
@@ -231,6 +242,7 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         "--ilsi-datastore",
         "--ilsi-reward-model",
         "--ilsi-reward-url",
+        "--ilsi-reward-cache-tokens",
         "--ilsi-self-spec-skip",
         "--ilsi-lookahead",
         "--ilsi-rest-datastore",
@@ -386,6 +398,7 @@ def parse(ours: list[str], sglang_argv: list[str] | None = None) -> IlsiConfig:
         datastores=datastores,
         reward_models=reward_models,
         reward_urls=reward_urls,
+        reward_cache_tokens=_reward_cache_tokens(ns.ilsi_reward_cache_tokens),
         self_spec_skip=self_spec_skip,
         lookahead=lookahead,
         rest_corpus=rest_corpus,
@@ -565,6 +578,13 @@ def _datastores(specs: list[str], target_path: str | None) -> dict[str, str]:
         except DatastoreError as e:
             raise IlsiConfigError(f"--ilsi-datastore {name}: {e}") from None
     return {name: os.path.abspath(path) for name, path in stores.items()}
+
+
+def _reward_cache_tokens(value: int) -> int:
+    """``--ilsi-reward-cache-tokens``: 0 (off) up to 2**22."""
+    if not 0 <= value <= 2**22:
+        raise IlsiConfigError(f"--ilsi-reward-cache-tokens: expected 0 to {2**22}, got {value}")
+    return value
 
 
 def _reward_models(local: list[str], remote: list[str]

@@ -23,6 +23,10 @@ folder into place (a reader never sees half a store)::
                   its NGRAM worker builds a suffix automaton. REST drafts from it
                   (He et al. 2024: drafts are the continuations of the longest exact
                   suffix match in a datastore), see ``methods/speculative/rest.py``
+    documents.npy int64: for each stored document, the entry one past its last, so
+                  that an entry's continuation in its document (the entries after
+                  it, whose values are the tokens that followed) stops at the
+                  document's end: NEST copies such spans (``methods/retrieval/nest.py``)
 
 ``build`` is resumable: keys are computed per batch of documents into shards
 under ``PATH.partial/``; a rerun with the same arguments continues after the
@@ -50,6 +54,7 @@ FORMAT = "sglang-ilsi-datastore/1"
 CORPUS_SUFFIXES = (".txt", ".md", ".py", ".jsonl")
 INDEX_KINDS = ("flat", "ivf", "ivfpq")
 META, INDEX, VALUES, CORPUS = "meta.json", "index.faiss", "values.npy", "corpus.jsonl"
+DOCUMENTS = "documents.npy"
 
 
 class DatastoreError(ValueError):
@@ -268,6 +273,7 @@ def build(corpus: str, model_path: str, out: str, options: BuildOptions = BuildO
         "tokenizer_fingerprint": tokenizer_fingerprint(encoder.tokenizer),
         "layer": encoder.layer, "window": options.window, "stride": options.stride,
         "max_entries": options.max_entries, "shard_docs": options.shard_docs,
+        "shard_files": ["keys", "values", "documents"],
         "documents": hashlib.sha256("\n".join(
             f"{name}:{first}:{hashlib.sha256(str(ids).encode()).hexdigest()}"
             for name, ids, first in docs
@@ -296,10 +302,12 @@ def build(corpus: str, model_path: str, out: str, options: BuildOptions = BuildO
             continue
         if budget is not None and entries >= budget:
             break
-        keys, values = _shard_entries(encoder, shard, options,
-                                      None if budget is None else budget - entries, tick)
+        keys, values, counts = _shard_entries(encoder, shard, options,
+                                              None if budget is None else budget - entries,
+                                              tick)
         np.save(work / f"shard-{i:05d}.keys.npy", keys)
         np.save(work / f"shard-{i:05d}.values.npy", values)
+        np.save(work / f"shard-{i:05d}.documents.npy", counts)
         (work / f"shard-{i:05d}.done").write_text("ok")
         entries += len(values)
         if on_shard is not None:
@@ -309,6 +317,8 @@ def build(corpus: str, model_path: str, out: str, options: BuildOptions = BuildO
     order = [i for i in range(len(shards)) if (work / f"shard-{i:05d}.done").is_file()]
     keys = np.concatenate([np.load(work / f"shard-{i:05d}.keys.npy") for i in order])
     values = np.concatenate([np.load(work / f"shard-{i:05d}.values.npy") for i in order])
+    counts = np.concatenate([np.load(work / f"shard-{i:05d}.documents.npy") for i in order])
+    document_ends = np.cumsum(counts[counts > 0]).astype(np.int64)
     if len(values) == 0:
         raise DatastoreError(f"corpus {corpus!r}: no token has a successor")
     used = [texts[j] for i in order
@@ -334,7 +344,7 @@ def build(corpus: str, model_path: str, out: str, options: BuildOptions = BuildO
                    "stored_documents": len(used), "stored_chars": sum(map(len, used))},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write_store(target, index, values.astype(np.int32), used, meta, force)
+    _write_store(target, index, values.astype(np.int32), document_ends, used, meta, force)
     shutil.rmtree(work, ignore_errors=True)
     return meta
 
@@ -345,21 +355,24 @@ def _finished_shards(work: Path) -> set[int]:
 
 def _shard_entries(encoder: KeyEncoder, shard: list[tuple[str, list[int], int]],
                    options: BuildOptions, budget: int | None,
-                   tick: Callable[[int], Any]) -> tuple[np.ndarray, np.ndarray]:
+                   tick: Callable[[int], Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The shard's keys and values, and how many entries each of its documents gave."""
     # an example's window keeps only the positions from its prompt's last token on
-    jobs = [(ids, start, end, max(first, keyed)) for _, ids, keyed in shard
+    jobs = [(d, ids, start, end, max(first, keyed)) for d, (_, ids, keyed) in enumerate(shard)
             for start, end, first in windows(ids, options.window, options.stride)
             if end - 1 > keyed]
     keys: list[np.ndarray] = []
     values: list[np.ndarray] = []
+    owners: list[np.ndarray] = []
     count = 0
     for b in range(0, len(jobs), options.batch_windows):
         group = jobs[b:b + options.batch_windows]
-        hidden = encoder.keys([ids[start:end] for ids, start, end, _ in group])
-        for (ids, start, end, first), h in zip(group, hidden):
+        hidden = encoder.keys([ids[start:end] for _, ids, start, end, _ in group])
+        for (doc, ids, start, end, first), h in zip(group, hidden):
             # positions first..end-2 of the document: rows first-start.. of this window
             keys.append(h[first - start:end - 1 - start])
             values.append(np.asarray(ids[first + 1:end], dtype=np.int32))
+            owners.append(np.full(end - 1 - first, doc, dtype=np.int64))
             new = end - 1 - first
             tick(new if budget is None else max(0, min(new, budget - count)))
             count += new
@@ -367,9 +380,11 @@ def _shard_entries(encoder: KeyEncoder, shard: list[tuple[str, list[int], int]],
             break
     k = np.concatenate(keys) if keys else np.zeros((0, encoder.hidden_size), np.float32)
     v = np.concatenate(values) if values else np.zeros((0,), np.int32)
+    owner = np.concatenate(owners) if owners else np.zeros((0,), np.int64)
     if budget is not None:
-        k, v = k[:budget], v[:budget]
-    return np.ascontiguousarray(k, dtype=np.float32), v
+        k, v, owner = k[:budget], v[:budget], owner[:budget]
+    counts = np.bincount(owner, minlength=len(shard)).astype(np.int64)
+    return np.ascontiguousarray(k, dtype=np.float32), v, counts
 
 
 def _nlist(options: BuildOptions, n: int) -> int:
@@ -409,8 +424,8 @@ def make_index(keys: np.ndarray, options: BuildOptions) -> tuple[Any, dict[str, 
     return index, recall
 
 
-def _write_store(target: Path, index: Any, values: np.ndarray, texts: list[str],
-                 meta: dict[str, Any], force: bool) -> None:
+def _write_store(target: Path, index: Any, values: np.ndarray, document_ends: np.ndarray,
+                 texts: list[str], meta: dict[str, Any], force: bool) -> None:
     import faiss
 
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -418,11 +433,12 @@ def _write_store(target: Path, index: Any, values: np.ndarray, texts: list[str],
     tmp.mkdir(parents=True)
     faiss.write_index(index, str(tmp / INDEX))
     np.save(tmp / VALUES, values)
+    np.save(tmp / DOCUMENTS, document_ends)
     with open(tmp / CORPUS, "w", encoding="utf-8") as f:
         for text in texts:
             f.write(json.dumps(text) + "\n")
     meta["files"] = {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
-                     for name in (INDEX, VALUES, CORPUS)}
+                     for name in (INDEX, VALUES, CORPUS, DOCUMENTS)}
     _atomic_json(tmp / META, meta)
     if target.exists():
         if not force:
@@ -499,6 +515,14 @@ def check_model(meta: dict[str, Any], path: str, model_path: str) -> None:
                              f"hidden states, not {model_path}'s. Rebuild it for this model")
 
 
+def check_spans(meta: dict[str, Any], path: str) -> None:
+    """Refuse span copying from a store that does not know its documents' ends."""
+    if DOCUMENTS not in meta.get("files", {}):
+        raise DatastoreError(f"{path} has no {DOCUMENTS} (built by an older sglang-ilsi), "
+                             "so spans cannot be copied from it; rebuild it with "
+                             "`sglang-ilsi datastore build`")
+
+
 def check_heads(meta: dict[str, Any], heads: int) -> None:
     """Refuse a multi-head search a store cannot answer exactly."""
     if heads == 1:
@@ -531,6 +555,9 @@ class Store:
             faiss.extract_index_ivf(self.index).nprobe = int(self.meta["index"]["nprobe"])
         self.layer = int(self.meta["layer"])
         self.dim = int(self.index.d)
+        # where each document's entries end (None: a store built before documents.npy)
+        self.document_ends = (np.load(Path(path) / DOCUMENTS)
+                              if DOCUMENTS in self.meta.get("files", {}) else None)
         self._heads: dict[int, list[Any]] = {}  # heads → the exact index of each key slice
 
     def head_search(self, queries: np.ndarray, k: int, heads: int
@@ -569,12 +596,33 @@ class Store:
         """One faiss search for all ``queries`` ``[n, d]``: ``(squared L2
         distances, next-token ids)``, each ``[n, k']`` with ``k' = min(k, entries)``,
         nearest first."""
+        dist, tokens, _ = self.search_entries(queries, k)
+        return dist, tokens
+
+    def search_entries(self, queries: np.ndarray, k: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`search`, and the neighbours' entry numbers (−1: none found)."""
         k = min(int(k), len(self.values))
         dist, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
         found = ids >= 0
         tokens = np.where(found, self.values[np.clip(ids, 0, None)], -1)
         dist = np.where(found, dist, np.inf)
-        return dist.astype(np.float32), tokens.astype(np.int64)
+        return dist.astype(np.float32), tokens.astype(np.int64), ids.astype(np.int64)
+
+    def continuations(self, entries: np.ndarray, length: int) -> np.ndarray:
+        """For each entry number (any shape), the ``length`` tokens that followed its
+        value in its document: the values of the entries after it, −1 past the
+        document's end (or for entry −1). Shape ``entries.shape + (length,)``."""
+        if self.document_ends is None:
+            raise DatastoreError(f"{self.path} has no {DOCUMENTS} (built by an older "
+                                 "sglang-ilsi); rebuild it with `sglang-ilsi datastore build`")
+        entries = np.asarray(entries, dtype=np.int64)
+        ends = self.document_ends[np.clip(np.searchsorted(self.document_ends, entries,
+                                                          side="right"),
+                                          0, len(self.document_ends) - 1)]
+        following = entries[..., None] + np.arange(1, length + 1, dtype=np.int64)
+        inside = (entries[..., None] >= 0) & (following < ends[..., None])
+        return np.where(inside, self.values[np.clip(following, 0, len(self.values) - 1)], -1)
 
 
 def describe(meta: dict[str, Any], path: str) -> list[str]:

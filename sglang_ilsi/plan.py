@@ -536,6 +536,17 @@ def _check_datastores(choice: MethodChoice, config: IlsiConfig) -> None:
             except DatastoreError as e:
                 raise IlsiRequestError("heads", f"datastore {params['datastore']!r}: {e}"
                                        ) from None
+        if params.get("knn_temperature") == 0:  # NEST's default: the keys' size (µ = 1/dim)
+            params["knn_temperature"] = float(
+                _store_meta(config.datastores[params["datastore"]])["model"]["hidden_size"])
+        if registry.get(name).requirements(params).continuations:
+            from sglang_ilsi.datastore import DatastoreError, check_spans
+
+            path = config.datastores[params["datastore"]]
+            try:
+                check_spans(_store_meta(path), path)
+            except DatastoreError as e:
+                raise IlsiRequestError("datastore", str(e)) from None
 
 
 @functools.lru_cache(maxsize=64)

@@ -35,6 +35,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sglang_ilsi.params import Param
+from sglang_ilsi.reward_cache import (
+    DEFAULT_CAPACITY_TOKENS,
+    CachedPrefix,
+    PrefixCache,
+    common_prefix_length,
+    kv_bytes_per_token,
+)
 
 REWARD_FILE = "sglang_ilsi_reward.json"
 OUTCOME, PROCESS = "outcome", "process"
@@ -164,19 +171,23 @@ AGGREGATE_PARAM = Param(
 
 @dataclass(frozen=True)
 class Scored:
-    """One solution's scores (per step, or the one outcome score) and the tokens read."""
+    """One solution's scores (per step, or the one outcome score), the tokens read,
+    and how many of those came from the reward model's KV cache (not computed)."""
 
     scores: tuple[float, ...]
     tokens: int
+    cached: int = 0
 
 
 # -- the model --------------------------------------------------------------------
 
 
 class RewardModel:
-    """A loaded reward model: :meth:`score` runs one batched forward pass."""
+    """A loaded reward model: :meth:`score` reads a batch of solutions, reusing the
+    prefixes it has read before (:mod:`sglang_ilsi.reward_cache`)."""
 
-    def __init__(self, info: RewardInfo, device: str = "cpu"):
+    def __init__(self, info: RewardInfo, device: str = "cpu",
+                 cache_tokens: int = DEFAULT_CAPACITY_TOKENS):
         import torch
         from transformers import (
             AutoModelForSequenceClassification,
@@ -198,6 +209,8 @@ class RewardModel:
             raise RewardModelError(f"{info.architecture}: expected a .model body and a .score "
                                    "head (Llama-style classification models)")
         self._body, self._head = body, head
+        self.cache = (PrefixCache(cache_tokens, kv_bytes_per_token(self.model.config, 4))
+                      if cache_tokens > 0 else None)
 
     def encode(self, prompt: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
         """The input ids and the position of each step's last token."""
@@ -211,35 +224,126 @@ class RewardModel:
             ends.append(len(ids) - 1)
         return ids, ends
 
-    def score(self, prompts: Sequence[str], solutions: Sequence[Sequence[str]]
-              ) -> list[Scored]:
+    def score(self, prompts: Sequence[str], solutions: Sequence[Sequence[str]],
+              jobs: Sequence[int] | None = None) -> list[Scored]:
         """For each (prompt, steps): a process model's score per step, or an
-        outcome model's one score (one item); an empty solution scores nothing."""
-        import torch
-
+        outcome model's one score (one item); an empty solution scores nothing.
+        ``jobs`` says which request each solution came from (default: one); the
+        prefix all of one request's solutions share is what the cache keeps."""
         encoded = [self.encode(p, s) for p, s in zip(prompts, solutions, strict=True)]
+        limit = min(self.info.max_positions, MAX_SCORED_TOKENS)
         for ids, _ in encoded:
-            if len(ids) > min(self.info.max_positions, MAX_SCORED_TOKENS):
+            if len(ids) > limit:
                 raise RewardModelError(f"a scored solution has {len(ids)} tokens; reward model "
-                                       f"{self.info.name!r} reads at most "
-                                       f"{min(self.info.max_positions, MAX_SCORED_TOKENS)}")
+                                       f"{self.info.name!r} reads at most {limit}")
         live = [k for k, (ids, ends) in enumerate(encoded) if ids and ends]
         results = [Scored((), 0) for _ in encoded]
         if not live:
             return results
-        width = max(len(encoded[k][0]) for k in live)
-        input_ids = torch.zeros((len(live), width), dtype=torch.long)
-        mask = torch.zeros((len(live), width), dtype=torch.long)
-        for row, k in enumerate(live):
-            ids = encoded[k][0]
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            mask[row, :len(ids)] = 1
-        with torch.inference_mode():
-            hidden = self._body(input_ids=input_ids.to(self.device),
-                                attention_mask=mask.to(self.device)).last_hidden_state
-            probs = torch.sigmoid(self._head(hidden)[..., 0].float()).cpu()
-        for row, k in enumerate(live):
+        job_of = list(jobs) if jobs is not None else [0] * len(encoded)
+        rows = {k: encoded[k][0] for k in live}
+        probs: dict[int, Any] = {}
+        reused: dict[int, int] = {}
+        found = {k: self.cache.longest(rows[k]) if self.cache else None for k in live}
+        fresh = [k for k in live if found[k] is None]
+        if fresh:
+            self._read_whole(fresh, rows, job_of, probs)
+        extending: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+        for k in live:
+            entry = found[k]
+            if entry is not None:
+                extending.setdefault((job_of[k], entry.ids), []).append(k)
+                reused[k] = len(entry)
+        for group in extending.values():
+            entry = found[group[0]]
+            assert entry is not None
+            self._read_after(entry, group, rows, probs)
+        for k in live:
             ids, ends = encoded[k]
             read = ends if self.info.kind == PROCESS else [len(ids) - 1]
-            results[k] = Scored(tuple(float(probs[row, t]) for t in read), len(ids))
+            results[k] = Scored(tuple(float(probs[k][t]) for t in read), len(ids),
+                                reused.get(k, 0))
         return results
+
+    def _forward(self, input_ids: Any, mask: Any, past: Any = None, positions: Any = None
+                 ) -> tuple[Any, Any]:
+        """Per-position scores (sigmoid of the head) and the KV cache of one batch."""
+        import torch
+
+        with torch.inference_mode():
+            out = self._body(input_ids=input_ids.to(self.device), attention_mask=mask.to(
+                self.device), past_key_values=past, position_ids=positions,
+                use_cache=self.cache is not None)
+            probs = torch.sigmoid(self._head(out.last_hidden_state)[..., 0].float()).cpu()
+        return probs, out.past_key_values
+
+    def _read_whole(self, rows: list[int], ids_of: dict[int, list[int]], job_of: list[int],
+                    probs: dict[int, Any]) -> None:
+        """Read ``rows`` from their first token, in one right-padded batch; keep
+        each job's shared prefix."""
+        import torch
+
+        width = max(len(ids_of[k]) for k in rows)
+        input_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, k in enumerate(rows):
+            input_ids[row, :len(ids_of[k])] = torch.tensor(ids_of[k])
+            mask[row, :len(ids_of[k])] = 1
+        read, kv = self._forward(input_ids, mask)
+        for row, k in enumerate(rows):
+            probs[k] = read[row, :len(ids_of[k])]
+        if self.cache is None:
+            return
+        by_job: dict[int, list[int]] = {}
+        for row, k in enumerate(rows):
+            by_job.setdefault(job_of[k], []).append(row)
+        for job_rows in by_job.values():
+            shared = common_prefix_length([ids_of[rows[r]] for r in job_rows])
+            first = job_rows[0]
+            self.cache.put(CachedPrefix(
+                tuple(ids_of[rows[first]][:shared]),
+                [layer.keys[first:first + 1, :, :shared].clone() for layer in kv.layers],
+                [layer.values[first:first + 1, :, :shared].clone() for layer in kv.layers],
+                read[first, :shared].clone()))
+
+    def _read_after(self, entry: CachedPrefix, rows: list[int], ids_of: dict[int, list[int]],
+                    probs: dict[int, Any]) -> None:
+        """Read ``rows`` (one job's, all starting with ``entry``) on top of the
+        entry's KV: only their remaining tokens are computed; keep the longer
+        prefix they share in its place."""
+        import torch
+        from transformers import DynamicCache
+
+        start = len(entry)
+        longer = [k for k in rows if len(ids_of[k]) > start]
+        for k in rows:
+            if len(ids_of[k]) == start:  # read before: every score is in the entry
+                probs[k] = entry.probs
+        if not longer:
+            return
+        width = max(len(ids_of[k]) for k in longer) - start
+        n = len(longer)
+        input_ids = torch.zeros((n, width), dtype=torch.long)
+        mask = torch.zeros((n, start + width), dtype=torch.long)
+        mask[:, :start] = 1
+        for row, k in enumerate(longer):
+            rest = ids_of[k][start:]
+            input_ids[row, :len(rest)] = torch.tensor(rest)
+            mask[row, start:start + len(rest)] = 1
+        past = DynamicCache(ddp_cache_data=[
+            (key.expand(n, -1, -1, -1), value.expand(n, -1, -1, -1))
+            for key, value in zip(entry.keys, entry.values, strict=True)])
+        positions = (start + torch.arange(width)).unsqueeze(0).expand(n, -1).to(self.device)
+        read, kv = self._forward(input_ids, mask, past, positions)
+        for row, k in enumerate(longer):
+            probs[k] = torch.cat([entry.probs, read[row, :len(ids_of[k]) - start]])
+        shared = common_prefix_length([ids_of[k] for k in rows])
+        if self.cache is None or shared <= start:
+            return
+        self.cache.put(CachedPrefix(
+            tuple(ids_of[longer[0]][:shared]),
+            [torch.cat([key, layer.keys[:1, :, start:shared]], dim=2)
+             for key, layer in zip(entry.keys, kv.layers, strict=True)],
+            [torch.cat([value, layer.values[:1, :, start:shared]], dim=2)
+             for value, layer in zip(entry.values, kv.layers, strict=True)],
+            torch.cat([entry.probs, read[0, :shared - start]])), extends=entry)

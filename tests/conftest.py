@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -155,13 +156,26 @@ def datastores(tiny_model_path: str, tmp_path_factory: pytest.TempPathFactory
                ) -> dict[str, str]:
     """Stores for the tiny model built by our CLI code: ``stdlib`` (the json
     package, final hidden state), ``mid`` (the same, keyed after layer 1) and
-    ``ref`` (RTD's reference store of :data:`RTD_EXAMPLES`)."""
+    ``ref`` (RTD's reference store of :data:`RTD_EXAMPLES`), and ``nodocs`` (``stdlib``
+    as stores were before they kept their documents' ends)."""
     root = tmp_path_factory.mktemp("stores")
     examples = tmp_path_factory.mktemp("examples")
     (examples / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in RTD_EXAMPLES))
-    return {"stdlib": _build_store(root, "stdlib", tiny_model_path, None, STDLIB_CORPUS),
-            "mid": _build_store(root, "mid", tiny_model_path, 1, STDLIB_CORPUS),
-            "ref": _build_store(root, "ref", tiny_model_path, None, examples)}
+    stores = {"stdlib": _build_store(root, "stdlib", tiny_model_path, None, STDLIB_CORPUS),
+              "mid": _build_store(root, "mid", tiny_model_path, 1, STDLIB_CORPUS),
+              "ref": _build_store(root, "ref", tiny_model_path, None, examples)}
+    stores["nodocs"] = _without_document_ends(stores["stdlib"], root / "nodocs")
+    return stores
+
+
+def _without_document_ends(store: str, out: Path) -> str:
+    """A copy of ``store`` as sglang-ilsi built stores before documents.npy."""
+    shutil.copytree(store, out)
+    (out / "documents.npy").unlink()
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["files"]["documents.npy"]
+    (out / "meta.json").write_text(json.dumps(meta))
+    return str(out)
 
 
 def datastore_flags(stores: dict[str, str]) -> list[str]:

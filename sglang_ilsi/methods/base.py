@@ -60,6 +60,13 @@ def layer_key(index: int) -> str:
     return f"layer:{index}"
 
 
+def continuation_key(name: str) -> str:
+    """The input holding, for each of this step's single-head neighbours in store
+    ``name`` (in :func:`datastore_key`'s order), the tokens that followed its next
+    token in its document: an int64 ``[k, length]`` tensor, −1 past the document's end."""
+    return f"continuations:{name}"
+
+
 def datastore_key(name: str, heads: int = 1) -> str:
     """``datastore`` need: the input holding this step's nearest neighbours in
     store ``name``, a ``[2, k]`` float32 tensor (squared L2 distances, ascending;
@@ -79,16 +86,22 @@ class Requirements:
     layers: tuple[int, ...] = ()
     # ``datastore``: (store name, neighbours wanted, heads) searched once per step.
     datastores: tuple[tuple[str, int, int], ...] = ()
+    # (store name, tokens): each single-head neighbour's continuation in its document.
+    continuations: tuple[tuple[str, int], ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.aux_models or self.second_context or self.layers or self.datastores)
 
     def merged(self, other: Requirements) -> Requirements:
+        longest: dict[str, int] = {}
+        for name, length in self.continuations + other.continuations:
+            longest[name] = max(length, longest.get(name, 0))
         return Requirements(
             aux_models=tuple(dict.fromkeys(self.aux_models + other.aux_models)),
             second_context=self.second_context or other.second_context,
             layers=tuple(sorted(set(self.layers) | set(other.layers))),
             datastores=_most_neighbours(self.datastores + other.datastores),
+            continuations=tuple(longest.items()),
         )
 
 

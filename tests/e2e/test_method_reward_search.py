@@ -18,6 +18,9 @@ that uses the first's process model over HTTP (``--ilsi-reward-url``). Oracles:
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -28,6 +31,7 @@ from transformers import AutoTokenizer
 from sglang_ilsi_lab.client_search import ClientSearch, mcts
 from sglang_ilsi_lab.data import synthetic
 from sglang_ilsi_lab.models import lab
+from sglang_ilsi_lab.server_process import free_port
 
 pytestmark = pytest.mark.server
 
@@ -93,6 +97,23 @@ def test_reward_listing_and_bad_scoring_input(client):
     for body, param in bad:
         r = client.post("/ilsi/reward", body)
         assert r.status_code == 400 and param in r.text, r.text
+
+
+def test_reward_model_that_does_not_load_stops_the_launch(tmp_path):
+    """The local reward models load at launch (each logs its memory); truncated
+    weights stop the server with a message naming the flag and the model."""
+    broken = tmp_path / "orm"
+    shutil.copytree(ORM, broken)
+    for weights in broken.glob("*.safetensors"):
+        weights.write_bytes(weights.read_bytes()[:64])  # truncated: a failed download
+    done = subprocess.run(
+        [sys.executable, "-m", "sglang.launch_server", "--model-path", POLICY, "--device", "cpu",
+         "--attention-backend", "torch_native", "--port", str(free_port()),
+         "--ilsi", "--ilsi-reward-model", f"orm={broken}"],
+        capture_output=True, text=True, timeout=240)
+    assert done.returncode != 0
+    assert "--ilsi-reward-model orm: cannot load" in done.stdout + done.stderr, (
+        done.stdout + done.stderr)[-3000:]
 
 
 # -- the searches ----------------------------------------------------------------------
@@ -337,6 +358,28 @@ def test_args_equals_transformers(client, refs, tokenizer, rm, weight):
                                                24)
     cost = out["meta_info"]["ilsi"]["cost"]
     assert cost["generate_calls"] == cost["reward_calls"] == len(out["output_ids"])
+    # the reward model's KV cache holds the prompt and the text so far: after the
+    # first step it computes only the candidate and a re-cut tail
+    steps = cost["reward_calls"]
+    prompt_tokens = len(refs[rm].tokenizer.encode(item["prompt"], add_special_tokens=False))
+    computed = cost["reward_model_tokens"] - cost["reward_model_cached_tokens"]
+    assert computed <= 4 * (prompt_tokens + 1) + 4 * 3 * (steps - 1)
+    assert cost["reward_model_cached_tokens"] > computed
+
+
+def test_reward_cache_is_listed_with_its_memory(client):
+    import requests
+
+    client.generate(ITEMS[3]["prompt"], 4, ilsi={"method": "rad", "k": 2,
+                                                 "reward_model": "orm"})
+    listed = {m["name"]: m for m in requests.get(client.base_url + "/ilsi/reward",
+                                                 timeout=30).json()["reward_models"]}
+    cache = listed["orm"]["kv_cache"]
+    # lab-orm: 4 layers x 4 KV heads x 36 dims x keys and values x 4 bytes
+    assert cache["bytes_per_token"] == 4 * 4 * 36 * 2 * 4
+    assert cache["capacity_tokens"] == 16384
+    assert cache["capacity_bytes"] == 16384 * cache["bytes_per_token"]
+    assert 0 < cache["tokens_in_use"] <= cache["capacity_tokens"] and cache["hits"] > 0
 
 
 def test_rad_argmax_is_args_and_seeded_draws_repeat(client):

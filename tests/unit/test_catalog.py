@@ -15,9 +15,20 @@ from sglang_ilsi.params import IlsiRequestError
 from sglang_ilsi.tools import TOOLS
 
 AUX_NAMES = ("amateur", "expert", "anti_expert")
-# A server that offers everything a request may name.
-EVERYTHING = IlsiConfig(tools=tuple(TOOLS), aux_models={n: "/unused" for n in AUX_NAMES},
-                        datastores={"stdlib": "/unused"}, reward_models={"prm": "/unused"})
+
+
+@pytest.fixture(scope="module")
+def everything(tiny_model_path: str, tmp_path_factory: pytest.TempPathFactory) -> IlsiConfig:
+    """A server that offers everything a request may name (its datastore is a real
+    one: the plan reads a store's meta for NEST's defaults and span check)."""
+    from sglang_ilsi import datastore
+
+    corpus = tmp_path_factory.mktemp("catalog-corpus")
+    (corpus / "a.py").write_text("def add(a, b):\n    return a + b\n")
+    store = tmp_path_factory.mktemp("catalog-stores") / "stdlib"
+    datastore.build(str(corpus), tiny_model_path, str(store), quiet=True)
+    return IlsiConfig(tools=tuple(TOOLS), aux_models={n: "/unused" for n in AUX_NAMES},
+                      datastores={"stdlib": str(store)}, reward_models={"prm": "/unused"})
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +48,8 @@ def test_every_name_is_listed_once():
     assert set(listed) == set(registry.entries()) | set(TOOLS) | set(grammars.names())
 
 
-def test_catalog_is_json_and_complete():
-    cards = json.loads(json.dumps(catalog.catalog(EVERYTHING)))
+def test_catalog_is_json_and_complete(everything):
+    cards = json.loads(json.dumps(catalog.catalog(everything)))
     kinds = [c["kind"] for c in cards]
     assert kinds == sorted(kinds, key=catalog.KIND_ORDER.index)  # grouped by kind
     for card in cards:
@@ -51,14 +62,14 @@ def test_catalog_is_json_and_complete():
             assert {"name", "type", "default", "doc"} <= set(param)
 
 
-def test_every_example_request_is_read_by_the_plan(tokenizer):
+def test_every_example_request_is_read_by_the_plan(tokenizer, everything):
     for card in per_request_cards():
-        chosen = plan.read({"ilsi": card["request"]}, EVERYTHING, tokenizer)
+        chosen = plan.read({"ilsi": card["request"]}, everything, tokenizer)
         assert chosen.kind != plan.PLAIN or card["kind"] == "grammar", card["name"]
 
 
-def test_a_server_offering_everything_offers_every_request_name(tokenizer):
-    for card in catalog.catalog(EVERYTHING, tokenizer):
+def test_a_server_offering_everything_offers_every_request_name(tokenizer, everything):
+    for card in catalog.catalog(everything, tokenizer):
         if card["request"] is not None:
             assert card["available"], (card["name"], card["unavailable_because"])
 
@@ -110,7 +121,7 @@ def _plan_refuses(request: dict[str, Any], config: IlsiConfig, tokenizer: Any) -
     return False
 
 
-def test_refusals_agree_with_the_plan(tokenizer):
+def test_refusals_agree_with_the_plan(tokenizer, everything):
     """Every derived refusal is what the plan does: under a speculative server,
     with a named grammar, and named inside a selection's candidates."""
     speculative = IlsiConfig(tools=tuple(TOOLS), speculative_algorithm="NGRAM",
@@ -121,10 +132,10 @@ def test_refusals_agree_with_the_plan(tokenizer):
         request, name = card["request"], card["name"]
         assert _plan_refuses(request, speculative, tokenizer) == _refuses(
             card, "speculative server"), name
-        assert _plan_refuses({**request, "grammar": "yes-no"}, EVERYTHING, tokenizer) == \
+        assert _plan_refuses({**request, "grammar": "yes-no"}, everything, tokenizer) == \
             _refuses(card, "ilsi.grammar"), name
         nested = {"method": "self_consistency", "candidates": request}
-        assert _plan_refuses(nested, EVERYTHING, tokenizer) == _refuses(
+        assert _plan_refuses(nested, everything, tokenizer) == _refuses(
             card, "ilsi.candidates"), name
 
 

@@ -3,7 +3,9 @@
 A model loaded with ``--ilsi-reward-model`` runs in this process (the one that
 serves HTTP and runs the selection and search loops): :class:`LocalReward`
 queues every scoring job and one worker thread runs them batch by batch, so
-concurrent requests share a forward pass. A model named with
+concurrent requests share a forward pass; the model keeps the prefixes it has
+read in its own bounded KV cache (:mod:`sglang_ilsi.reward_cache`), so a
+request that reads a growing text (RAD, ARGS) computes only the new tokens. A model named with
 ``--ilsi-reward-url`` lives on a second sglang-ilsi server: :class:`RemoteReward`
 posts the same jobs to its ``POST /ilsi/reward`` (:mod:`routes`).
 """
@@ -48,8 +50,9 @@ class _Job:
 class LocalReward:
     """A co-resident reward model; jobs from every request are batched."""
 
-    def __init__(self, info: RewardInfo):
+    def __init__(self, info: RewardInfo, cache_tokens: int):
         self.info = info
+        self.cache_tokens = cache_tokens
         self._model: RewardModel | None = None
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task | None = None
@@ -58,13 +61,14 @@ class LocalReward:
 
     def model(self) -> RewardModel:
         if self._model is None:
-            self._model = RewardModel(self.info)
+            self._model = RewardModel(self.info, cache_tokens=self.cache_tokens)
         return self._model
 
     def describe(self) -> dict[str, Any]:
         out = {**self.info.to_dict(), "where": "this server"}
         if self._model is not None:
-            out.update(parameters=self._model.parameters, bytes=self._model.bytes)
+            out.update(parameters=self._model.parameters, bytes=self._model.bytes,
+                       kv_cache=(self._model.cache.describe() if self._model.cache else None))
         out["forward_passes"] = self.forward_passes
         return out
 
@@ -89,9 +93,10 @@ class LocalReward:
                 size += len(jobs[-1].solutions)
             prompts = [p for j in jobs for p in j.prompts]
             solutions = [s for j in jobs for s in j.solutions]
+            job_of = [n for n, j in enumerate(jobs) for _ in j.solutions]
             try:
                 scored = await loop.run_in_executor(self._executor, self._forward, prompts,
-                                                    solutions)
+                                                    solutions, job_of)
             except Exception as e:  # noqa: BLE001 (each waiting request gets the error)
                 for j in jobs:
                     if not j.done.done():
@@ -103,10 +108,11 @@ class LocalReward:
                     j.done.set_result(scored[start:start + len(j.solutions)])
                 start += len(j.solutions)
 
-    def _forward(self, prompts: list[str], solutions: list[list[str]]) -> list[Scored]:
+    def _forward(self, prompts: list[str], solutions: list[list[str]], job_of: list[int]
+                 ) -> list[Scored]:
         self.forward_passes += 1
         try:
-            return self.model().score(prompts, solutions)
+            return self.model().score(prompts, solutions, job_of)
         except RewardModelError as e:
             raise IlsiRequestError("reward_model", str(e)) from None
 
@@ -126,8 +132,9 @@ class RemoteReward:
                 "solutions": [list(s) for s in solutions]}
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(None, _post, self.url + REWARD_PATH, body)
-        return [Scored(tuple(float(x) for x in s), int(t))
-                for s, t in zip(data["scores"], data["tokens"], strict=True)]
+        cached = data.get("cached") or [0] * len(data["tokens"])
+        return [Scored(tuple(float(x) for x in s), int(t), int(c))
+                for s, t, c in zip(data["scores"], data["tokens"], cached, strict=True)]
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +156,8 @@ def service(name: str, config: IlsiConfig) -> LocalReward | RemoteReward:
     if found is not None:
         return found
     if name in config.reward_models:
-        found = LocalReward(read_info(name, config.reward_models[name]))
+        found = LocalReward(read_info(name, config.reward_models[name]),
+                            config.reward_cache_tokens)
     elif name in config.reward_urls:
         found = RemoteReward(name, config.reward_urls[name],
                              remote_info(name, config.reward_urls[name]))
@@ -161,11 +169,13 @@ def service(name: str, config: IlsiConfig) -> LocalReward | RemoteReward:
 
 @dataclass(frozen=True)
 class Rewards:
-    """Rewards of several solutions to one prompt, with what scoring them cost."""
+    """Rewards of several solutions to one prompt, with what scoring them cost:
+    the tokens the reward model read, how many of those its KV cache held, the time."""
 
     rewards: list[float]
     step_scores: list[tuple[float, ...]]
     tokens: int
+    cached_tokens: int
     ms: float
 
 
@@ -184,12 +194,36 @@ async def rewards(config: IlsiConfig, params: Mapping[str, Any], prompt: str,
     how = params.get("aggregate", "last")
     return Rewards([reward_of(s.scores, scorer.info.kind, how) for s in scored],
                    [s.scores for s in scored], sum(s.tokens for s in read),
+                   sum(s.cached for s in read),
                    (time.perf_counter() - start) * 1000.0)
 
 
 def steps_of(config: IlsiConfig, params: Mapping[str, Any], text: str) -> list[str]:
     """A finished solution's text cut into the request's reward model's steps."""
     return split_steps(text, service(params["reward_model"], config).info.step_delimiter)
+
+
+def load_local(config: IlsiConfig) -> list[str]:
+    """Load every ``--ilsi-reward-model`` now (at launch, not on first use); one
+    line per model saying the memory it takes: weights, and its KV cache's capacity.
+    A folder whose weights do not load stops the launch with the model's name."""
+    lines = []
+    for name in sorted(config.reward_models):
+        scorer = service(name, config)
+        assert isinstance(scorer, LocalReward)
+        try:
+            model = scorer.model()
+        except Exception as e:  # noqa: BLE001 (any loader error stops the launch, named)
+            raise SystemExit(f"sglang-ilsi: --ilsi-reward-model {name}: cannot load "
+                             f"{scorer.info.path}: {type(e).__name__}: {e}") from None
+        cache = model.cache.describe() if model.cache else None
+        lines.append(f"sglang-ilsi: reward model {name!r} ({scorer.info.kind}) loaded from "
+                     f"{scorer.info.path}: {model.parameters:,} parameters, "
+                     f"{model.bytes / 2**20:.1f} MiB of weights"
+                     + (f"; KV cache up to {cache['capacity_tokens']} tokens, "
+                        f"{cache['capacity_bytes'] / 2**20:.1f} MiB" if cache else
+                        "; no KV cache"))
+    return lines
 
 
 def listing(config: IlsiConfig) -> dict[str, Any]:
@@ -205,7 +239,8 @@ def listing(config: IlsiConfig) -> dict[str, Any]:
 
 async def score_for_client(config: IlsiConfig, body: Any) -> dict[str, Any]:
     """``POST /ilsi/reward``: ``{"reward_model", "prompts", "solutions"}`` (each
-    solution a list of steps) → ``{"scores", "tokens"}``; a local model only."""
+    solution a list of steps) → ``{"scores", "tokens", "cached"}`` (per solution: its
+    scores, the tokens read, how many came from the KV cache); a local model only."""
     if not isinstance(body, dict):
         raise IlsiRequestError("", "expected a JSON object")
     name = body.get("reward_model")
@@ -221,4 +256,5 @@ async def score_for_client(config: IlsiConfig, body: Any) -> dict[str, Any]:
     if len(prompts) > MAX_BATCH:
         raise IlsiRequestError("prompts", f"at most {MAX_BATCH} solutions per call")
     scored = await service(name, config).score(prompts, solutions)
-    return {"scores": [list(s.scores) for s in scored], "tokens": [s.tokens for s in scored]}
+    return {"scores": [list(s.scores) for s in scored], "tokens": [s.tokens for s in scored],
+            "cached": [s.cached for s in scored]}

@@ -8,14 +8,19 @@ that names this one with ``--ilsi-reward-url``).
 ``_setup_and_run_http_server`` (``engine/patches.py``): the main process calls
 it once, with the tokenizer manager, just before the app starts serving; it
 adds the routes and checks that a request to them reaches them (no SGLang
-route in front matches the path), or stops the launch.
+route in front matches the path), or stops the launch; and it loads the local
+reward models now, logging the memory each takes (a folder whose weights do not
+load stops the launch).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sglang_ilsi.reward import REWARD_PATH
+
+logger = logging.getLogger(__name__)
 
 METHODS_PATH = "/ilsi/methods"
 METHOD_PATH = METHODS_PATH + "/{name}"
@@ -100,5 +105,9 @@ def before_http_server(server_args: Any, tokenizer_manager: Any, *args: Any,
     """BEFORE hook on ``sglang.srt.entrypoints.http_server._setup_and_run_http_server``."""
     from sglang.srt.entrypoints import http_server
 
+    from sglang_ilsi.engine.http import api, reward_service
+
     add_routes(http_server.app, catalog_routes(tokenizer_manager))
     add_routes(http_server.app, reward_routes())
+    for line in reward_service.load_local(api.config()):
+        logger.info(line)

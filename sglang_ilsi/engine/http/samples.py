@@ -127,7 +127,7 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
         if rule.enough(candidates, plan.params):
             break
 
-    reward_ms, reward_tokens, step_rewards = 0.0, 0, None
+    reward_ms, reward_tokens, reward_cached, step_rewards = 0.0, 0, 0, None
     if "reward" in rule.needs and plan.params.get("reward", "model") == "model":
         from sglang_ilsi.engine.http import reward_service
 
@@ -135,6 +135,7 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
             config, plan.params, prompt_text(tokenizer_manager, obj),
             [reward_service.steps_of(config, plan.params, o["text"]) for o in outputs])
         reward_ms, reward_tokens, step_rewards = scored.ms, scored.tokens, scored.step_scores
+        reward_cached = scored.cached_tokens
         candidates = [replace(c, reward=r) for c, r in zip(candidates, scored.rewards,
                                                            strict=True)]
     elif "reward" in rule.needs:
@@ -187,7 +188,8 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
                 m.get("prompt_tokens", 0) - m.get("cached_tokens", 0) for m in metas),
             "select_ms": round(select_ms, 3),
             "reward_ms": round(reward_ms, 3),
-            **({"reward_model_tokens": reward_tokens} if step_rewards is not None else {}),
+            **({"reward_model_tokens": reward_tokens, "reward_model_cached_tokens": reward_cached}
+               if step_rewards is not None else {}),
             "wall_ms": round((time.perf_counter() - start) * 1000.0, 3),
         },
     }

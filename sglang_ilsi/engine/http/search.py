@@ -80,7 +80,7 @@ class EngineTree:
         self.root = Node(id=0, parent=None, depth=0)
         self.nodes: list[Node] = [self.root]
         self.metas: dict[int, dict[str, Any]] = {}
-        self.calls = self.reward_calls = self.reward_tokens = 0
+        self.calls = self.reward_calls = self.reward_tokens = self.reward_cached_tokens = 0
         self.completion_tokens = self.prompt_tokens_computed = 0
         self.reward_ms = 0.0
         self.last_meta: dict[str, Any] = {}
@@ -215,6 +215,7 @@ class EngineTree:
                                               solutions)
         self.reward_calls += 1
         self.reward_tokens += scored.tokens
+        self.reward_cached_tokens += scored.cached_tokens
         self.reward_ms += scored.ms
         return scored
 
@@ -325,6 +326,8 @@ async def run(original: Callable[..., Any], tokenizer_manager: Any, obj: Any, re
             "prompt_tokens_computed": tree.prompt_tokens_computed,
             "reward_calls": tree.reward_calls,
             "reward_model_tokens": tree.reward_tokens,
+            # of those, the ones the reward model's KV cache held (not computed again)
+            "reward_model_cached_tokens": tree.reward_cached_tokens,
             "reward_ms": round(tree.reward_ms, 3),
             "executions": tree.executions,
             "execution_ms": round(tree.execution_ms, 3),

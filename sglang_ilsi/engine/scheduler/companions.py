@@ -50,7 +50,13 @@ from sglang_ilsi.engine.scheduler.logits_stage import (
     in_chunked_prefill,
     state_of,
 )
-from sglang_ilsi.methods.base import SECOND, aux_key, datastore_key, layer_key
+from sglang_ilsi.methods.base import (
+    SECOND,
+    aux_key,
+    continuation_key,
+    datastore_key,
+    layer_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +205,15 @@ class CompanionStage:
                                          device=hidden.device)
                 queries = hidden.index_select(0, positions).float().cpu().numpy()
                 most = max(k for _, _, k in users)
-                if heads == 1:
+                # NEST: each neighbour's continuation in its document, for the rows asking
+                length = max((n for _, state, _ in users
+                              for wanted, n in state.requirements.continuations
+                              if wanted == name), default=0) if heads == 1 else 0
+                following = None
+                if heads == 1 and length:
+                    distances, tokens, entries = store.search_entries(queries, most)
+                    following = store.continuations(entries, length)
+                elif heads == 1:
                     distances, tokens = store.search(queries, most)
                 else:
                     distances, tokens = store.head_search(queries, most, heads)
@@ -207,6 +221,9 @@ class CompanionStage:
                     state.inputs[datastore_key(name, heads)] = torch.stack([
                         torch.from_numpy(distances[i, ..., :k]),
                         torch.from_numpy(tokens[i, ..., :k].astype("float32"))])
+                    if following is not None:
+                        state.inputs[continuation_key(name)] = torch.from_numpy(
+                            following[i, :k])
                     cost = state.summary["cost"]
                     cost["datastore_searches"] = cost.get("datastore_searches", 0) + 1
 

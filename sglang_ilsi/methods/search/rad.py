@@ -27,9 +27,11 @@ class Rad(SearchMethod):
     and the next token is drawn from softmax(ρ / τ) over them (τ = ``tau``;
     τ = 0 takes the argmax). The draws use a generator seeded with the
     request's ``sampling_seed`` (else a fresh seed), so a seeded request is
-    reproducible. The paper's reward model is unidirectional and reuses its KV
-    cache across steps; here every prefix is re-read (the cost shows in
-    ``reward_model_tokens``).
+    reproducible. As in the paper, the reward model is unidirectional and reuses
+    its KV cache across steps: a served reward model keeps the prefix it has read
+    (:mod:`sglang_ilsi.reward_cache`), so each step computes only the candidate
+    and what changed since the last step (``reward_model_cached_tokens`` in the
+    cost counts the tokens it did not compute again).
     """
 
     name = "rad"
