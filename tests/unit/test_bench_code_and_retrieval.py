@@ -45,3 +45,39 @@ def test_rtd_reference_examples_are_disjoint_from_the_evaluated_items():
     examples = retrieval.example_items()
     assert len(examples) == retrieval.EXAMPLES
     assert not evaluated & {x["sentence"] for x in examples}
+
+
+# -- code completion (NEST and kNN-LM's rows) ------------------------------------------------
+
+
+def test_code_completion_items_come_from_files_the_store_does_not_hold():
+    from sglang_ilsi_lab.bench.specs import code_completion as cc
+
+    parts = cc.split()
+    names = {p.name for p in parts["held_out"]}
+    assert parts["store"] and names and not set(parts["store"]) & set(parts["held_out"])
+    assert not set(parts["tuning"]) & (set(parts["store"]) | set(parts["held_out"]))
+    items = cc.completion_items(60, seed=1)
+    assert len(items) == 60 and len({x["id"] for x in items}) == 60
+    assert {x["id"].split(":")[0] for x in items} <= names
+    assert {x["id"] for x in items} == {x["id"] for x in cc.completion_items(60, seed=1)}
+    for x in items:
+        assert len(x["prompt"].splitlines()) == cc.PREFIX_LINES and x["reference"].strip()
+
+
+def test_code_completion_scores_the_first_four_lines():
+    from sglang_ilsi_lab.bench.spec import Generation
+    from sglang_ilsi_lab.bench.specs import code_completion as cc
+
+    item = {"reference": "    x = 1\n    return x\n"}
+
+    def gen(text, stats=None):
+        return Generation(text=text, output_ids=[1] * 10, prompt_ids=[],
+                          meta={"ilsi": {"stats": stats or {}}}, latency_s=0.0)
+
+    assert cc._score(item, gen("    x = 1\n    return x\n")) == {"rouge1": 1.0,
+                                                                 "first_line": 1.0}
+    extra = cc._score(item, gen("    x = 1\n    return x\nA\nB\nC D E F G H\n"))
+    assert extra["rouge1"] < 1.0 and extra["first_line"] == 1.0  # 4 lines are compared
+    assert cc._score(item, gen("y = 2\n"))["rouge1"] == 0.0
+    assert cc.copied_share(item, gen("", {"nest_span_tokens": 4.0})) == {"copied": 0.4}

@@ -6,7 +6,8 @@ from sglang_ilsi_lab.bench.spec import MethodSpec, register_method
 
 register_method(MethodSpec(
     name="greedy", family="baseline",
-    tasks=("arithmetic", "json", "open_text", "conflict", "humaneval", "facts", "stdin_programs"),
+    tasks=("arithmetic", "json", "open_text", "conflict", "humaneval", "facts", "stdin_programs",
+           "code_completion"),
     temperature=0.0, quick=True,
 ))
 register_method(MethodSpec(
