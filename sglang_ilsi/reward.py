@@ -48,6 +48,8 @@ OUTCOME, PROCESS = "outcome", "process"
 ARCHITECTURE_SUFFIX = {OUTCOME: "ForSequenceClassification", PROCESS: "ForTokenClassification"}
 AGGREGATES = ("last", "min", "prod", "mean")
 MAX_SCORED_TOKENS = 8192  # one scored solution, prompt included
+# the most bytes of keys and values one batched read may hold (longer batches are split)
+READ_BUDGET_BYTES = 256 * 2**20
 REWARD_PATH = "/ilsi/reward"  # a server's reward models: GET lists, POST scores
 
 
@@ -277,34 +279,53 @@ class RewardModel:
             probs = torch.sigmoid(self._head(out.last_hidden_state)[..., 0].float()).cpu()
         return probs, out.past_key_values
 
+    def _chunks(self, rows: list[int], tokens_per_row: Any) -> list[list[int]]:
+        """``rows`` in runs whose keys and values (each row ``tokens_per_row(row)``
+        tokens long) stay within :data:`READ_BUDGET_BYTES`: a batch's cache holds every
+        row's keys and values until its read is done; at least one row a run."""
+        per_token = self.cache.bytes_per_token if self.cache else 0
+        runs: list[list[int]] = [[]]
+        width = 0  # the longest row of the current run
+        for k in rows:
+            wider = max(width, tokens_per_row(k))
+            if runs[-1] and (len(runs[-1]) + 1) * wider * per_token > READ_BUDGET_BYTES:
+                runs.append([])
+                wider = tokens_per_row(k)
+            runs[-1].append(k)
+            width = wider
+        return runs
+
     def _read_whole(self, rows: list[int], ids_of: dict[int, list[int]], job_of: list[int],
                     probs: dict[int, Any]) -> None:
-        """Read ``rows`` from their first token, in one right-padded batch; keep
-        each job's shared prefix."""
+        """Read ``rows`` from their first token, in right-padded batches; keep each
+        job's shared prefix."""
         import torch
 
-        width = max(len(ids_of[k]) for k in rows)
-        input_ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for row, k in enumerate(rows):
-            input_ids[row, :len(ids_of[k])] = torch.tensor(ids_of[k])
-            mask[row, :len(ids_of[k])] = 1
-        read, kv = self._forward(input_ids, mask)
-        for row, k in enumerate(rows):
-            probs[k] = read[row, :len(ids_of[k])]
-        if self.cache is None:
-            return
-        by_job: dict[int, list[int]] = {}
-        for row, k in enumerate(rows):
-            by_job.setdefault(job_of[k], []).append(row)
-        for job_rows in by_job.values():
-            shared = common_prefix_length([ids_of[rows[r]] for r in job_rows])
-            first = job_rows[0]
-            self.cache.put(CachedPrefix(
-                tuple(ids_of[rows[first]][:shared]),
-                [layer.keys[first:first + 1, :, :shared].clone() for layer in kv.layers],
-                [layer.values[first:first + 1, :, :shared].clone() for layer in kv.layers],
-                read[first, :shared].clone()))
+        shared: dict[int, int] = {}  # job → its rows' common prefix length
+        first_of: dict[int, int] = {}  # job → its first row
+        for k in rows:
+            first_of.setdefault(job_of[k], k)
+        for job in first_of:
+            shared[job] = common_prefix_length([ids_of[k] for k in rows if job_of[k] == job])
+        for run in self._chunks(rows, lambda k: len(ids_of[k])):
+            width = max(len(ids_of[k]) for k in run)
+            input_ids = torch.zeros((len(run), width), dtype=torch.long)
+            mask = torch.zeros((len(run), width), dtype=torch.long)
+            for row, k in enumerate(run):
+                input_ids[row, :len(ids_of[k])] = torch.tensor(ids_of[k])
+                mask[row, :len(ids_of[k])] = 1
+            read, kv = self._forward(input_ids, mask)
+            for row, k in enumerate(run):
+                probs[k] = read[row, :len(ids_of[k])]
+                job = job_of[k]
+                if self.cache is None or first_of[job] != k:
+                    continue
+                n = shared[job]
+                self.cache.put(CachedPrefix(
+                    tuple(ids_of[k][:n]),
+                    [layer.keys[row:row + 1, :, :n].clone() for layer in kv.layers],
+                    [layer.values[row:row + 1, :, :n].clone() for layer in kv.layers],
+                    read[row, :n].clone()))
 
     def _read_after(self, entry: CachedPrefix, rows: list[int], ids_of: dict[int, list[int]],
                     probs: dict[int, Any]) -> None:
@@ -321,29 +342,34 @@ class RewardModel:
                 probs[k] = entry.probs
         if not longer:
             return
-        width = max(len(ids_of[k]) for k in longer) - start
-        n = len(longer)
-        input_ids = torch.zeros((n, width), dtype=torch.long)
-        mask = torch.zeros((n, start + width), dtype=torch.long)
-        mask[:, :start] = 1
-        for row, k in enumerate(longer):
-            rest = ids_of[k][start:]
-            input_ids[row, :len(rest)] = torch.tensor(rest)
-            mask[row, start:start + len(rest)] = 1
-        past = DynamicCache(ddp_cache_data=[
-            (key.expand(n, -1, -1, -1), value.expand(n, -1, -1, -1))
-            for key, value in zip(entry.keys, entry.values, strict=True)])
-        positions = (start + torch.arange(width)).unsqueeze(0).expand(n, -1).to(self.device)
-        read, kv = self._forward(input_ids, mask, past, positions)
-        for row, k in enumerate(longer):
-            probs[k] = torch.cat([entry.probs, read[row, :len(ids_of[k]) - start]])
         shared = common_prefix_length([ids_of[k] for k in rows])
-        if self.cache is None or shared <= start:
+        grown: tuple[list[Any], list[Any], Any] | None = None
+        for run in self._chunks(longer, lambda k: len(ids_of[k])):
+            width = max(len(ids_of[k]) for k in run) - start
+            n = len(run)
+            input_ids = torch.zeros((n, width), dtype=torch.long)
+            mask = torch.zeros((n, start + width), dtype=torch.long)
+            mask[:, :start] = 1
+            for row, k in enumerate(run):
+                rest = ids_of[k][start:]
+                input_ids[row, :len(rest)] = torch.tensor(rest)
+                mask[row, start:start + len(rest)] = 1
+            past = DynamicCache(ddp_cache_data=[
+                (key.expand(n, -1, -1, -1), value.expand(n, -1, -1, -1))
+                for key, value in zip(entry.keys, entry.values, strict=True)])
+            positions = (start + torch.arange(width)).unsqueeze(0).expand(n, -1).to(self.device)
+            read, kv = self._forward(input_ids, mask, past, positions)
+            for row, k in enumerate(run):
+                probs[k] = torch.cat([entry.probs, read[row, :len(ids_of[k]) - start]])
+            if grown is None and shared > start:  # the shared part, from the first row
+                grown = ([layer.keys[:1, :, start:shared] for layer in kv.layers],
+                         [layer.values[:1, :, start:shared] for layer in kv.layers],
+                         read[0, :shared - start])
+        if self.cache is None or grown is None:
             return
+        keys, values, scores = grown
         self.cache.put(CachedPrefix(
             tuple(ids_of[longer[0]][:shared]),
-            [torch.cat([key, layer.keys[:1, :, start:shared]], dim=2)
-             for key, layer in zip(entry.keys, kv.layers, strict=True)],
-            [torch.cat([value, layer.values[:1, :, start:shared]], dim=2)
-             for value, layer in zip(entry.values, kv.layers, strict=True)],
-            torch.cat([entry.probs, read[0, :shared - start]])), extends=entry)
+            [torch.cat([old, new], dim=2) for old, new in zip(entry.keys, keys, strict=True)],
+            [torch.cat([old, new], dim=2) for old, new in zip(entry.values, values, strict=True)],
+            torch.cat([entry.probs, scores])), extends=entry)

@@ -145,3 +145,25 @@ def test_a_tiny_cache_evicts_and_still_scores_exactly(models):
         assert tiny.score([it["prompt"]], solution)[0].scores == pytest.approx(
             full.score([it["prompt"]], solution)[0].scores, abs=1e-5)
     assert tiny.cache is not None and tiny.cache.tokens_in_use <= 24
+
+
+def test_reads_over_the_memory_budget_are_split_and_score_the_same(models, monkeypatch):
+    """A batch whose keys and values would pass READ_BUDGET_BYTES is read in runs:
+    the scores, and what the cache keeps, are those of one batch."""
+    from sglang_ilsi import reward
+
+    info = models["prm"][0].info
+    _, full = models["prm"]
+    items = synthetic.arithmetic(6, seed=5, difficulty=3)
+    prompts = [it["prompt"] for it in items for _ in range(3)]
+    jobs = [n for n in range(6) for _ in range(3)]
+    budgeted = RewardModel(info, cache_tokens=4096)
+    per_row = 40 * budgeted.cache.bytes_per_token  # about two rows a run
+    monkeypatch.setattr(reward, "READ_BUDGET_BYTES", per_row)
+    assert len(budgeted._chunks(list(range(10)), lambda k: 20)) == 5
+    for cut in (6, 12):
+        solutions = [[it["answer"][:cut] + extra] for it in items for extra in ("1", "2", "3")]
+        got = budgeted.score(prompts, solutions, jobs)
+        want = full.score(prompts, solutions)
+        assert [g.scores for g in got] == [pytest.approx(w.scores, abs=1e-5) for w in want]
+    assert all(g.cached > 0 for g in got)
