@@ -23,10 +23,11 @@ folder into place (a reader never sees half a store)::
                   its NGRAM worker builds a suffix automaton. REST drafts from it
                   (He et al. 2024: drafts are the continuations of the longest exact
                   suffix match in a datastore), see ``methods/speculative/rest.py``
-    documents.npy int64: for each stored document, the entry one past its last, so
-                  that an entry's continuation in its document (the entries after
-                  it, whose values are the tokens that followed) stops at the
-                  document's end: NEST copies such spans (``methods/retrieval/nest.py``)
+    documents.npy int64: for each stored document (line of corpus.jsonl), the entry
+                  one past its last, so that an entry's continuation in its document
+                  (the entries after it, whose values are the tokens that followed)
+                  stops at the document's end, and an entry names its document: NEST
+                  copies such spans and says where from (``methods/retrieval/nest.py``)
 
 ``build`` is resumable: keys are computed per batch of documents into shards
 under ``PATH.partial/``; a rerun with the same arguments continues after the
@@ -318,7 +319,7 @@ def build(corpus: str, model_path: str, out: str, options: BuildOptions = BuildO
     keys = np.concatenate([np.load(work / f"shard-{i:05d}.keys.npy") for i in order])
     values = np.concatenate([np.load(work / f"shard-{i:05d}.values.npy") for i in order])
     counts = np.concatenate([np.load(work / f"shard-{i:05d}.documents.npy") for i in order])
-    document_ends = np.cumsum(counts[counts > 0]).astype(np.int64)
+    document_ends = np.cumsum(counts).astype(np.int64)  # one per stored document
     if len(values) == 0:
         raise DatastoreError(f"corpus {corpus!r}: no token has a successor")
     used = [texts[j] for i in order
@@ -609,20 +610,29 @@ class Store:
         dist = np.where(found, dist, np.inf)
         return dist.astype(np.float32), tokens.astype(np.int64), ids.astype(np.int64)
 
-    def continuations(self, entries: np.ndarray, length: int) -> np.ndarray:
-        """For each entry number (any shape), the ``length`` tokens that followed its
-        value in its document: the values of the entries after it, −1 past the
-        document's end (or for entry −1). Shape ``entries.shape + (length,)``."""
+    def documents_of(self, entries: np.ndarray) -> np.ndarray:
+        """The stored document (its line in corpus.jsonl) of each entry number; −1 for
+        entry −1."""
         if self.document_ends is None:
             raise DatastoreError(f"{self.path} has no {DOCUMENTS} (built by an older "
                                  "sglang-ilsi); rebuild it with `sglang-ilsi datastore build`")
         entries = np.asarray(entries, dtype=np.int64)
-        ends = self.document_ends[np.clip(np.searchsorted(self.document_ends, entries,
-                                                          side="right"),
-                                          0, len(self.document_ends) - 1)]
+        found = np.clip(np.searchsorted(self.document_ends, entries, side="right"),
+                        0, len(self.document_ends) - 1)
+        return np.where(entries >= 0, found, -1)
+
+    def continuations(self, entries: np.ndarray, length: int) -> np.ndarray:
+        """For each entry number (any shape), its document (:meth:`documents_of`) and
+        then the ``length`` tokens that followed its value in that document: the
+        values of the entries after it, −1 past the document's end (or for entry −1).
+        Shape ``entries.shape + (1 + length,)``."""
+        entries = np.asarray(entries, dtype=np.int64)
+        documents = self.documents_of(entries)
+        ends = self.document_ends[np.clip(documents, 0, None)]
         following = entries[..., None] + np.arange(1, length + 1, dtype=np.int64)
         inside = (entries[..., None] >= 0) & (following < ends[..., None])
-        return np.where(inside, self.values[np.clip(following, 0, len(self.values) - 1)], -1)
+        tokens = np.where(inside, self.values[np.clip(following, 0, len(self.values) - 1)], -1)
+        return np.concatenate([documents[..., None], tokens], axis=-1)
 
 
 def describe(meta: dict[str, Any], path: str) -> list[str]:

@@ -37,7 +37,7 @@ class RowContext:
     # step that only follows the request's last token (see :func:`finished`).
     max_new_tokens: int | None = None
     state: dict[str, Any] = field(default_factory=dict)
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
     # This step's extra next-token logits from the engine, ``[vocab]`` each,
     # by the keys of :class:`Requirements`: ``aux_key(name)``, ``SECOND``,
     # ``layer_key(i)``. Refreshed before every call of ``apply``.
@@ -62,8 +62,9 @@ def layer_key(index: int) -> str:
 
 def continuation_key(name: str) -> str:
     """The input holding, for each of this step's single-head neighbours in store
-    ``name`` (in :func:`datastore_key`'s order), the tokens that followed its next
-    token in its document: an int64 ``[k, length]`` tensor, −1 past the document's end."""
+    ``name`` (in :func:`datastore_key`'s order), its document (the line of the store's
+    corpus.jsonl) and then the tokens that followed its next token in that document:
+    an int64 ``[k, 1 + length]`` tensor, −1 past the document's end."""
     return f"continuations:{name}"
 
 

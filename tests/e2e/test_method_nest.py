@@ -48,10 +48,16 @@ def test_greedy_tokens_equal_algorithm_1(client, hf, ref, params, copies):
     copied_in_all = 0
     for prompt in PROMPTS:
         out = client.generate(prompt, max_new_tokens=MAX_NEW, ilsi=ilsi)
-        want, copied = ref.greedy(hf.encode(prompt), MAX_NEW, **settings)
+        want, copied, sources = ref.greedy(hf.encode(prompt), MAX_NEW, **settings)
         assert out["output_ids"] == want, prompt
         stats = out["meta_info"]["ilsi"]["stats"]
         assert stats.get("nest_span_tokens", 0) == copied, prompt
+        # attribution: each span's first position, its document (corpus.jsonl line), length
+        assert stats.get("nest_sources", []) == sources, prompt
+        for start, document, length in sources:
+            text = ref.documents[document]
+            copied_text = hf.tokenizer.decode(out["output_ids"][start:start + length])
+            assert copied_text.strip() in text, (prompt, copied_text)
         copied_in_all += copied
     if copies is not None:  # spans were (or, with span = 1, were not) copied from the store
         assert (copied_in_all > 0) == copies

@@ -27,6 +27,8 @@ class NestReference:
         self.document_ends = np.load(root / "documents.npy")
         meta = json.loads((root / "meta.json").read_text())
         self.layer, self.dim = meta["layer"], meta["model"]["hidden_size"]
+        with open(root / "corpus.jsonl", encoding="utf-8") as f:
+            self.documents = [json.loads(line) for line in f]  # one per stored document
 
     @torch.no_grad()
     def mixture(self, ids: Sequence[int], k: int, temperature: float, alpha: float,
@@ -47,17 +49,24 @@ class NestReference:
         lam = 1.0 / (1.0 + math.exp(-(ratio - alpha) / tau))
         return lam * p_lm + (1 - lam) * p_knn, lam, idx[0]
 
+    def document_of(self, entry: int) -> int:
+        """The stored document (line of corpus.jsonl) holding ``entry``."""
+        return int(np.searchsorted(self.document_ends, entry, side="right"))
+
     def ngram_after(self, entry: int, length: int) -> list[int]:
         """The ``length`` tokens after entry's value, within its document."""
-        end = int(self.document_ends[np.searchsorted(self.document_ends, entry, side="right")])
+        end = int(self.document_ends[self.document_of(entry)])
         return [int(t) for t in self.values[entry + 1:min(entry + 1 + length, end)]]
 
     def greedy(self, prompt_ids: Sequence[int], n: int, k: int, temperature: float = 0.0,
                alpha: float = 0.3, tau: float = 0.1, delta: float = 0.5, span: int = 16,
-               gamma: float = 0.05) -> tuple[list[int], int]:
-        """Algorithm 1: the tokens, and how many came from accepted span tokens."""
+               gamma: float = 0.05) -> tuple[list[int], int, list[list[int]]]:
+        """Algorithm 1: the tokens, how many came from accepted span tokens, and each
+        span's ``[first output position, document, tokens]`` (its first token is the
+        step's own choice, the neighbour's next token)."""
         out: list[int] = []
         copied = 0
+        sources: list[list[int]] = []
 
         def step() -> tuple[np.ndarray, float, np.ndarray]:
             return self.mixture(list(prompt_ids) + out, k, temperature, alpha, tau)
@@ -72,14 +81,18 @@ class NestReference:
             if ended() or lam > delta or span == 1:
                 continue
             nearest = next((int(e) for e in entries if self.values[e] == chosen), None)
-            for token in self.ngram_after(nearest, span - 1) if nearest is not None else []:
+            ngram = self.ngram_after(nearest, span - 1) if nearest is not None else []
+            if ngram:
+                sources.append([len(out) - 1, self.document_of(nearest), 1])
+            for token in ngram:
                 p_mixed, _, _ = step()
                 if min(1.0, p_mixed[token] / (gamma * p_mixed.max())) > 0.5:
                     out.append(token)
                     copied += 1
+                    sources[-1][2] += 1
                 else:
                     out.append(int(np.argmax(p_mixed)))
                     break
                 if ended():
                     break
-        return out, copied
+        return out, copied, sources

@@ -41,13 +41,16 @@ def test_document_ends_and_continuations(store, tiny_model_path):
     assert store.document_ends.tolist() == ends.tolist()
     with open(f"{store.path}/meta.json") as f:
         assert "documents.npy" in json.load(f)["files"]
+    with open(f"{store.path}/corpus.jsonl") as f:  # one end per line of the corpus
+        assert [json.loads(line) for line in f] == DOCS
     # entry j of document 0 has value ids[0][j+1]; its continuation is ids[0][j+2:]
     first = store.continuations(np.array([0, 1, ends[0] - 1, ends[0], -1]), 4)
-    assert first[0].tolist() == (ids[0][2:6] + [-1] * 4)[:4]
-    assert first[1].tolist() == (ids[0][3:7] + [-1] * 4)[:4]
-    assert first[2].tolist() == [-1] * 4  # the document's last entry: nothing follows
-    assert first[3].tolist() == (ids[1][2:6] + [-1] * 4)[:4]  # the next document's own
-    assert first[4].tolist() == [-1] * 4
+    assert first[0].tolist() == [0] + (ids[0][2:6] + [-1] * 4)[:4]
+    assert first[1].tolist() == [0] + (ids[0][3:7] + [-1] * 4)[:4]
+    assert first[2].tolist() == [0] + [-1] * 4  # the document's last entry: nothing follows
+    assert first[3].tolist() == [1] + (ids[1][2:6] + [-1] * 4)[:4]  # the next document's own
+    assert first[4].tolist() == [-1] * 5
+    assert store.documents_of(np.array([ends[1], ends[2] - 1])).tolist() == [2, 2]
 
 
 def test_search_entries_agree_with_search(store):
@@ -71,9 +74,10 @@ def test_formulas():
     assert retrieval_weight(d, 0.3, 0.1) == pytest.approx(1 / (1 + math.exp(-(0.25 - 0.3) / 0.1)))
     assert retrieval_weight(torch.tensor([float("inf")]), 0.3, 0.1) == 1.0
     assert retrieval_weight(torch.zeros(3), 0.3, 0.1) == pytest.approx(1 / (1 + math.exp(3)))
-    assert span_after(7, [5, 7, 7], [[1, 2], [3, -1], [4, 4]], 5) == [3]  # nearest, to the end
-    assert span_after(9, [5, 7], [[1], [2]], 3) == []
-    assert span_after(5, [5], [[1, 2, 3]], 2) == [1, 2]
+    # rows: the neighbour's document, then the tokens that followed
+    assert span_after(7, [5, 7, 7], [[0, 1, 2], [4, 3, -1], [5, 4, 4]], 5) == (4, [3])
+    assert span_after(9, [5, 7], [[0, 1], [0, 2]], 3) == (-1, [])
+    assert span_after(5, [5], [[2, 1, 2, 3]], 2) == (2, [1, 2])
     p = torch.tensor([0.5, 0.3, 0.01, 0.19], dtype=torch.float64)
     assert accepted(p, 1, 0.5) and not accepted(p, 2, 0.5) and accepted(p, 2, 0.01)
 
@@ -91,8 +95,10 @@ def test_requirements():
 
 def _algorithm_1(steps, params):
     """Algorithm 1 replayed on precomputed steps: ``steps(history)`` → (p_lm,
-    distances, tokens, following) at the position after ``history``."""
-    out, copied = [], 0
+    distances, tokens, following) at the position after ``history`` (``following``
+    rows: the neighbour's document, then the tokens after it). Returns the tokens,
+    the copied count and the sources ``[first position, document, tokens]``."""
+    out, copied, sources = [], 0, []
     k, span = params["k"], params["span"]
 
     def mixture(history):
@@ -112,21 +118,24 @@ def _algorithm_1(steps, params):
             continue
         j = next((j for j in range(k) if toks[j] == out[-1]), None)
         draft = []
-        for t in following[j][:span - 1] if j is not None else []:
+        for t in following[j][1:span] if j is not None else []:
             if t < 0:  # the document ended
                 break
             draft.append(int(t))
+        if draft:
+            sources.append([len(out) - 1, int(following[j][0]), 1])
         for token in draft:
             p, _, _, _ = mixture(out)
             if min(1, p[token] / (params["gamma"] * p.max())) > 0.5:
                 out.append(int(token))
                 copied += 1
+                sources[-1][2] += 1
             else:
                 out.append(int(np.argmax(p)))
                 break
             if len(out) >= params["n"]:
                 break
-    return out, copied
+    return out, copied, sources
 
 
 @settings(max_examples=40, deadline=None)
@@ -147,14 +156,15 @@ def test_the_step_machine_is_algorithm_1(seed, gamma, alpha, span):
             p_lm /= p_lm.sum()
             d = np.sort(local.uniform(0.0, 10.0, size=k) * local.uniform(0.05, 1.0, size=k))
             toks = local.integers(0, vocab, size=k)
-            following = local.integers(-1, vocab, size=(k, max(span - 1, 1)))
+            following = np.concatenate([local.integers(0, 5, size=(k, 1)), local.integers(
+                -1, vocab, size=(k, max(span - 1, 1)))], axis=1)
             cache[key] = (p_lm, d, toks, following, logits)
         return cache[key][:4]
 
     params = validate_params(Nest.params, {"datastore": "s", "k": k, "span": span,
                                            "gamma": gamma, "alpha": alpha,
                                            "knn_temperature": 3.0})
-    want, copied = _algorithm_1(steps, {**params, "n": n})
+    want, copied, sources = _algorithm_1(steps, {**params, "n": n})
     row = RowContext(params=params, prompt_ids=[1], output_ids=[], max_new_tokens=n)
     got: list[int] = []
     while len(got) < n:
@@ -163,11 +173,12 @@ def test_the_step_machine_is_algorithm_1(seed, gamma, alpha, span):
         row.output_ids = list(got)
         row.inputs = {datastore_key("s"): torch.stack([torch.tensor(d, dtype=torch.float32),
                                                       torch.tensor(toks, dtype=torch.float32)]),
-                      continuation_key("s"): torch.tensor(following[:, :max(span - 1, 1)])}
+                      continuation_key("s"): torch.tensor(following)}
         out = Nest.apply(logits, [row])
         got.append(int(torch.argmax(out[0])))
     assert got == want
     assert row.stats.get("nest_span_tokens", 0) == copied
+    assert row.stats.get("nest_sources", []) == sources
 
 
 def test_the_overlap_schedulers_extra_step_changes_nothing():

@@ -22,8 +22,10 @@ there (no span starts from it), and the rest of the span is dropped.
 
 Here each proposed token is verified in its own decoding step (SGLang's step,
 one forward per token), so the output is Algorithm 1's and the copying shows in
-the cost report (``nest_spans``, ``nest_span_tokens`` accepted from the store,
-``nest_rejections``), but the paper's speed-up from verifying a span in one
+``ilsi.stats`` (``nest_spans``, ``nest_span_tokens`` accepted from the store,
+``nest_rejections``, and ``nest_sources``: for each span, ``[its first output
+position, the document it came from (a line of the store's corpus.jsonl), its
+length]``, the paper's attribution), but the paper's speed-up from verifying a span in one
 forward is not had. Not done either: the paper's first-stage passage retrieval
 (here the whole store is searched, as kNN-LM does) and masking corpus parts
 already copied (Section 3.4; Algorithm 1 has neither).
@@ -67,18 +69,20 @@ def retrieval_weight(distances: torch.Tensor, alpha: float, tau: float) -> float
 
 
 def span_after(chosen: int, tokens: Sequence[int], following: Sequence[Sequence[int]],
-               length: int) -> list[int]:
-    """The tokens that followed the nearest neighbour whose next token is ``chosen``
-    (neighbours nearest first), at most ``length``, up to its document's end."""
+               length: int) -> tuple[int, list[int]]:
+    """The nearest neighbour whose next token is ``chosen`` (neighbours nearest
+    first; ``following`` rows are its document, then the tokens after): its
+    document and at most ``length`` tokens that followed, up to the document's end.
+    ``(-1, [])`` when no neighbour had that token."""
     for token, after in zip(tokens, following, strict=True):
         if token == chosen:
             span = []
-            for t in list(after)[:length]:
+            for t in list(after)[1:1 + length]:
                 if t < 0:
                     break
                 span.append(int(t))
-            return span
-    return []
+            return int(after[0]), span
+    return -1, []
 
 
 def accepted(p_mixed: torch.Tensor, token: int, gamma: float) -> bool:
@@ -150,11 +154,14 @@ class Nest(LogitsMethod):
             return log_mixed
         pending = state.pop("pending", None)
         if pending is not None and len(row.output_ids) == pending["at"] + 1:
-            span = span_after(int(row.output_ids[-1]), pending["tokens"], pending["following"],
-                              int(params["span"]) - 1)
+            document, span = span_after(int(row.output_ids[-1]), pending["tokens"],
+                                        pending["following"], int(params["span"]) - 1)
             if span:
                 state["draft"] = span
                 row.stats["nest_spans"] = row.stats.get("nest_spans", 0.0) + 1.0
+                # attribution: [first output position, document, tokens taken from it]
+                state["source"] = [pending["at"], document, 1]
+                row.stats.setdefault("nest_sources", []).append(state["source"])
         draft = state.get("draft")
         if draft:
             token = draft[0]
@@ -162,6 +169,7 @@ class Nest(LogitsMethod):
                     mixed, token, float(params["gamma"])):
                 state["draft"] = draft[1:]
                 row.stats["nest_span_tokens"] = row.stats.get("nest_span_tokens", 0.0) + 1.0
+                state["source"][2] += 1
                 forced = torch.full_like(logits_row, float("-inf"))
                 forced[token] = log_mixed[token]
                 return forced

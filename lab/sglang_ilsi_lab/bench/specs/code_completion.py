@@ -101,7 +101,7 @@ def copied_share(item: Item, gen: Generation) -> dict[str, float]:
 def store_path(model: str) -> Path:
     """The model's store of the package's store files, built on first use."""
     path = catalog.prepare(model)
-    out = cache_root() / "reference-stores" / f"{model}-stdlib-{PACKAGE}-v1"
+    out = cache_root() / "reference-stores" / f"{model}-stdlib-{PACKAGE}-v2"
     if (out / datastore.META).is_file():
         datastore.verify(str(out), str(path))
         return out
