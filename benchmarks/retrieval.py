@@ -17,6 +17,7 @@ The model defaults to the tiny test model (64-d keys), whose own decode step is
 short: the ratio then shows the search's cost at its most visible. Prints JSON.
 
     python benchmarks/retrieval.py [--model PATH] [--entries 1000000] [--rounds 3]
+        [--indexes flat,ivf] [--window 512 --stride 256]
 """
 
 from __future__ import annotations
@@ -59,14 +60,15 @@ def stdlib_corpus(out: Path, chars: int) -> int:
     return total
 
 
-def build_stores(model: str, root: Path, entries: int) -> dict[str, Any]:
+def build_stores(model: str, root: Path, entries: int, kinds: list[str], window: int = 512,
+                 stride: int = 256) -> dict[str, Any]:
     corpus = root / "corpus"
     corpus.mkdir()
     chars = stdlib_corpus(corpus, chars=entries * 6)  # ample: the build stops at `entries`
-    results: dict[str, Any] = {"corpus_chars": chars}
-    for kind in ("flat", "ivf"):
-        options = datastore.BuildOptions(index=kind, max_entries=entries, window=512,
-                                         stride=256, batch_windows=16)
+    results: dict[str, Any] = {"corpus_chars": chars, "window": window, "stride": stride}
+    for kind in kinds:
+        options = datastore.BuildOptions(index=kind, max_entries=entries, window=window,
+                                         stride=stride, batch_windows=16)
         start = time.perf_counter()
         meta = datastore.build(str(corpus), model, str(root / kind), options, quiet=True)
         wall = time.perf_counter() - start
@@ -101,7 +103,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--indexes", default="flat,ivf",
+                        help="the stores to build and compare (flat, ivf)")
+    parser.add_argument("--window", type=int, default=512, help="build: tokens per forward")
+    parser.add_argument("--stride", type=int, default=256,
+                        help="build: new keys per later window (window - stride - 1 of context)")
     args = parser.parse_args()
+    kinds = args.indexes.split(",")
 
     from sglang_ilsi_lab.models import tiny
     from sglang_ilsi_lab.server_process import ServerProcess
@@ -109,17 +117,17 @@ def main() -> None:
     model = args.model or str(tiny.ensure())
     root = Path(tempfile.mkdtemp(prefix="ilsi-retrieval-bench-"))
     try:
-        report: dict[str, Any] = {"model": model, "build": build_stores(model, root,
-                                                                        args.entries)}
+        report: dict[str, Any] = {"model": model, "build": build_stores(
+            model, root, args.entries, kinds, args.window, args.stride)}
         knn = {"method": "knn_lm", "k": args.k, "knn_temperature": 10.0, "lambda": 0.25}
-        modes = {"plain": None, "knn_ivf": {**knn, "datastore": "ivf"},
-                 "knn_flat": {**knn, "datastore": "flat"}}
-        flags = ["--ilsi", "--ilsi-datastore", f"flat={root / 'flat'}",
-                 "--ilsi-datastore", f"ivf={root / 'ivf'}"]
+        modes: dict[str, dict | None] = {"plain": None}
+        modes.update({f"knn_{kind}": {**knn, "datastore": kind} for kind in kinds})
+        flags = ["--ilsi", *(a for kind in kinds
+                             for a in ("--ilsi-datastore", f"{kind}={root / kind}"))]
         prompts = ["def main(argv):", "import os\nclass Path:", "for key, value in items:",
                    "    raise ValueError(", "# Copyright 2001", "return self._data["]
         with ServerProcess(model, flags, ["--dtype", "float32"]) as server:
-            decode_round(server.base_url, prompts[:2], modes["knn_ivf"], 4)  # warm up
+            decode_round(server.base_url, prompts[:2], modes[f"knn_{kinds[0]}"], 4)  # warm up
             for concurrency in args.concurrency:
                 batch = [prompts[i % len(prompts)] for i in range(concurrency)]
                 walls: dict[str, list[float]] = {m: [] for m in modes}

@@ -5,9 +5,10 @@ serves HTTP and runs the selection and search loops): :class:`LocalReward`
 queues every scoring job and one worker thread runs them batch by batch, so
 concurrent requests share a forward pass; the model keeps the prefixes it has
 read in its own bounded KV cache (:mod:`sglang_ilsi.reward_cache`), so a
-request that reads a growing text (RAD, ARGS) computes only the new tokens. A model named with
-``--ilsi-reward-url`` lives on a second sglang-ilsi server: :class:`RemoteReward`
-posts the same jobs to its ``POST /ilsi/reward`` (:mod:`routes`).
+request that reads a growing text (RAD, ARGS) computes only the new tokens. A
+model named with ``--ilsi-reward-url`` lives on a second sglang-ilsi server:
+:class:`RemoteReward` posts the same jobs to its ``POST /ilsi/reward``
+(:mod:`routes`), whose own cache then serves them.
 """
 
 from __future__ import annotations
