@@ -81,3 +81,31 @@ def test_code_completion_scores_the_first_four_lines():
     assert extra["rouge1"] < 1.0 and extra["first_line"] == 1.0  # 4 lines are compared
     assert cc._score(item, gen("y = 2\n"))["rouge1"] == 0.0
     assert cc.copied_share(item, gen("", {"nest_span_tokens": 4.0})) == {"copied": 0.4}
+
+
+def test_sampling_and_filtering_answers_with_the_first_program_passing_the_visible_test():
+    """PG-TD's sampling + filtering baseline: the visible test, run in the sandbox,
+    picks the answer; every sample's tokens count in the cost."""
+    from types import SimpleNamespace
+
+    from sglang_ilsi_lab.bench.spec import Generation
+
+    item = items_of(40, seed=1)[0]
+    expected = item["visible"][0][1]
+    texts = ["x", "print('no')", f"```python\nprint({expected!r})\n```", "print(1)"]
+
+    class Samples:  # the bench client's generate_n, answering with these programs
+        def generate_n(self, prompt_ids, n, **kwargs):
+            return [Generation(text=t, output_ids=[1] * (i + 1), prompt_ids=prompt_ids,
+                               meta={"completion_tokens": i + 1}, latency_s=0.0)
+                    for i, t in enumerate((texts * n)[:n])]
+
+    task = SimpleNamespace(max_new_tokens=8, sampling={})
+    row = SimpleNamespace(temperature=0.7, sampling={})
+    gen = stdin_programs.sample_and_filter(Samples(), task, item, [0], row)
+    assert gen.text == texts[2]
+    report = gen.meta["ilsi"]
+    assert report["chosen"] == 2 and report["passing"][0] == 2
+    assert report["cost"]["samples"] == stdin_programs.FILTER_SAMPLES
+    # every sample's tokens (the i-th has i + 1), less the chosen one's 3
+    assert report["cost"]["extra_forward_tokens"] == sum(range(1, 9)) - 3

@@ -23,11 +23,8 @@ from __future__ import annotations
 import hashlib
 import random
 import sysconfig
-import tempfile
 from pathlib import Path
 
-from sglang_ilsi import datastore
-from sglang_ilsi.cache import cache_root
 from sglang_ilsi_lab.bench.spec import (
     Generation,
     Item,
@@ -37,7 +34,7 @@ from sglang_ilsi_lab.bench.spec import (
     register_method,
     register_task,
 )
-from sglang_ilsi_lab.models import catalog
+from sglang_ilsi_lab.bench.specs.retrieval import cached_store
 
 SMOLLM2 = "smollm2-135m-instruct"
 PACKAGE = "email"
@@ -100,20 +97,15 @@ def copied_share(item: Item, gen: Generation) -> dict[str, float]:
 
 def store_path(model: str) -> Path:
     """The model's store of the package's store files, built on first use."""
-    path = catalog.prepare(model)
-    out = cache_root() / "reference-stores" / f"{model}-stdlib-{PACKAGE}-v2"
-    if (out / datastore.META).is_file():
-        datastore.verify(str(out), str(path))
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    root = Path(sysconfig.get_paths()["stdlib"])
-    with tempfile.TemporaryDirectory() as corpus:
+
+    def write(corpus: Path, model_folder: str) -> None:
+        root = Path(sysconfig.get_paths()["stdlib"])
         for file in split(root)["store"]:
-            target = Path(corpus) / file.relative_to(root)
+            target = corpus / file.relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(file.read_text(encoding="utf-8"), encoding="utf-8")
-        datastore.build(corpus, str(path), str(out), quiet=True, force=True)
-    return out
+
+    return cached_store(model, f"stdlib-{PACKAGE}-v2", write)
 
 
 register_task(TaskSpec(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,22 +65,32 @@ def example_records(tokenizer: Any) -> list[dict[str, str]]:
             for x in example_items()]
 
 
-def reference_store(model: str) -> Path:
-    """The model's reference store of JSON examples, built on first use."""
-    from transformers import AutoTokenizer
-
+def cached_store(model: str, name: str, write_corpus: Callable[[Path, str], None]) -> Path:
+    """The bench's store ``name`` for ``model``, built on first use under the cache:
+    ``write_corpus(folder, model_folder)`` writes its corpus into an empty folder."""
     path = catalog.prepare(model)
-    out = cache_root() / "reference-stores" / f"{model}-json-{EXAMPLES}-{EXAMPLE_SEED}"
+    out = cache_root() / "reference-stores" / f"{model}-{name}"
     if (out / datastore.META).is_file():
         datastore.verify(str(out), str(path))
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    records = example_records(AutoTokenizer.from_pretrained(str(path)))
     with tempfile.TemporaryDirectory() as corpus:
-        (Path(corpus) / "examples.jsonl").write_text(
-            "".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        write_corpus(Path(corpus), str(path))
         datastore.build(corpus, str(path), str(out), quiet=True, force=True)
     return out
+
+
+def reference_store(model: str) -> Path:
+    """The model's reference store of JSON examples, built on first use."""
+
+    def write(corpus: Path, model_folder: str) -> None:
+        from transformers import AutoTokenizer
+
+        records = example_records(AutoTokenizer.from_pretrained(model_folder))
+        (corpus / "examples.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+    return cached_store(model, f"json-{EXAMPLES}-{EXAMPLE_SEED}", write)
 
 
 def few_shot_runner(client: Any, task: TaskSpec, item: Item, prompt_ids: list[int],

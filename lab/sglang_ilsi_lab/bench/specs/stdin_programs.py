@@ -29,6 +29,8 @@ from sglang_ilsi_lab.data.stdin_programs import stdin_programs
 
 SMOLLM2 = "smollm2-135m-instruct"
 ITERATIONS, MORE_ITERATIONS, TOP_K = 8, 32, 3
+# PG-TD's baselines: as many programs as 32 iterations run (7.3 per item on the test split)
+FILTER_SAMPLES, FILTER_TEMPERATURE, BEAMS = 8, 0.7, 4
 
 
 def passes(code: str, tests: list[tuple[str, str]]) -> bool:
@@ -77,6 +79,28 @@ def pg_td_runner(client: Any, task: TaskSpec, item: Item, prompt_ids: list[int],
                            sampling={**task.sampling, **row.sampling})
 
 
+def sample_and_filter(client: Any, task: TaskSpec, item: Item, prompt_ids: list[int],
+                      row: MethodSpec) -> Generation:
+    """Sampling + filtering, PG-TD's baseline (after Chen et al. 2021, Li et al. 2022):
+    ``FILTER_SAMPLES`` programs sampled in one request, each run on the visible test
+    in the sandbox; the first that passes answers, else the first sample."""
+    samples = client.generate_n(prompt_ids, FILTER_SAMPLES, max_new_tokens=task.max_new_tokens,
+                                temperature=row.temperature,
+                                sampling={**task.sampling, **row.sampling})
+    passing = [i for i, g in enumerate(samples)
+               if passes(program_of(g.text), item["visible"])]
+    best = passing[0] if passing else 0
+    chosen = samples[best]
+    tokens = [float(g.meta.get("completion_tokens", len(g.output_ids))) for g in samples]
+    meta = dict(chosen.meta)
+    meta["ilsi"] = {"method": "sample_and_filter", "chosen": best, "passing": passing,
+                    "info": {"programs_run": float(len(samples))},
+                    "cost": {"samples": len(samples), "sandbox_runs": len(samples),
+                             "extra_forward_tokens": sum(tokens) - tokens[best]}}
+    return Generation(text=chosen.text, output_ids=chosen.output_ids, prompt_ids=prompt_ids,
+                      meta=meta, latency_s=chosen.latency_s)
+
+
 def search_cost(item: Item, gen: Generation) -> dict[str, float]:
     info = gen.report.get("info") or {}
     return {"programs_run": float(info.get("programs_run", 0)),
@@ -91,12 +115,28 @@ PG_TD = Published(
     "a tree search over tokens rewarded by the problem's public tests yields programs that "
     "pass more of its hidden tests than beam search or sampling (APPS, CodeContests; GPT-2, "
     "GPT-Neo)")
+register_method(MethodSpec(
+    name=f"sample_filter@{FILTER_SAMPLES}", family="tree search", tasks=("stdin_programs",),
+    runner=sample_and_filter, temperature=FILTER_TEMPERATURE, baselines=("greedy",),
+    metrics_hook=search_cost, models=(SMOLLM2,), evidence=False,
+    notes=f"PG-TD's sampling + filtering baseline: {FILTER_SAMPLES} programs at "
+          f"T = {FILTER_TEMPERATURE} (the HumanEval rows' temperature), the first that passes "
+          "the visible test answers",
+))
+register_method(MethodSpec(
+    name=f"beam_search@{BEAMS}", family="tree search", tasks=("stdin_programs",),
+    ilsi={"method": "beam_search", "beams": BEAMS}, baselines=("greedy",), models=(SMOLLM2,),
+    evidence=False,
+    notes=f"PG-TD's beam-search baseline: {BEAMS} beams, length penalty 1, the best beam "
+          "answers (no test is run)",
+))
 for iterations in (ITERATIONS, MORE_ITERATIONS):
     register_method(MethodSpec(
         name="pg_td" if iterations == ITERATIONS else f"pg_td@{iterations}",
         family="tree search", tasks=("stdin_programs",),
         ilsi={"method": "pg_td", "n": iterations, "k": TOP_K},
-        runner=pg_td_runner, server_args=["--ilsi-tools", "python"], baselines=("greedy",),
+        runner=pg_td_runner, server_args=["--ilsi-tools", "python"],
+        baselines=("greedy", f"sample_filter@{FILTER_SAMPLES}", f"beam_search@{BEAMS}"),
         metrics_hook=search_cost, models=(SMOLLM2,), published=PG_TD,
         notes=f"{iterations} iterations, top-{TOP_K} expansion, P-UCB weight 4; the reward is "
               "the visible test (n = 3) only, the metric the hidden tests (n = 5, 8); "
