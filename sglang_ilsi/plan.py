@@ -527,22 +527,18 @@ def _check_datastores(choice: MethodChoice, config: IlsiConfig) -> None:
             raise IlsiRequestError(
                 "datastore", f"no datastore named {wanted!r} is loaded on this server (loaded: "
                 f"{loaded or 'none'}); start it with --ilsi-datastore {wanted}=PATH")
-        if int(params.get("heads", 1)) > 1:
-            from sglang_ilsi.datastore import DatastoreError, check_heads
+        from sglang_ilsi.datastore import DatastoreError, check_heads, check_spans
 
+        path = config.datastores[params["datastore"]]
+        if int(params.get("heads", 1)) > 1:
             try:
-                check_heads(_store_meta(config.datastores[params["datastore"]]),
-                            int(params["heads"]))
+                check_heads(_store_meta(path), int(params["heads"]))
             except DatastoreError as e:
                 raise IlsiRequestError("heads", f"datastore {params['datastore']!r}: {e}"
                                        ) from None
         if params.get("knn_temperature") == 0:  # NEST's default: the keys' size (µ = 1/dim)
-            params["knn_temperature"] = float(
-                _store_meta(config.datastores[params["datastore"]])["model"]["hidden_size"])
+            params["knn_temperature"] = float(_store_meta(path)["model"]["hidden_size"])
         if registry.get(name).requirements(params).continuations:
-            from sglang_ilsi.datastore import DatastoreError, check_spans
-
-            path = config.datastores[params["datastore"]]
             try:
                 check_spans(_store_meta(path), path)
             except DatastoreError as e:

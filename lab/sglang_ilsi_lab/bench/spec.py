@@ -63,6 +63,21 @@ class Generation:
         return self.meta.get("ilsi") or {}
 
 
+def chosen_sample(samples: Sequence[Generation], best: int, report: dict[str, Any]
+                  ) -> Generation:
+    """``samples[best]`` as a runner's answer when a bench runner drew all ``samples``
+    and picked one (by running them in the sandbox): its ``ilsi`` report is ``report``
+    with ``chosen`` and a ``cost`` counting every sample's tokens beside its own."""
+    chosen = samples[best]
+    tokens = [float(g.meta.get("completion_tokens", len(g.output_ids))) for g in samples]
+    meta = dict(chosen.meta)
+    meta["ilsi"] = {**report, "chosen": best,
+                    "cost": {**report.get("cost", {}), "samples": len(samples),
+                             "extra_forward_tokens": sum(tokens) - tokens[best]}}
+    return Generation(text=chosen.text, output_ids=chosen.output_ids,
+                      prompt_ids=chosen.prompt_ids, meta=meta, latency_s=chosen.latency_s)
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A task: seeded items, default models, prompt building and scoring.

@@ -51,15 +51,23 @@ def knn_distribution(distances: torch.Tensor, tokens: torch.Tensor, k: int,
 
 DATASTORE_PARAM = Param("datastore", "str", "", "name of the store (--ilsi-datastore "
                         "NAME=PATH); empty: the only store this server loaded", max_length=64)
+NEIGHBOURS_PARAM = Param("k", "int", 64, "neighbours retrieved per step", minimum=1,
+                         maximum=MAX_K)
+
+
+def mixture(logits_row: torch.Tensor, p_lm_row: torch.Tensor, retrieved: torch.Tensor,
+            lam: float) -> torch.Tensor:
+    """λ·retrieved + (1−λ)·p_LM (λ = 0 when nothing was retrieved), 0 on the tokens
+    ``logits_row`` excludes (−inf)."""
+    lam = lam if bool(retrieved.sum() > 0) else 0.0
+    mixed = lam * retrieved.to(p_lm_row.device) + (1.0 - lam) * p_lm_row
+    return mixed.masked_fill(~torch.isfinite(logits_row), 0.0)
 
 
 def interpolated(logits_row: torch.Tensor, p_lm_row: torch.Tensor, retrieved: torch.Tensor,
                  lam: float) -> torch.Tensor:
-    """log(λ·retrieved + (1−λ)·p_LM) as a row of logits (λ = 0 when nothing was
-    retrieved); tokens ``logits_row`` excludes (−inf) stay excluded."""
-    lam = lam if bool(retrieved.sum() > 0) else 0.0
-    mixed = (lam * retrieved.to(p_lm_row.device) + (1.0 - lam) * p_lm_row).log()
-    return mixed.masked_fill(~torch.isfinite(logits_row), float("-inf")).to(logits_row.dtype)
+    """log of :func:`mixture` as a row of logits: excluded tokens stay −inf."""
+    return mixture(logits_row, p_lm_row, retrieved, lam).log().to(logits_row.dtype)
 
 
 @register
@@ -73,7 +81,7 @@ class KnnLM(LogitsMethod):
     needs = frozenset({"logits", "datastore"})
     params = (
         DATASTORE_PARAM,
-        Param("k", "int", 64, "neighbours retrieved per step", minimum=1, maximum=MAX_K),
+        NEIGHBOURS_PARAM,
         Param("knn_temperature", "float", 1.0,
               "temperature T of the neighbours' weights exp(-d/T) (d: squared L2 distance)",
               minimum=1e-4, maximum=1e6),

@@ -50,7 +50,12 @@ from sglang_ilsi.methods.base import (
     datastore_key,
     finished,
 )
-from sglang_ilsi.methods.retrieval.knn_lm import DATASTORE_PARAM, MAX_K, knn_distribution
+from sglang_ilsi.methods.retrieval.knn_lm import (
+    DATASTORE_PARAM,
+    NEIGHBOURS_PARAM,
+    knn_distribution,
+    mixture,
+)
 from sglang_ilsi.params import Param
 from sglang_ilsi.registry import register
 
@@ -102,7 +107,7 @@ class Nest(LogitsMethod):
     needs = frozenset({"logits", "datastore"})
     params = (
         DATASTORE_PARAM,
-        Param("k", "int", 64, "neighbours retrieved per step", minimum=1, maximum=MAX_K),
+        NEIGHBOURS_PARAM,
         Param("knn_temperature", "float", 0.0,
               "T in exp(-d/T) (d: squared L2 distance); 0: the store's key size, the "
               "paper's µ = 1/dim", minimum=0.0, maximum=1e6),
@@ -146,9 +151,7 @@ class Nest(LogitsMethod):
         p_knn = knn_distribution(distances, tokens, k, float(params["knn_temperature"]), vocab)
         if not bool(p_knn.sum() > 0):  # nothing retrieved: the model alone
             lam = 1.0
-        mixed = lam * p_lm + (1.0 - lam) * p_knn.to(p_lm.device)
-        excluded = ~torch.isfinite(logits_row)
-        mixed = mixed.masked_fill(excluded, 0.0)
+        mixed = mixture(logits_row, p_lm, p_knn, 1.0 - lam)  # λ_t weighs the model here
         log_mixed = mixed.log().to(logits_row.dtype)
         if finished(row):  # the overlap scheduler's discarded step: change no state
             return log_mixed
@@ -165,7 +168,7 @@ class Nest(LogitsMethod):
         draft = state.get("draft")
         if draft:
             token = draft[0]
-            if 0 <= token < vocab and not bool(excluded[token]) and accepted(
+            if 0 <= token < vocab and bool(torch.isfinite(logits_row[token])) and accepted(
                     mixed, token, float(params["gamma"])):
                 state["draft"] = draft[1:]
                 row.stats["nest_span_tokens"] = row.stats.get("nest_span_tokens", 0.0) + 1.0

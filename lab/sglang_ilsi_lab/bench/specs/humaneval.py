@@ -26,6 +26,7 @@ from sglang_ilsi_lab.bench.spec import (
     MethodSpec,
     Published,
     TaskSpec,
+    chosen_sample,
     register_method,
     register_task,
 )
@@ -84,15 +85,10 @@ def exec_feedback(client: Any, task: TaskSpec, item: Item, prompt_ids: list[int]
         best = max(range(len(cands)), key=lambda i: (passed[i], -i))
     else:
         best = 0
-    chosen = cands[best]
-    tokens = [float(c.meta.get("completion_tokens", len(c.output_ids))) for c in cands]
-    meta = dict(chosen.meta)
-    meta["ilsi"] = {"method": "exec_feedback", "chosen": best, "examples": len(item["examples"]),
-                    "examples_passed": passed,
-                    "cost": {"samples": len(cands), "sandbox_runs": len(passed),
-                             "extra_forward_tokens": sum(tokens) - tokens[best]}}
-    return Generation(text=chosen.text, output_ids=chosen.output_ids, prompt_ids=prompt_ids,
-                      meta=meta, latency_s=chosen.latency_s)
+    return chosen_sample(cands, best, {"method": "exec_feedback",
+                                       "examples": len(item["examples"]),
+                                       "examples_passed": passed,
+                                       "cost": {"sandbox_runs": len(passed)}})
 
 
 register_method(MethodSpec(

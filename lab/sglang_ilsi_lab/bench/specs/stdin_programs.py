@@ -22,6 +22,7 @@ from sglang_ilsi_lab.bench.spec import (
     MethodSpec,
     Published,
     TaskSpec,
+    chosen_sample,
     register_method,
     register_task,
 )
@@ -89,16 +90,10 @@ def sample_and_filter(client: Any, task: TaskSpec, item: Item, prompt_ids: list[
                                 sampling={**task.sampling, **row.sampling})
     passing = [i for i, g in enumerate(samples)
                if passes(program_of(g.text), item["visible"])]
-    best = passing[0] if passing else 0
-    chosen = samples[best]
-    tokens = [float(g.meta.get("completion_tokens", len(g.output_ids))) for g in samples]
-    meta = dict(chosen.meta)
-    meta["ilsi"] = {"method": "sample_and_filter", "chosen": best, "passing": passing,
-                    "info": {"programs_run": float(len(samples))},
-                    "cost": {"samples": len(samples), "sandbox_runs": len(samples),
-                             "extra_forward_tokens": sum(tokens) - tokens[best]}}
-    return Generation(text=chosen.text, output_ids=chosen.output_ids, prompt_ids=prompt_ids,
-                      meta=meta, latency_s=chosen.latency_s)
+    return chosen_sample(samples, passing[0] if passing else 0,
+                         {"method": "sample_and_filter", "passing": passing,
+                          "info": {"programs_run": float(len(samples))},
+                          "cost": {"sandbox_runs": len(samples)}})
 
 
 def search_cost(item: Item, gen: Generation) -> dict[str, float]:
