@@ -50,7 +50,11 @@ SUFFIX_KEY = "__ilsi_suffix"  # set by the OpenAI model-suffix hook
 PLAN_KEY = "__ilsi_plan"  # a Plan the OpenAI layer already read (never from a client)
 THEN_KEY = "then"  # further logits methods applied after the first, in order
 GRAMMAR_KEYS = ("grammar", "schema")  # a named grammar from the library (see api.py)
-RESERVED = ("method", "trace", THEN_KEY, *GRAMMAR_KEYS)
+# A continuation given by the request: its tokens are the output, each one scored
+# under the chain's distribution and the model's own (teacher forcing; see logits_stage)
+FORCED_KEY = "forced_continuation"
+MAX_FORCED_TOKENS = 8192
+RESERVED = ("method", "trace", THEN_KEY, FORCED_KEY, *GRAMMAR_KEYS)
 MAX_CHAIN = 4
 DEFAULT_TRACE_K = 5
 
@@ -67,19 +71,23 @@ class MethodChoice:
     source: str
     # (method, params) applied after the first method, in order
     then: tuple[tuple[str, dict[str, Any]], ...] = ()
+    # the request's forced continuation (token ids), empty when it decodes freely
+    forced: tuple[int, ...] = ()
 
     def steps(self) -> list[tuple[str, dict[str, Any]]]:
         return [(self.method, self.params), *self.then]
 
     def encode(self) -> str:
         return json.dumps({"m": self.method, "p": self.params, "t": self.trace_k,
-                           "s": self.source, "n": [list(step) for step in self.then]})
+                           "s": self.source, "n": [list(step) for step in self.then],
+                           "f": list(self.forced)})
 
     @classmethod
     def decode(cls, text: str) -> MethodChoice:
         d = json.loads(text)
         return cls(method=d["m"], params=d["p"], trace_k=d["t"], source=d["s"],
-                   then=tuple((m, p) for m, p in d.get("n", [])))
+                   then=tuple((m, p) for m, p in d.get("n", [])),
+                   forced=tuple(d.get("f", ())))
 
 
 def _explain_source(source: str) -> str:
@@ -121,6 +129,15 @@ def resolve(
         raise IlsiRequestError("", "expected an object like {\"method\": \"typical\", ...} or a method name")
     name = raw.get("method")
     trace_k = _trace_k(raw.get("trace", 0), config)
+    forced = _forced(raw.get(FORCED_KEY), tokenizer)
+    if forced and name in (None, "none"):
+        raise IlsiRequestError(FORCED_KEY, "scores a continuation under a logits-stage method: "
+                               "name one (the model's own log-probabilities of a text come "
+                               "from SGLang's return_logprob with logprob_start_len, in one "
+                               "prefill)")
+    if forced and any(key in raw for key in GRAMMAR_KEYS):
+        raise IlsiRequestError(FORCED_KEY, "cannot be combined with a grammar (the continuation "
+                               "is given, not generated)")
     if name is None:
         if "grammar" in raw and set(raw) <= {"trace", *GRAMMAR_KEYS}:
             # only a grammar: the method is the server default, if any
@@ -149,7 +166,7 @@ def resolve(
         if extra:
             raise IlsiRequestError(f"{label}.{extra[0]}", "only allowed at the top level")
         steps.append(_logits_method(step, config, tokenizer, f"{label}.method"))
-    return MethodChoice(name, params, trace_k, source, tuple(steps))
+    return MethodChoice(name, params, trace_k, source, tuple(steps), forced)
 
 
 def _logits_method(raw: Mapping[str, Any], config: IlsiConfig, tokenizer: Any | None,
@@ -200,6 +217,24 @@ def _not_a_logits_method(cls: type) -> str:
                 "object and cannot be chained or decode another method's text")
     return (f"{cls.name!r} is a {kind} method: it takes the request's top-level ilsi object "
             "and cannot be chained or decode another method's text")
+
+
+def _forced(value: Any, tokenizer: Any | None) -> tuple[int, ...]:
+    """``forced_continuation``: a text (tokenised without special tokens) or token ids."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        if tokenizer is None:
+            raise IlsiRequestError(FORCED_KEY, "this endpoint has no tokenizer; send token ids")
+        value = tokenizer.encode(value, add_special_tokens=False)
+    if not isinstance(value, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value):
+        raise IlsiRequestError(FORCED_KEY, "expected a text or a list of token ids (integers "
+                               ">= 0)")
+    if not 1 <= len(value) <= MAX_FORCED_TOKENS:
+        raise IlsiRequestError(FORCED_KEY, f"expected 1 to {MAX_FORCED_TOKENS} tokens, got "
+                               f"{len(value)}")
+    return tuple(value)
 
 
 def _trace_k(value: Any, config: IlsiConfig) -> int:
@@ -317,6 +352,9 @@ def read(custom_params: Mapping[str, Any] | None, config: IlsiConfig,
         raw = {"method": raw}
     cls = registry.get(raw.get("method")) if isinstance(raw, Mapping) else None
     kind = kind_of(cls) if cls is not None else LOGITS
+    if kind != LOGITS and FORCED_KEY in raw:
+        raise IlsiRequestError(FORCED_KEY, f"scores a continuation under a logits-stage method; "
+                               f"{cls.name!r} is a {kind} method")
     if kind == SELECTION:
         return _selection(cls, raw, source, config, tokenizer)
     if kind == TOOL_LOOP:
@@ -336,6 +374,9 @@ def _nested(raw: Any, config: IlsiConfig, tokenizer: Any | None) -> Plan:
     """A selection's candidates or a tool loop's decoding: plain or logits only
     (``None`` falls back to the server default, like a request naming nothing)."""
     name = raw if isinstance(raw, str) else raw.get("method") if isinstance(raw, Mapping) else None
+    if isinstance(raw, Mapping) and FORCED_KEY in raw:
+        raise IlsiRequestError(FORCED_KEY, "only at the top level of a request's ilsi object "
+                               "(the loop decides its generations' text)")
     cls = registry.get(name) if isinstance(name, str) else None
     if cls is not None and kind_of(cls) not in (LOGITS,):
         raise IlsiRequestError("method", _not_a_logits_method(cls))

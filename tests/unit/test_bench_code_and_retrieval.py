@@ -83,6 +83,45 @@ def test_code_completion_scores_the_first_four_lines():
     assert cc.copied_share(item, gen("", {"nest_span_tokens": 4.0})) == {"copied": 0.4}
 
 
+def test_perplexity_blocks_are_held_out_tokens_after_their_own_context():
+    from transformers import AutoTokenizer
+
+    from sglang_ilsi_lab.bench.specs import code_completion as cc
+    from sglang_ilsi_lab.models import catalog
+
+    items = cc.perplexity_items(20, seed=1)
+    assert len(items) == 20 and len({x["id"] for x in items}) == 20
+    held_out = {p.name: p for p in cc.split()["held_out"]}
+    tokenizer = AutoTokenizer.from_pretrained(str(catalog.prepare(cc.SMOLLM2)))
+    for x in items[:5]:
+        name, start = x["id"].rsplit("@", 1)
+        ids = tokenizer(held_out[name].read_text(encoding="utf-8"),
+                        add_special_tokens=False)["input_ids"]
+        start = int(start)
+        assert x["continuation_ids"] == ids[start:start + cc.BLOCK]
+        assert x["context_ids"] == ids[max(0, start - cc.CONTEXT):start]
+        assert cc.BLOCK <= len(x["context_ids"]) <= cc.CONTEXT
+
+
+def test_perplexity_is_scored_from_the_forced_report():
+    from sglang_ilsi_lab.bench.spec import Generation
+    from sglang_ilsi_lab.bench.specs import code_completion as cc
+
+    item = {"continuation_ids": [1, 2, 3, 4]}
+
+    def gen(forced):
+        return Generation(text="", output_ids=[1, 2, 3, 4], prompt_ids=[],
+                          meta={"ilsi": {"forced": forced}}, latency_s=0.0)
+
+    scored = cc._scored(item, gen({"tokens": 4, "logprob": -2.0, "model_logprob": -6.0,
+                                   "impossible_tokens": 0.0}))
+    assert scored == {"nll": 0.5, "model_nll": 1.5}
+    for broken in ({"tokens": 3, "logprob": -2.0, "model_logprob": -6.0},  # cut short
+                   {"tokens": 4, "logprob": -2.0, "model_logprob": -6.0,
+                    "impossible_tokens": 1.0}):
+        assert all(v != v for v in cc._scored(item, gen(broken)).values())  # NaN
+
+
 def test_sampling_and_filtering_answers_with_the_first_program_passing_the_visible_test():
     """PG-TD's sampling + filtering baseline: the visible test, run in the sandbox,
     picks the answer; every sample's tokens count in the cost."""

@@ -134,6 +134,9 @@ def prepare_generate_input(obj: Any, tokenizer: Any, plans: list[plan.Plan],
                                             prompts[min(index, len(prompts) - 1)], tokenizer)
         if chain is not None and item.get("ignore_eos"):
             _refuse_ignore_eos(chain)
+        if chain is not None and chain.forced:
+            # the continuation is the output: as many new tokens as it has
+            item["max_new_tokens"] = len(chain.forced)
         rewritten = plan.rewrite_custom_params(item.get("custom_params"), chain)
         if rewritten is not None:
             item["custom_params"] = rewritten

@@ -46,6 +46,9 @@ def check_and_prepare(choice: MethodChoice, config: IlsiConfig, facts: ModelFact
     """Validate the request's needs against this server and fill in the
     server-side parts of its params (default layers, second-context ids), in
     place. ``prompt`` is the request's text or token ids."""
+    if choice.forced and facts.vocab_size is not None and max(choice.forced) >= facts.vocab_size:
+        raise IlsiRequestError(plan.FORCED_KEY, f"token id {max(choice.forced)} is outside the "
+                               f"model's vocabulary (size {facts.vocab_size})")
     for name, params in choice.steps():
         cls = registry.get(name)
         if "layer_logits" in cls.needs and "layers" in params:

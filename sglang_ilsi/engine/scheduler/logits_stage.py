@@ -59,7 +59,7 @@ from sglang_ilsi.methods.base import (
     layer_key,
     on_device,
 )
-from sglang_ilsi.methods.common import flush_stats
+from sglang_ilsi.methods.common import add_stat, defer_stat, flush_stats
 from sglang_ilsi.plan import ENCODED_KEY, MethodChoice, explain
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class RequestState:
 
     __slots__ = ("choice", "steps", "summary", "trace", "reports", "stage_seconds",
                  "temperature", "output_ids", "requirements", "input_keys", "inputs", "ready",
-                 "second", "companion_seconds", "second_ids", "cost", "companions")
+                 "second", "companion_seconds", "second_ids", "cost", "companions", "forced")
 
     def __init__(self, choice: MethodChoice, methods: list[type[LogitsMethod]], req: Any):
         self.choice = choice
@@ -117,6 +117,14 @@ class RequestState:
                 for m, ctx in self.steps[1:]
             ]
         self.trace: list[dict[str, Any]] | None = [] if choice.trace_k > 0 else None
+        self.forced: RowContext | None = None
+        if choice.forced:
+            # its stats are the report: tokens, and the summed log-probabilities
+            report = {"tokens": 0, "logprob": 0.0, "model_logprob": 0.0,
+                      "impossible_tokens": 0.0}
+            self.summary["forced"] = report
+            self.forced = RowContext(params={}, prompt_ids=(), output_ids=self.output_ids,
+                                     temperature=self.temperature, stats=report)
         # SGLang slices customized_info values per output token and streams
         # each slice with its tokens; one reference to the (live) summary per
         # token means every chunk, streamed or final, carries the report as of
@@ -228,6 +236,50 @@ def _trace_distribution(logits: torch.Tensor, temperature: float) -> torch.Tenso
     return torch.log_softmax(logits.float() / t, dim=-1)
 
 
+def _force(work: torch.Tensor, rows: list[tuple[int, RequestState]],
+           before: dict[int, torch.Tensor] | None) -> None:
+    """Teacher forcing (``ilsi.forced_continuation``): each row's next token is the
+    continuation's next one. Its log-probability under the distribution the chain
+    leaves (what the row would sample from: softmax(z'/T), T = 1 under greedy, as the
+    trace) and under the model's own logits is added to the report, read back later
+    with the step's sampled tokens; then the row's logits keep that token alone. A
+    row past the continuation's end (the overlap scheduler's extra step after the
+    last token) is left alone. Without ``before`` (rows whose extra distributions
+    failed this step) the token is forced and counted as ``unscored_tokens``."""
+    picked = [(row, state, state.forced.output_ids) for row, state in rows]
+    picked = [(row, state, state.choice.forced[len(done)]) for row, state, done in picked
+              if len(done) < len(state.choice.forced)]
+    if not picked:
+        return
+    device = work.device
+    index = on_device([row for row, _, _ in picked], torch.int64, device)
+    tokens = on_device([token for _, _, token in picked], torch.int64, device)[:, None]
+    contexts = [state.forced for _, state, _ in picked]
+    if before is None:
+        add_stat(contexts, "unscored_tokens", [1.0] * len(contexts))
+    else:
+        _score_forced(work, index, tokens, picked, contexts, before)
+    work.index_fill_(0, index, float("-inf"))
+    work[index, tokens[:, 0]] = 0.0
+
+
+def _score_forced(work: torch.Tensor, index: torch.Tensor, tokens: torch.Tensor,
+                  picked: list[tuple[int, RequestState, int]], contexts: list[RowContext],
+                  before: dict[int, torch.Tensor]) -> None:
+    device = work.device
+    temperature = on_device([s.temperature if s.temperature > 1e-6 else 1.0
+                             for _, s, _ in picked], torch.float32, device)[:, None]
+    chosen = torch.log_softmax(work.index_select(0, index) / temperature, -1).gather(1, tokens)
+    model = torch.log_softmax(torch.stack([before[row] for row, _, _ in picked]).to(device)
+                              / temperature, -1).gather(1, tokens)
+    possible = torch.isfinite(chosen)
+    defer_stat(contexts, "logprob", torch.where(possible, chosen, torch.zeros_like(chosen)))
+    defer_stat(contexts, "model_logprob", model)
+    defer_stat(contexts, "impossible_tokens", (~possible).float())
+    for ctx in contexts:
+        ctx.stats["tokens"] += 1
+
+
 @dataclass
 class _Group:
     """The rows (of the stage's batch) whose chain has ``method`` at one depth."""
@@ -264,6 +316,11 @@ class _Layout:
     # is not a decoding step), and the states that wait for extra distributions.
     reqs: list[tuple[Any, int]] = field(default_factory=list)
     waiting: list[RequestState] = field(default_factory=list)
+    # members whose model logits are kept for the report: traced, and forced ones
+    traced: list[tuple[int, RequestState]] = field(default_factory=list)
+    forced: list[tuple[int, RequestState]] = field(default_factory=list)
+    # forced rows skipped this step (extra distributions missing): forced, not scored
+    unscored: list[tuple[int, RequestState]] = field(default_factory=list)
 
     @classmethod
     def build(cls, custom_params: Sequence[Any], members: list[tuple[int, RequestState]]
@@ -287,7 +344,9 @@ class _Layout:
         reqs = [(custom_params[row]["__req__"], len(custom_params[row]["__req__"].origin_input_ids))
                 for row, _ in members]
         waiting = [state for _, state in members if state.requirements]
-        return cls(list(custom_params), members, levels, reqs, waiting)
+        traced = [(row, state) for row, state in members if state.trace is not None]
+        forced = [(row, state) for row, state in members if state.forced is not None]
+        return cls(list(custom_params), members, levels, reqs, waiting, traced, forced)
 
     def intact(self) -> bool:
         """Whether every member takes part in this step as laid out."""
@@ -345,7 +404,7 @@ def _step_layout(custom_params: Sequence[Any]) -> _Layout | None:
     layout = _layouts.get(custom_params)
     if layout is None or layout.intact():
         return layout
-    members = []
+    members, unscored = [], []
     for row, state in layout.members:
         if in_chunked_prefill(custom_params[row]):
             continue
@@ -353,7 +412,13 @@ def _step_layout(custom_params: Sequence[Any]) -> _Layout | None:
             members.append((row, state))
         else:
             state.skip()
-    return _Layout.build(custom_params, members) if members else None
+            if state.forced is not None:
+                unscored.append((row, state))
+    if not members and not unscored:
+        return None
+    step = _Layout.build(custom_params, members)
+    step.unscored = unscored
+    return step
 
 
 def apply_methods(logits: torch.Tensor, custom_params: Sequence[Any]) -> torch.Tensor:
@@ -368,19 +433,22 @@ def apply_methods(logits: torch.Tensor, custom_params: Sequence[Any]) -> torch.T
         return logits
     start = time.perf_counter()
     members = layout.members
-    traced = [(row, state) for row, state in members if state.trace is not None]
-    before = {row: logits[row].float().clone() for row, _ in traced}
+    before = {row: logits[row].float().clone() for row, _ in layout.traced + layout.forced}
     work = logits.float()
     for groups in layout.levels:
         for group in groups:
             work = group.apply(work)
-    for row, state in traced:
+    for row, state in layout.traced:
         k, t = state.choice.trace_k, state.temperature
         state.trace.append({
             "before": _top(_trace_distribution(before[row], t), k),
             "after": _top(_trace_distribution(work[row], t), k),
         })
-    per_row = (time.perf_counter() - start) / len(members)
+    if layout.forced:
+        _force(work, layout.forced, before)
+    if layout.unscored:
+        _force(work, layout.unscored, None)
+    per_row = (time.perf_counter() - start) / max(len(members), 1)
     for _, state in members:
         state.account(per_row)
     return work if work.dtype == logits.dtype else work.to(logits.dtype)
