@@ -17,7 +17,12 @@ The model defaults to the tiny test model (64-d keys), whose own decode step is
 short: the ratio then shows the search's cost at its most visible. Prints JSON.
 
     python benchmarks/retrieval.py [--model PATH] [--entries 1000000] [--rounds 3]
-        [--indexes flat,ivf] [--window 512 --stride 256]
+        [--indexes flat,ivf] [--window 512 --stride 256] [--keep DIR]
+        [--variants ivf8=ivf:8,sq8=ivfsq8:32]
+
+``--variants`` adds stores made from the first store's keys by ``datastore reindex``
+(another index kind or probe count, no forward pass), so index settings are compared
+on one server with the same keys.
 """
 
 from __future__ import annotations
@@ -62,11 +67,20 @@ def stdlib_corpus(out: Path, chars: int) -> int:
 
 def build_stores(model: str, root: Path, entries: int, kinds: list[str], window: int = 512,
                  stride: int = 256) -> dict[str, Any]:
+    """Build the stores of ``kinds`` under ``root``; a store already there (``--keep``)
+    is checked and reused, reported with ``reused`` and its own build's figures."""
     corpus = root / "corpus"
-    corpus.mkdir()
-    chars = stdlib_corpus(corpus, chars=entries * 6)  # ample: the build stops at `entries`
-    results: dict[str, Any] = {"corpus_chars": chars, "window": window, "stride": stride}
+    results: dict[str, Any] = {"window": window, "stride": stride}
     for kind in kinds:
+        if (root / kind / datastore.META).is_file():
+            meta = datastore.verify(str(root / kind), model)
+            results[kind] = {"entries": meta["entries"], "index": meta["index"],
+                             "reused": True, "built_at": meta["built_at"]}
+            continue
+        if not corpus.is_dir():
+            corpus.mkdir(parents=True)
+            # ample: the build stops at `entries`
+            results["corpus_chars"] = stdlib_corpus(corpus, chars=entries * 6)
         options = datastore.BuildOptions(index=kind, max_entries=entries, window=window,
                                          stride=stride, batch_windows=16)
         start = time.perf_counter()
@@ -78,8 +92,31 @@ def build_stores(model: str, root: Path, entries: int, kinds: list[str], window:
     return results
 
 
-def decode_round(url: str, prompts: list[str], ilsi: dict | None, tokens: int) -> tuple[float, int]:
-    def one(prompt: str) -> int:
+def reindexed_stores(root: Path, source: str, variants: list[str]) -> dict[str, Any]:
+    """Stores ``NAME=KIND:NPROBE`` made from ``source``'s keys by ``datastore.reindex``
+    (no forward pass), timed; one already there is reused."""
+    results: dict[str, Any] = {}
+    for variant in variants:
+        name, _, spec = variant.partition("=")
+        kind, _, nprobe = spec.partition(":")
+        out = root / name
+        if (out / datastore.META).is_file():
+            meta = datastore.verify(str(out))
+            results[name] = {"index": meta["index"], "reused": True}
+            continue
+        start = time.perf_counter()
+        meta = datastore.reindex(str(root / source), str(out), datastore.BuildOptions(
+            index=kind, nprobe=int(nprobe or 32)))
+        results[name] = {"index": meta["index"], "from": source,
+                         "reindex_s": round(time.perf_counter() - start, 2)}
+    return results
+
+
+def decode_round(url: str, prompts: list[str], ilsi: dict | None, tokens: int
+                 ) -> tuple[float, int, list[dict]]:
+    """One round of concurrent requests: wall seconds, completion tokens, and each
+    request's cost report (for the per-step search and stage times)."""
+    def one(prompt: str) -> tuple[int, dict]:
         params: dict[str, Any] = {"max_new_tokens": tokens, "temperature": 0,
                                   "ignore_eos": True}
         if ilsi:
@@ -87,12 +124,21 @@ def decode_round(url: str, prompts: list[str], ilsi: dict | None, tokens: int) -
         r = requests.post(url + "/generate", json={"text": prompt, "sampling_params": params},
                           timeout=600)
         r.raise_for_status()
-        return int(r.json()["meta_info"]["completion_tokens"])
+        meta = r.json()["meta_info"]
+        return int(meta["completion_tokens"]), (meta.get("ilsi") or {}).get("cost", {})
 
     start = time.perf_counter()
     with ThreadPoolExecutor(len(prompts)) as pool:
-        done = sum(pool.map(one, prompts))
-    return time.perf_counter() - start, done
+        outs = list(pool.map(one, prompts))
+    return time.perf_counter() - start, sum(n for n, _ in outs), [c for _, c in outs]
+
+
+def per_step_ms(costs: list[dict]) -> dict[str, float]:
+    """Mean per request and step: the companion stage's time (the store search and the
+    hand-over) and the logits stage's (the mixing)."""
+    steps = sum(c.get("steps", 0) for c in costs) or 1
+    return {"search_ms": round(sum(c.get("extra_distributions_ms", 0.0) for c in costs) / steps, 3),
+            "mix_ms": round(sum(c.get("stage_ms", 0.0) for c in costs) / steps, 3)}
 
 
 def main() -> None:
@@ -104,26 +150,39 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--indexes", default="flat,ivf",
-                        help="the stores to build and compare (flat, ivf)")
+                        help="the stores to build and compare (flat, ivf, ivfsq8, ivfpq)")
+    parser.add_argument("--variants", default="",
+                        help="more stores made from the first store's keys without a forward "
+                        "pass (datastore reindex), NAME=KIND:NPROBE,... e.g. "
+                        "ivf8=ivf:8,sq8=ivfsq8:32")
+    parser.add_argument("--keep", default=None,
+                        help="build the stores in this folder and keep them; stores already "
+                        "there are reused (default: a temporary folder, removed)")
     parser.add_argument("--window", type=int, default=512, help="build: tokens per forward")
     parser.add_argument("--stride", type=int, default=256,
                         help="build: new keys per later window (window - stride - 1 of context)")
     args = parser.parse_args()
     kinds = args.indexes.split(",")
+    variants = [v for v in args.variants.split(",") if v]
 
     from sglang_ilsi_lab.models import tiny
     from sglang_ilsi_lab.server_process import ServerProcess
 
     model = args.model or str(tiny.ensure())
-    root = Path(tempfile.mkdtemp(prefix="ilsi-retrieval-bench-"))
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ilsi-retrieval-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
     try:
-        report: dict[str, Any] = {"model": model, "build": build_stores(
-            model, root, args.entries, kinds, args.window, args.stride)}
+        report: dict[str, Any] = {"model": model, "k": args.k, "tokens": args.tokens,
+                                  "build": build_stores(model, root, args.entries, kinds,
+                                                        args.window, args.stride)}
+        if variants:
+            report["reindexed"] = reindexed_stores(root, kinds[0], variants)
+        stores = kinds + [v.partition("=")[0] for v in variants]
         knn = {"method": "knn_lm", "k": args.k, "knn_temperature": 10.0, "lambda": 0.25}
         modes: dict[str, dict | None] = {"plain": None}
-        modes.update({f"knn_{kind}": {**knn, "datastore": kind} for kind in kinds})
-        flags = ["--ilsi", *(a for kind in kinds
-                             for a in ("--ilsi-datastore", f"{kind}={root / kind}"))]
+        modes.update({f"knn_{name}": {**knn, "datastore": name} for name in stores})
+        flags = ["--ilsi", *(a for name in stores
+                             for a in ("--ilsi-datastore", f"{name}={root / name}"))]
         prompts = ["def main(argv):", "import os\nclass Path:", "for key, value in items:",
                    "    raise ValueError(", "# Copyright 2001", "return self._data["]
         with ServerProcess(model, flags, ["--dtype", "float32"]) as server:
@@ -132,13 +191,15 @@ def main() -> None:
                 batch = [prompts[i % len(prompts)] for i in range(concurrency)]
                 walls: dict[str, list[float]] = {m: [] for m in modes}
                 counts: dict[str, int] = {m: 0 for m in modes}
+                costs: dict[str, list[dict]] = {m: [] for m in modes}
                 names = list(modes)
                 for r in range(args.rounds):
                     for name in names[r % len(names):] + names[:r % len(names)]:
-                        wall, done = decode_round(server.base_url, batch, modes[name],
-                                                  args.tokens)
+                        wall, done, cost = decode_round(server.base_url, batch, modes[name],
+                                                        args.tokens)
                         walls[name].append(wall)
                         counts[name] += done
+                        costs[name] += cost
                 rate = {m: counts[m] / sum(walls[m]) for m in modes}
                 report[f"concurrency_{concurrency}"] = {
                     "tokens_per_s": {m: round(v, 1) for m, v in rate.items()},
@@ -146,10 +207,12 @@ def main() -> None:
                                        for m, w in walls.items()},
                     "ratio_to_plain": {m: round(rate[m] / rate["plain"], 3)
                                        for m in modes if m != "plain"},
+                    "per_request_step": {m: per_step_ms(costs[m]) for m in modes if m != "plain"},
                 }
         print(json.dumps(report, indent=2))
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -150,22 +150,35 @@ def _datastore_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--layer", type=int, default=None,
                    help="hidden state used as key: L < layers is the residual stream after L "
                    "layers; default the final hidden state (after the final norm)")
-    b.add_argument("--index", choices=INDEX_KINDS, default=d.index,
-                   help="flat: exact search (small stores); ivf / ivfpq: approximate, for large "
-                   "stores, with the recall measured at build time (see `datastore info`)")
-    b.add_argument("--nlist", type=int, default=d.nlist, help="IVF cells")
-    b.add_argument("--nprobe", type=int, default=d.nprobe, help="IVF cells searched per query")
-    b.add_argument("--pq-m", type=int, default=d.pq_m, help="IVF-PQ sub-quantizers")
+    _index_arguments(b, d, INDEX_KINDS)
     b.add_argument("--window", type=int, default=d.window, help="tokens per forward")
     b.add_argument("--stride", type=int, default=d.stride,
                    help="new keys per further window of a long document")
     b.add_argument("--max-entries", type=int, default=None, help="stop after this many keys")
     b.add_argument("--force", action="store_true", help="replace an existing store")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    r = sub.add_parser("reindex", help="copy a store with another faiss index over the same "
+                       "keys (no forward pass; the source must be flat or ivf)")
+    r.add_argument("source", help="a flat or ivf store")
+    r.add_argument("--out", required=True, help="the new store's folder (written atomically)")
+    _index_arguments(r, d, INDEX_KINDS)
+    r.add_argument("--force", action="store_true", help="replace an existing store")
     i = sub.add_parser("info", help="size, entries, model, layer and index of a store")
     i.add_argument("path")
     i.add_argument("--json", action="store_true", help="the store's meta.json")
     i.add_argument("--model", default=None, help="also check that the store fits this model")
+
+
+def _index_arguments(parser: argparse.ArgumentParser, d: Any, kinds: tuple[str, ...]) -> None:
+    parser.add_argument("--index", choices=kinds, default=d.index,
+                        help="flat: exact search (small stores); ivf (exact keys), ivfsq8 "
+                        "(8-bit keys, 4x smaller) / ivfpq (product-quantized): approximate, "
+                        "for large stores, with the recall measured at build time (see "
+                        "`datastore info`)")
+    parser.add_argument("--nlist", type=int, default=d.nlist, help="IVF cells")
+    parser.add_argument("--nprobe", type=int, default=d.nprobe,
+                        help="IVF cells searched per query")
+    parser.add_argument("--pq-m", type=int, default=d.pq_m, help="IVF-PQ sub-quantizers")
 
 
 def _datastore(ns: argparse.Namespace) -> int:
@@ -178,6 +191,12 @@ def _datastore(ns: argparse.Namespace) -> int:
                 pq_m=ns.pq_m, window=ns.window, stride=ns.stride, max_entries=ns.max_entries)
             meta = datastore.build(ns.corpus, ns.model, ns.out, options, quiet=ns.quiet,
                                    force=ns.force)
+            print("\n".join(datastore.describe(meta, ns.out)))
+            return 0
+        if ns.action == "reindex":
+            options = datastore.BuildOptions(index=ns.index, nlist=ns.nlist, nprobe=ns.nprobe,
+                                             pq_m=ns.pq_m)
+            meta = datastore.reindex(ns.source, ns.out, options, force=ns.force)
             print("\n".join(datastore.describe(meta, ns.out)))
             return 0
         meta = datastore.verify(ns.path, ns.model)

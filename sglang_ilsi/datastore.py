@@ -53,7 +53,8 @@ from sglang_ilsi.cache import sha256_file
 
 FORMAT = "sglang-ilsi-datastore/1"
 CORPUS_SUFFIXES = (".txt", ".md", ".py", ".jsonl")
-INDEX_KINDS = ("flat", "ivf", "ivfpq")
+INDEX_KINDS = ("flat", "ivf", "ivfsq8", "ivfpq")
+EXACT_KEYS = ("flat", "ivf")  # kinds that keep the keys themselves (reindex reads them)
 META, INDEX, VALUES, CORPUS = "meta.json", "index.faiss", "values.npy", "corpus.jsonl"
 DOCUMENTS = "documents.npy"
 
@@ -334,11 +335,7 @@ def build(corpus: str, model_path: str, out: str, options: BuildOptions = BuildO
         "tokenizer_fingerprint": plan["tokenizer_fingerprint"],
         "layer": encoder.layer,
         "entries": int(len(values)),
-        "index": {"kind": options.index, **({"nlist": _nlist(options, len(values)),
-                                             "nprobe": options.nprobe}
-                                            if options.index != "flat" else {}),
-                  **({"pq_m": options.pq_m} if options.index == "ivfpq" else {}),
-                  "recall": recall},
+        "index": index_meta(options, len(values), recall),
         "corpus": {"path": os.path.abspath(corpus), "files": len(files), "documents": len(docs),
                    "examples": sum(1 for _, _, first in docs if first > 0),
                    "window": options.window, "stride": options.stride,
@@ -388,6 +385,53 @@ def _shard_entries(encoder: KeyEncoder, shard: list[tuple[str, list[int], int]],
     return np.ascontiguousarray(k, dtype=np.float32), v, counts
 
 
+def index_meta(options: BuildOptions, entries: int, recall: dict[str, Any] | None
+               ) -> dict[str, Any]:
+    """``meta.json``'s ``index``: its kind, IVF cells and probes, PQ size, recall."""
+    return {"kind": options.index,
+            **({"nlist": _nlist(options, entries), "nprobe": options.nprobe}
+               if options.index != "flat" else {}),
+            **({"pq_m": options.pq_m} if options.index == "ivfpq" else {}),
+            "recall": recall}
+
+
+def reindex(source: str, out: str, options: BuildOptions, force: bool = False
+            ) -> dict[str, Any]:
+    """A copy of the store at ``source`` with another faiss index over the same keys,
+    without a forward pass: the keys are read back from a store that keeps them
+    (``flat`` or ``ivf``), and the values, document ends and corpus are copied. For
+    trying another index kind, cell count or probe count on a large store in
+    minutes instead of a rebuild."""
+    import faiss
+
+    options.check()
+    target = Path(out)
+    if target.exists() and not force:
+        raise DatastoreError(f"{out} exists; pass --force to replace it")
+    meta = verify(source)
+    kind = meta["index"]["kind"]
+    if kind not in EXACT_KEYS:
+        raise DatastoreError(f"{source}: a {kind} index keeps only compressed keys; reindex a "
+                             f"{' or '.join(EXACT_KEYS)} store, or rebuild from the corpus")
+    if DOCUMENTS not in meta.get("files", {}) or CORPUS not in meta.get("files", {}):
+        raise DatastoreError(f"{source} was built by an older sglang-ilsi; rebuild it with "
+                             "`sglang-ilsi datastore build`")
+    index = faiss.read_index(str(Path(source) / INDEX))
+    if kind != "flat":
+        faiss.extract_index_ivf(index).make_direct_map()
+    keys = index.reconstruct_n(0, index.ntotal)
+    new_index, recall = make_index(np.ascontiguousarray(keys, dtype=np.float32), options)
+    with open(Path(source) / CORPUS, encoding="utf-8") as f:
+        texts = [json.loads(line) for line in f]
+    new_meta = {key: value for key, value in meta.items() if key not in ("files", "index")}
+    new_meta.update(index=index_meta(options, int(meta["entries"]), recall),
+                    reindexed_from={"path": os.path.abspath(source), "index": meta["index"]},
+                    built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    _write_store(target, new_index, np.load(Path(source) / VALUES),
+                 np.load(Path(source) / DOCUMENTS), texts, new_meta, force)
+    return new_meta
+
+
 def _nlist(options: BuildOptions, n: int) -> int:
     # faiss wants about 39 training points per cell; fewer cells for small stores
     return max(1, min(options.nlist, n // 39))
@@ -405,7 +449,8 @@ def make_index(keys: np.ndarray, options: BuildOptions) -> tuple[Any, dict[str, 
         index.add(keys)
         return index, None
     nlist = _nlist(options, len(keys))
-    spec = f"IVF{nlist},Flat" if options.index == "ivf" else f"IVF{nlist},PQ{options.pq_m}"
+    codes = {"ivf": "Flat", "ivfsq8": "SQ8", "ivfpq": f"PQ{options.pq_m}"}[options.index]
+    spec = f"IVF{nlist},{codes}"
     if options.index == "ivfpq" and d % options.pq_m:
         raise DatastoreError(f"pq_m {options.pq_m} must divide the hidden size {d}")
     index = faiss.index_factory(d, spec, faiss.METRIC_L2)
@@ -656,6 +701,10 @@ def describe(meta: dict[str, Any], path: str) -> list[str]:
         r = index["recall"]
         lines.append(f"recall:     {r['recall_at_k']:.4f} of the exact top-{r['k']} "
                      f"({r['queries']} stored keys as queries)")
+    if meta.get("reindexed_from"):
+        source = meta["reindexed_from"]
+        lines.append(f"reindexed:  from {source['path']} ({source['index']['kind']} index), "
+                     "the same keys")
     corpus = meta.get("corpus", {})
     lines.append(f"corpus:     {corpus.get('path')} ({corpus.get('files')} files, "
                  f"{corpus.get('documents')} documents"

@@ -103,6 +103,14 @@ def test_bad_continuations_are_400s_naming_the_parameter(client, ilsi, needle):
     assert client.generate(PROMPT, max_new_tokens=2)["output_ids"]  # still serving
 
 
+def test_a_grammar_in_sampling_params_is_refused(client):
+    r = client.post("/generate", {"text": PROMPT, "sampling_params": {
+        "max_new_tokens": 2, "regex": "[a-z]+",
+        "custom_params": {"ilsi": {**KNN, "forced_continuation": "abc"}}}})
+    assert r.status_code == 400, r.text
+    assert "forced_continuation" in r.text and "sampling_params.regex" in r.text
+
+
 def test_forced_rows_among_concurrent_free_rows(client, hf, forced_ids):
     """Forced rows batched with free kNN-LM, typical and plain rows: every row's
     tokens and report are those it gets alone."""

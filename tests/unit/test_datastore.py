@@ -121,6 +121,39 @@ def test_ivf_records_its_recall(corpus, tiny_model_path, tmp_path):
     assert s.search(np.zeros((3, s.dim), np.float32), 5)[0].shape == (3, 5)
 
 
+def test_reindex_gives_the_same_keys_another_index(store, tiny_model_path, tmp_path, capsys):
+    """``datastore reindex``: an ivf and an ivfsq8 copy of the flat store, from its own keys
+    (no forward pass); a compressed store cannot be a source."""
+    assert cli.main(["datastore", "reindex", str(store), "--out", str(tmp_path / "ivf"),
+                     "--index", "ivf", "--nlist", "4", "--nprobe", "4"]) == 0
+    assert "reindexed:  from" in capsys.readouterr().out
+    flat, ivf = datastore.Store(str(store)), datastore.Store(str(tmp_path / "ivf"),
+                                                               tiny_model_path)
+    assert ivf.meta["index"]["kind"] == "ivf" and ivf.meta["index"]["recall"]["recall_at_k"] == 1
+    assert ivf.meta["reindexed_from"]["index"]["kind"] == "flat"
+    for name in (datastore.VALUES, datastore.DOCUMENTS, datastore.CORPUS):
+        assert (Path(store) / name).read_bytes() == (tmp_path / "ivf" / name).read_bytes()
+    keys = flat.index.reconstruct_n(0, flat.index.ntotal)
+    queries = keys[::7] + 0.01
+    for a, b in zip(flat.search(queries, 5), ivf.search(queries, 5)):
+        assert np.allclose(a, b, atol=1e-4)  # every cell probed: the flat store's answers
+    # from the ivf copy on: 8-bit keys, the same values, distances close to exact
+    meta = datastore.reindex(str(tmp_path / "ivf"), str(tmp_path / "sq8"), datastore.BuildOptions(
+        index="ivfsq8", nlist=4, nprobe=4))
+    assert meta["index"]["kind"] == "ivfsq8" and meta["entries"] == flat.meta["entries"]
+    sq8 = datastore.Store(str(tmp_path / "sq8"))
+    assert (tmp_path / "sq8" / datastore.INDEX).stat().st_size < \
+        (Path(store) / datastore.INDEX).stat().st_size / 2
+    exact, _ = flat.search(queries, 1)
+    approx, _ = sq8.search(queries, 1)
+    assert np.allclose(approx, exact, rtol=0.05, atol=0.05)
+    with pytest.raises(datastore.DatastoreError, match="keeps only compressed keys"):
+        datastore.reindex(str(tmp_path / "sq8"), str(tmp_path / "again"),
+                          datastore.BuildOptions(index="ivf", nlist=4))
+    with pytest.raises(datastore.DatastoreError, match="exists"):
+        datastore.reindex(str(store), str(tmp_path / "ivf"), datastore.BuildOptions())
+
+
 def test_corrupt_and_mismatched_stores_are_refused(store, tiny_model_path, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(store, bad)
@@ -248,6 +281,33 @@ def test_knn_lm_equals_the_formula():
         finite = torch.isfinite(logits[i])
         assert torch.allclose(out[i][finite].double(), want[finite], atol=1e-5)
         assert not torch.isfinite(out[i][~finite]).any()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_knn_lm_sparse_mixing_equals_the_dense_mixture(seed):
+    """``apply`` mixes only at the retrieved tokens; the dense p_kNN and
+    :func:`knn_lm.interpolated` give the same row (masked retrieved tokens, repeated
+    tokens, missing neighbours, λ at 0 and 1 included)."""
+    from sglang_ilsi.methods.retrieval.knn_lm import interpolated, knn_distribution
+
+    gen = torch.Generator().manual_seed(seed)
+    vocab, k = 300, 12
+    logits = torch.randn(4, vocab, generator=gen) * 4
+    tokens = torch.randint(0, 20, (4, k), generator=gen).float()  # many repeats
+    dist = torch.sort(torch.rand(4, k, generator=gen) * 40).values
+    logits[1, tokens[1, :3].long()] = float("-inf")  # retrieved but masked
+    logits[:, 250:] = float("-inf")
+    dist[2, 6:], tokens[2, 6:] = float("inf"), -1.0  # fewer neighbours found
+    params = [{"k": k, "knn_temperature": 5.0, "lambda": lam} for lam in (0.0, 0.4, 1.0, 0.7)]
+    rows = [_row(p, torch.stack([dist[i], tokens[i]])) for i, p in enumerate(params)]
+    out = KNN.apply(logits.clone(), rows)
+    p_lm = torch.softmax(logits.double(), -1)
+    for i, p in enumerate(params):
+        dense = knn_distribution(dist[i], tokens[i], k, 5.0, vocab)
+        want = interpolated(logits[i], p_lm[i], dense, p["lambda"])
+        assert torch.equal(torch.isfinite(out[i]), torch.isfinite(want)), i
+        finite = torch.isfinite(want)
+        assert torch.allclose(out[i][finite], want[finite], atol=2e-5), i
 
 
 def test_knn_lm_requirements_and_empty_store():

@@ -135,6 +135,11 @@ def prepare_generate_input(obj: Any, tokenizer: Any, plans: list[plan.Plan],
         if chain is not None and item.get("ignore_eos"):
             _refuse_ignore_eos(chain)
         if chain is not None and chain.forced:
+            clash = [k for k in SGLANG_GRAMMAR_KEYS if item.get(k) is not None]
+            if clash:
+                raise IlsiRequestError(plan.FORCED_KEY, f"cannot be combined with "
+                                       f"sampling_params.{clash[0]} (the continuation is "
+                                       "given, not generated)")
             # the continuation is the output: as many new tokens as it has
             item["max_new_tokens"] = len(chain.forced)
         rewritten = plan.rewrite_custom_params(item.get("custom_params"), chain)

@@ -24,6 +24,7 @@ the store (``engine/scheduler/companions.py``); this file only mixes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,17 +37,27 @@ from sglang_ilsi.registry import register
 MAX_K = 2048
 
 
-def knn_distribution(distances: torch.Tensor, tokens: torch.Tensor, k: int,
-                     temperature: float, vocab: int) -> torch.Tensor:
-    """p_kNN over ``vocab`` from the k nearest neighbours (``distances``
-    ascending, their next ``tokens``; missing neighbours have token < 0)."""
+def knn_support(distances: torch.Tensor, tokens: torch.Tensor, k: int, temperature: float,
+                vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """p_kNN where it is not zero: the distinct next tokens of the k nearest neighbours
+    (``distances`` ascending, their next ``tokens``; missing neighbours have token < 0)
+    and their probabilities (float64); both empty when nothing was found."""
     d, t = distances[:k].double(), tokens[:k].long()
     found = (t >= 0) & (t < vocab) & torch.isfinite(d)
-    p = torch.zeros(vocab, dtype=torch.float64, device=distances.device)
     if not bool(found.any()):
-        return p
+        return t[:0], d[:0]
     weights = torch.softmax(-d[found] / temperature, dim=0)
-    return p.index_add_(0, t[found], weights)
+    support, slot = torch.unique(t[found], return_inverse=True)
+    return support, torch.zeros(len(support), dtype=torch.float64,
+                                device=d.device).index_add_(0, slot, weights)
+
+
+def knn_distribution(distances: torch.Tensor, tokens: torch.Tensor, k: int,
+                     temperature: float, vocab: int) -> torch.Tensor:
+    """p_kNN over ``vocab`` (float64), from :func:`knn_support`."""
+    support, p = knn_support(distances, tokens, k, temperature, vocab)
+    return torch.zeros(vocab, dtype=torch.float64, device=distances.device
+                       ).index_copy_(0, support, p)
 
 
 DATASTORE_PARAM = Param("datastore", "str", "", "name of the store (--ilsi-datastore "
@@ -95,12 +106,23 @@ class KnnLM(LogitsMethod):
 
     @classmethod
     def apply(cls, logits: torch.Tensor, rows: Sequence[RowContext]) -> torch.Tensor:
+        """log p per row, without a dense p_kNN: p_kNN is zero outside the ≤ k
+        retrieved tokens, so every other token's log p is log(1−λ) + log p_LM (one pass
+        over the vocabulary), and the retrieved tokens get log(λ·p_kNN + (1−λ)·p_LM),
+        computed in float64. Equal to :func:`interpolated` up to float32 rounding."""
         vocab = logits.shape[-1]
-        p_lm = torch.softmax(logits.double(), dim=-1)
-        out = torch.empty_like(logits)
+        out = torch.log_softmax(logits, dim=-1)
         for i, row in enumerate(rows):
             neighbours = row.inputs[datastore_key(row.params["datastore"])]
-            p_knn = knn_distribution(neighbours[0], neighbours[1], int(row.params["k"]),
-                                     float(row.params["knn_temperature"]), vocab)
-            out[i] = interpolated(logits[i], p_lm[i], p_knn, float(row.params["lambda"]))
+            support, p_knn = knn_support(neighbours[0], neighbours[1], int(row.params["k"]),
+                                         float(row.params["knn_temperature"]), vocab)
+            if len(support) == 0:  # nothing retrieved: λ = 0, p = p_LM
+                continue
+            support = support.to(out.device)
+            lam = float(row.params["lambda"])
+            p_lm = out[i].index_select(0, support).double().exp()
+            mixed = lam * p_knn.to(out.device) + (1.0 - lam) * p_lm
+            mixed = mixed.masked_fill(~torch.isfinite(logits[i].index_select(0, support)), 0.0)
+            out[i] += math.log1p(-lam) if lam < 1.0 else float("-inf")
+            out[i].index_copy_(0, support, mixed.log().to(out.dtype))
         return out
