@@ -51,6 +51,11 @@ PAIRS = {
     "code": ("smollm2-135m-instruct", "smollm2-amateur", [
         "def py_encode_basestring(s):\n", "class JSONDecodeError(ValueError):\n",
         "def _decode_uXXXX(s, pos):\n", "def py_make_scanner(context):\n"], False),
+    # code completion in files a large REST store holds (the stdlib's first 6M characters,
+    # benchmarks/retrieval.py's 1M-entry store): pass it with --rest-store
+    "stdlib": ("smollm2-135m-instruct", "smollm2-amateur", [
+        "    def _format_action_invocation(self, action):\n", "def leapdays(y1, y2):\n",
+        "def fix_missing_locations(node):\n", "def increment_lineno(node, n=1):\n"], False),
     "smollm2": ("smollm2-135m-instruct", "smollm2-amateur", [
         "What is the capital of France?", "Write a Python function for Fibonacci numbers.",
         "Tell me a short story about a cat.", "Explain photosynthesis in two sentences."], True),
@@ -213,6 +218,10 @@ def main() -> None:
     parser.add_argument("--rest-corpus", default=str(Path(json.__file__).parent),
                         help="folder REST's datastore is built from (default: the stdlib's "
                         "json package, which the 'code' pair's prompts come from)")
+    parser.add_argument("--rest-store", default=None,
+                        help="an existing store whose text REST drafts from (instead of one "
+                        "built from --rest-corpus), e.g. the 1M-entry store "
+                        "benchmarks/retrieval.py --keep leaves")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     chosen = {"plain", *args.configs.split(",")}
@@ -221,7 +230,7 @@ def main() -> None:
     for pair in args.pair or ["lab"]:
         draft = str(catalog.prepare(PAIRS[pair][1]))
         alpha, beta = (float(x) for x in args.scd.split(","))
-        rest_store = stores / pair
+        rest_store = Path(args.rest_store) if args.rest_store else stores / pair
         if "rest" in chosen and not rest_store.exists():
             datastore.build(args.rest_corpus, str(catalog.prepare(PAIRS[pair][0])),
                             str(rest_store), quiet=True)
