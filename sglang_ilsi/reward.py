@@ -11,7 +11,10 @@ The folder format (what ``scripts/train_reward_models.py`` writes):
 - an HF ``*ForSequenceClassification`` (outcome) or ``*ForTokenClassification``
   (process) model with ``num_labels = 1``, its tokenizer, and
   ``sglang_ilsi_reward.json`` = ``{"kind": "outcome" | "process",
-  "step_delimiter": "\\n", ...}``.
+  "step_delimiter": "\\n", ...}``;
+- or an HF ``*ForCausalLM`` read through its own likelihood, declared with
+  ``"reads": "likelihood"``: a verifier without training, e.g. a stronger model
+  of the policy's tokenizer judging the policy's steps.
 
 Scoring convention (the same in training, here and in the tests' reference):
 a solution is a list of *steps* (the text split after each delimiter, each
@@ -21,7 +24,11 @@ score is ``sigmoid(score_head(h_t))`` on the last hidden state. An outcome
 model's reward is read at the last token; a process model gives one score per
 step, read at each step's last token, and a method folds them into one reward
 with :func:`aggregate` (``last``, ``min``, ``prod``, ``mean``; Lightman et al.
-2023 and Snell et al. 2024 compare these).
+2023 and Snell et al. 2024 compare these). A likelihood model's per-token score is
+p(x_t | x_<t) under the model, and a step's score is the lowest such probability of
+any solution token up to the step's end (the least likely token written so far:
+one wrong digit is enough to sink it); its outcome score is that of the whole
+solution.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from sglang_ilsi.reward_cache import (
 REWARD_FILE = "sglang_ilsi_reward.json"
 OUTCOME, PROCESS = "outcome", "process"
 ARCHITECTURE_SUFFIX = {OUTCOME: "ForSequenceClassification", PROCESS: "ForTokenClassification"}
+HEAD, LIKELIHOOD = "head", "likelihood"  # how a folder is read: its score head, or its LM
 AGGREGATES = ("last", "min", "prod", "mean")
 MAX_SCORED_TOKENS = 8192  # one scored solution, prompt included
 # the most bytes of keys and values one batched read may hold (longer batches are split)
@@ -67,10 +75,12 @@ class RewardInfo:
     step_delimiter: str
     architecture: str
     max_positions: int
+    reads: str = HEAD  # HEAD or LIKELIHOOD
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "step_delimiter": self.step_delimiter,
-                "architecture": self.architecture, "max_positions": self.max_positions}
+                "architecture": self.architecture, "max_positions": self.max_positions,
+                "reads": self.reads}
 
 
 def read_info(name: str, path: str) -> RewardInfo:
@@ -90,19 +100,27 @@ def read_info(name: str, path: str) -> RewardInfo:
     kind = declared.get("kind")
     if kind not in ARCHITECTURE_SUFFIX:
         raise RewardModelError(f"{REWARD_FILE}: kind must be 'outcome' or 'process', got {kind!r}")
+    reads = declared.get("reads", HEAD)
+    if reads not in (HEAD, LIKELIHOOD):
+        raise RewardModelError(f"{REWARD_FILE}: reads must be {HEAD!r} or {LIKELIHOOD!r}, got "
+                               f"{reads!r}")
     architectures = config.get("architectures") or []
     arch = architectures[0] if architectures else ""
-    if not arch.endswith(ARCHITECTURE_SUFFIX[kind]):
-        raise RewardModelError(f"a {kind} reward model must be an HF "
-                               f"*{ARCHITECTURE_SUFFIX[kind]}, config.json says {arch!r}")
-    if int(config.get("num_labels", len(config.get("id2label") or {0: 0}))) != 1:
+    suffix = "ForCausalLM" if reads == LIKELIHOOD else ARCHITECTURE_SUFFIX[kind]
+    if not arch.endswith(suffix):
+        what = "a likelihood" if reads == LIKELIHOOD else f"a {kind}"
+        raise RewardModelError(f"{what} reward model must be an HF *{suffix}, config.json "
+                               f"says {arch!r}")
+    if reads == HEAD and int(config.get("num_labels",
+                                        len(config.get("id2label") or {0: 0}))) != 1:
         raise RewardModelError("a reward model must have num_labels = 1 (one score)")
     delimiter = declared.get("step_delimiter", "\n")
     if not isinstance(delimiter, str) or not delimiter:
         raise RewardModelError(f"{REWARD_FILE}: step_delimiter must be a non-empty string")
     return RewardInfo(name=name, path=os.path.abspath(path), kind=kind, step_delimiter=delimiter,
                       architecture=arch,
-                      max_positions=int(config.get("max_position_embeddings") or 2048))
+                      max_positions=int(config.get("max_position_embeddings") or 2048),
+                      reads=reads)
 
 
 def split_steps(text: str, delimiter: str) -> list[str]:
@@ -155,7 +173,8 @@ def remote_info(name: str, url: str, timeout_s: float = 10.0) -> RewardInfo:
             return RewardInfo(name=name, path=url, kind=entry["kind"],
                               step_delimiter=entry["step_delimiter"],
                               architecture=entry.get("architecture", ""),
-                              max_positions=int(entry.get("max_positions", 0)))
+                              max_positions=int(entry.get("max_positions", 0)),
+                              reads=entry.get("reads", HEAD))
     served = [e.get("name") for e in listing.get("reward_models", [])]
     raise RewardModelError(f"{url} serves no local reward model named {name!r} (it serves "
                            f"{served or 'none'})")
@@ -192,24 +211,30 @@ class RewardModel:
                  cache_tokens: int = DEFAULT_CAPACITY_TOKENS):
         import torch
         from transformers import (
+            AutoModelForCausalLM,
             AutoModelForSequenceClassification,
             AutoModelForTokenClassification,
             AutoTokenizer,
         )
 
         self.info = info
-        loader = (AutoModelForTokenClassification if info.kind == PROCESS
-                  else AutoModelForSequenceClassification)
+        self.likelihood = info.reads == LIKELIHOOD
+        # a likelihood read re-reads a cached prefix's last token: its next-token
+        # distribution scores the first new token
+        self.overlap = 1 if self.likelihood else 0
+        loader = (AutoModelForCausalLM if self.likelihood else AutoModelForTokenClassification
+                  if info.kind == PROCESS else AutoModelForSequenceClassification)
         self.model = loader.from_pretrained(info.path, dtype=torch.float32).to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(info.path)
         self.device = device
         self.parameters = sum(p.numel() for p in self.model.parameters())
         self.bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         body = getattr(self.model, "model", None)
-        head = getattr(self.model, "score", None)
+        head = getattr(self.model, "lm_head" if self.likelihood else "score", None)
         if body is None or head is None:
-            raise RewardModelError(f"{info.architecture}: expected a .model body and a .score "
-                                   "head (Llama-style classification models)")
+            raise RewardModelError(f"{info.architecture}: expected a .model body and a "
+                                   f"{'.lm_head' if self.likelihood else '.score head'} "
+                                   "(Llama-style models)")
         self._body, self._head = body, head
         self.cache = (PrefixCache(cache_tokens, kv_bytes_per_token(self.model.config, 4))
                       if cache_tokens > 0 else None)
@@ -247,6 +272,10 @@ class RewardModel:
         probs: dict[int, Any] = {}
         reused: dict[int, int] = {}
         found = {k: self.cache.longest(rows[k]) if self.cache else None for k in live}
+        for k in live:  # a likelihood read needs a cached token before the new ones
+            entry = found[k]
+            if entry is not None and len(entry) <= self.overlap:
+                found[k] = None
         fresh = [k for k in live if found[k] is None]
         if fresh:
             self._read_whole(fresh, rows, job_of, probs)
@@ -255,7 +284,8 @@ class RewardModel:
             entry = found[k]
             if entry is not None:
                 extending.setdefault((job_of[k], entry.ids), []).append(k)
-                reused[k] = len(entry)
+                # tokens not computed again (a likelihood read re-reads one)
+                reused[k] = len(entry) - (self.overlap if len(rows[k]) > len(entry) else 0)
         for group in extending.values():
             entry = found[group[0]]
             assert entry is not None
@@ -263,20 +293,35 @@ class RewardModel:
         for k in live:
             ids, ends = encoded[k]
             read = ends if self.info.kind == PROCESS else [len(ids) - 1]
-            results[k] = Scored(tuple(float(probs[k][t]) for t in read), len(ids),
+            scores = probs[k]
+            if self.likelihood:  # the least likely solution token up to each position
+                import torch
+
+                first = len(self.encode(prompts[k], [])[0])
+                scores = torch.cat([scores[:first], torch.cummin(scores[first:], 0).values])
+            results[k] = Scored(tuple(float(scores[t]) for t in read), len(ids),
                                 reused.get(k, 0))
         return results
 
     def _forward(self, input_ids: Any, mask: Any, past: Any = None, positions: Any = None
                  ) -> tuple[Any, Any]:
-        """Per-position scores (sigmoid of the head) and the KV cache of one batch."""
+        """Per-position scores and the KV cache of one batch: the sigmoid of the score
+        head, or (likelihood) each token's probability given the tokens before it in
+        the batch's rows (the first position, whose predecessor is not in the batch,
+        scores 1)."""
         import torch
 
         with torch.inference_mode():
             out = self._body(input_ids=input_ids.to(self.device), attention_mask=mask.to(
                 self.device), past_key_values=past, position_ids=positions,
                 use_cache=self.cache is not None)
-            probs = torch.sigmoid(self._head(out.last_hidden_state)[..., 0].float()).cpu()
+            if not self.likelihood:
+                probs = torch.sigmoid(self._head(out.last_hidden_state)[..., 0].float()).cpu()
+                return probs, out.past_key_values
+            logprobs = torch.log_softmax(self._head(out.last_hidden_state[:, :-1]).float(), -1)
+            following = input_ids[:, 1:].to(logprobs.device).unsqueeze(-1)
+            probs = torch.ones(input_ids.shape, dtype=torch.float32)
+            probs[:, 1:] = logprobs.gather(-1, following)[..., 0].exp().cpu()
         return probs, out.past_key_values
 
     def _chunks(self, rows: list[int], tokens_per_row: Any) -> list[list[int]]:
@@ -336,6 +381,8 @@ class RewardModel:
         from transformers import DynamicCache
 
         start = len(entry)
+        # where this read starts: a likelihood read re-reads the entry's last token
+        begin = start - self.overlap
         longer = [k for k in rows if len(ids_of[k]) > start]
         for k in rows:
             if len(ids_of[k]) == start:  # read before: every score is in the entry
@@ -345,26 +392,28 @@ class RewardModel:
         shared = common_prefix_length([ids_of[k] for k in rows])
         grown: tuple[list[Any], list[Any], Any] | None = None
         for run in self._chunks(longer, lambda k: len(ids_of[k])):
-            width = max(len(ids_of[k]) for k in run) - start
+            width = max(len(ids_of[k]) for k in run) - begin
             n = len(run)
             input_ids = torch.zeros((n, width), dtype=torch.long)
-            mask = torch.zeros((n, start + width), dtype=torch.long)
-            mask[:, :start] = 1
+            mask = torch.zeros((n, begin + width), dtype=torch.long)
+            mask[:, :begin] = 1
             for row, k in enumerate(run):
-                rest = ids_of[k][start:]
+                rest = ids_of[k][begin:]
                 input_ids[row, :len(rest)] = torch.tensor(rest)
-                mask[row, start:start + len(rest)] = 1
+                mask[row, begin:begin + len(rest)] = 1
             past = DynamicCache(ddp_cache_data=[
-                (key.expand(n, -1, -1, -1), value.expand(n, -1, -1, -1))
+                (key[..., :begin, :].expand(n, -1, -1, -1),
+                 value[..., :begin, :].expand(n, -1, -1, -1))
                 for key, value in zip(entry.keys, entry.values, strict=True)])
-            positions = (start + torch.arange(width)).unsqueeze(0).expand(n, -1).to(self.device)
+            positions = (begin + torch.arange(width)).unsqueeze(0).expand(n, -1).to(self.device)
             read, kv = self._forward(input_ids, mask, past, positions)
             for row, k in enumerate(run):
-                probs[k] = torch.cat([entry.probs, read[row, :len(ids_of[k]) - start]])
+                probs[k] = torch.cat([entry.probs,
+                                      read[row, self.overlap:len(ids_of[k]) - begin]])
             if grown is None and shared > start:  # the shared part, from the first row
                 grown = ([layer.keys[:1, :, start:shared] for layer in kv.layers],
                          [layer.values[:1, :, start:shared] for layer in kv.layers],
-                         read[0, :shared - start])
+                         read[0, start - begin:shared - begin])
         if self.cache is None or grown is None:
             return
         keys, values, scores = grown

@@ -1,7 +1,8 @@
 """End-to-end: reward models beside the policy, and the searches that use them.
 
 One server: the lab policy ``lab-target-early`` with the lab's trained process
-and outcome reward models co-resident (``--ilsi-reward-model``); a second one
+and outcome reward models and the likelihood verifier (``lab-verifier``: lab-target
+read through its own likelihood) co-resident (``--ilsi-reward-model``); a second one
 that uses the first's process model over HTTP (``--ilsi-reward-url``). Oracles:
 
 - the reward models in plain transformers (``tests/reference/reward_reference.py``);
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.server
 
 POLICY = str(lab.folder("lab-target-early"))
 PRM, ORM = str(lab.folder("lab-prm")), str(lab.folder("lab-orm"))
+VERIFIER = str(lab.folder("lab-verifier"))
 ITEMS = synthetic.arithmetic(6, seed=1, difficulty=3)
 MAX_NEW = 48
 
@@ -44,7 +46,8 @@ MAX_NEW = 48
 @pytest.fixture(scope="module")
 def client():
     yield from start_server(POLICY, ["--ilsi", "--ilsi-reward-model", f"prm={PRM}",
-                                     "--ilsi-reward-model", f"orm={ORM}"])
+                                     "--ilsi-reward-model", f"orm={ORM}",
+                                     "--ilsi-reward-model", f"verifier={VERIFIER}"])
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +57,8 @@ def remote_client(client):
 
 @pytest.fixture(scope="module")
 def refs():
-    return {"prm": RewardReference(PRM), "orm": RewardReference(ORM)}
+    return {"prm": RewardReference(PRM), "orm": RewardReference(ORM),
+            "verifier": RewardReference(VERIFIER)}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +78,7 @@ def test_reward_scores_equal_transformers(client, refs):
     wrong_first = item["answer"].replace("=", "=1", 1)
     solutions = [refs["prm"].steps(item["answer"]), refs["prm"].steps(wrong_first),
                  [" 1+1=2\n"], refs["prm"].steps(item["answer"])[:1]]
-    for name in ("prm", "orm"):
+    for name in ("prm", "orm", "verifier"):
         r = client.post("/ilsi/reward", {"reward_model": name,
                                          "prompts": [item["prompt"]] * len(solutions),
                                          "solutions": solutions})
@@ -83,14 +87,21 @@ def test_reward_scores_equal_transformers(client, refs):
         for got, steps in zip(body["scores"], solutions, strict=True):
             want = refs[name].step_scores(item["prompt"], steps)
             assert got == pytest.approx(list(want), abs=1e-5)
-        assert len(body["scores"][0]) == (len(solutions[0]) if name == "prm" else 1)
+        assert len(body["scores"][0]) == (1 if name == "orm" else len(solutions[0]))
+    # the verifier checks the arithmetic: a wrong first result sinks every later step
+    r = client.post("/ilsi/reward", {"reward_model": "verifier", "prompts": [item["prompt"]] * 2,
+                                     "solutions": solutions[:2]})
+    right, wrong = r.json()["scores"]
+    assert min(right) > 0.2 and max(wrong) < 0.05, (right, wrong)
 
 
 def test_reward_listing_and_bad_scoring_input(client):
     import requests
 
     listed = requests.get(client.base_url + "/ilsi/reward", timeout=30).json()["reward_models"]
-    assert {(m["name"], m["kind"]) for m in listed} == {("prm", "process"), ("orm", "outcome")}
+    assert {(m["name"], m["kind"], m["reads"]) for m in listed} == {
+        ("prm", "process", "head"), ("orm", "outcome", "head"),
+        ("verifier", "process", "likelihood")}
     bad = [({"reward_model": "nope", "prompts": ["x"], "solutions": [["y"]]}, "reward_model"),
            ({"reward_model": "prm", "prompts": "x", "solutions": [["y"]]}, "prompts"),
            ({"reward_model": "prm", "prompts": ["x"], "solutions": [["y"], ["z"]]}, "solutions")]
@@ -156,14 +167,16 @@ def _replayed(client, refs, tokenizer, out: dict, prompt: str, scorer) -> None:
         out["output_ids"])
 
 
-@pytest.mark.parametrize("method,item", [("prm_beam_search", 0), ("prm_beam_search", 1),
-                                         ("dvts", 2), ("mcts", 3)])
-def test_search_equals_reference_replay(client, refs, tokenizer, method, item):
+@pytest.mark.parametrize("method,item,rm", [("prm_beam_search", 0, "prm"),
+                                            ("prm_beam_search", 1, "prm"),
+                                            ("dvts", 2, "prm"), ("mcts", 3, "prm"),
+                                            ("prm_beam_search", 4, "verifier")])
+def test_search_equals_reference_replay(client, refs, tokenizer, method, item, rm):
     prompt = ITEMS[item]["prompt"]
     shape = {"n": 6, "width": 2} if method == "mcts" else {"n": 4, "beam_width": 2}
-    ilsi = {"method": method, **shape, "max_steps": 5, "reward_model": "prm"}
+    ilsi = {"method": method, **shape, "max_steps": 5, "reward_model": rm}
     out = _run(client, prompt, ilsi, 11 + item)
-    _replayed(client, refs, tokenizer, out, prompt, refs["prm"].scorer())
+    _replayed(client, refs, tokenizer, out, prompt, refs[rm].scorer())
 
 
 def test_search_with_outcome_model_and_min_aggregate(client, refs, tokenizer):

@@ -1,7 +1,9 @@
 """Reward models scored with plain transformers, written from the folder format
 (sglang_ilsi/reward.py's docstring), independent of ``sglang_ilsi.reward``: the
 model's own forward (``.logits``; a sequence classifier pools the last token
-itself), each step tokenised alone, the score read at each step's last token."""
+itself), each step tokenised alone, the score read at each step's last token. A
+folder declaring ``"reads": "likelihood"`` is a causal LM: a step's score is the
+lowest probability it gives to any solution token up to the step's end."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 class RewardReference:
     def __init__(self, path: str):
         from transformers import (
+            AutoModelForCausalLM,
             AutoModelForSequenceClassification,
             AutoModelForTokenClassification,
             AutoTokenizer,
@@ -23,8 +26,9 @@ class RewardReference:
         declared = json.loads((Path(path) / "sglang_ilsi_reward.json").read_text())
         self.kind = declared["kind"]
         self.delimiter = declared.get("step_delimiter", "\n")
-        loader = (AutoModelForTokenClassification if self.kind == "process"
-                  else AutoModelForSequenceClassification)
+        self.likelihood = declared.get("reads") == "likelihood"
+        loader = (AutoModelForCausalLM if self.likelihood else AutoModelForTokenClassification
+                  if self.kind == "process" else AutoModelForSequenceClassification)
         self.model = loader.from_pretrained(path).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
 
@@ -36,6 +40,7 @@ class RewardReference:
     @torch.no_grad()
     def step_scores(self, prompt: str, steps: list[str]) -> tuple[float, ...]:
         ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+        first = len(ids)
         ends = []
         for step in steps:
             ids = ids + self.tokenizer.encode(step, add_special_tokens=False)
@@ -43,6 +48,11 @@ class RewardReference:
         if not ends or not ids:
             return ()
         logits = self.model(torch.tensor([ids])).logits
+        if self.likelihood:
+            probs = torch.softmax(logits[0].double(), -1)
+            written = [float(probs[t - 1, ids[t]]) for t in range(first, len(ids))]
+            read = ends if self.kind == "process" else ends[-1:]
+            return tuple(min(written[:t - first + 1]) for t in read)
         if self.kind == "outcome":
             return (float(torch.sigmoid(logits[0, 0])),)
         return tuple(float(torch.sigmoid(logits[0, t, 0])) for t in ends)

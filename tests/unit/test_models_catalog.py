@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SMOL = "smollm2-135m-instruct"
 GEMMA = "gemma3-270m"
 SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-LAB = ["lab-target", "lab-target-early", "lab-draft", "lab-tools", "lab-prm", "lab-orm"]
+LAB = ["lab-target", "lab-target-early", "lab-draft", "lab-tools", "lab-prm", "lab-orm",
+       "lab-verifier"]
 AMATEUR = "smollm2-amateur"
 BUILT = [SMOL, GEMMA, "tiny-llama"]  # prepared into the cache (the lab pair is committed)
 
@@ -132,8 +133,8 @@ def test_catalog_entries():
 def test_lab_entries_return_the_committed_folders(cache, monkeypatch, tmp_path, capsys):
     from sglang_ilsi_lab.models import lab
 
-    for name, sub in zip(LAB, ["target", "target-early", "draft", "tools", "prm", "orm"],
-                         strict=True):
+    for name, sub in zip(LAB, ["target", "target-early", "draft", "tools", "prm", "orm",
+                               "verifier"], strict=True):
         entry = catalog.get(name)
         assert entry.path() == lab.LAB_DIR / sub
         assert entry.is_prepared()

@@ -87,15 +87,15 @@ def test_launch_flag():
 
 @pytest.fixture(scope="module")
 def models() -> dict[str, tuple[RewardModel, RewardModel]]:
-    """(cached, uncached) per lab reward model."""
+    """(cached, uncached) per lab reward model (the verifier reads its likelihood)."""
     out = {}
-    for name in ("prm", "orm"):
+    for name in ("prm", "orm", "verifier"):
         info = read_info(name, str(lab.folder(f"lab-{name}")))
         out[name] = (RewardModel(info, cache_tokens=4096), RewardModel(info, cache_tokens=0))
     return out
 
 
-@pytest.mark.parametrize("name", ["prm", "orm"])
+@pytest.mark.parametrize("name", ["prm", "orm", "verifier"])
 @settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 2**16), k=st.integers(1, 5), item_seed=st.integers(0, 50))
 def test_reading_through_the_cache_scores_as_a_full_read(models, name, seed, k, item_seed):
@@ -117,12 +117,13 @@ def test_reading_through_the_cache_scores_as_a_full_read(models, name, seed, k, 
             assert g.scores == pytest.approx(w.scores, abs=1e-5)
             assert g.tokens == w.tokens and w.cached == 0
             if step > 0:  # the prompt and the text so far come from the cache
-                assert g.cached >= g.tokens - 8
+                assert g.cached >= g.tokens - 8 - cached.overlap
         text += rng.choice(candidates)
 
 
-def test_several_requests_in_one_batch_keep_their_own_prefixes(models):
-    cached, full = models["prm"]
+@pytest.mark.parametrize("name", ["prm", "verifier"])
+def test_several_requests_in_one_batch_keep_their_own_prefixes(models, name):
+    cached, full = models[name]
     items = synthetic.arithmetic(3, seed=7, difficulty=3)
     prompts = [it["prompt"] for it in items for _ in range(2)]
     jobs = [n for n in range(3) for _ in range(2)]
@@ -167,3 +168,29 @@ def test_reads_over_the_memory_budget_are_split_and_score_the_same(models, monke
         want = full.score(prompts, solutions)
         assert [g.scores for g in got] == [pytest.approx(w.scores, abs=1e-5) for w in want]
     assert all(g.cached > 0 for g in got)
+
+
+def test_the_likelihood_verifier_scores_as_its_language_model(models):
+    """lab-verifier's step scores equal lab-target's own probabilities in transformers:
+    at each step's end, the lowest p(token | prefix) of any solution token so far."""
+    from transformers import AutoModelForCausalLM
+
+    from sglang_ilsi.reward import split_steps
+
+    cached, full = models["verifier"]
+    lm = AutoModelForCausalLM.from_pretrained(str(lab.folder("lab-target")),
+                                              dtype=torch.float32).eval()
+    items = synthetic.arithmetic(6, seed=4, difficulty=3)
+    solutions = [split_steps(it["answer"].replace("=", "=1", 1), "\n") for it in items[:3]]
+    solutions += [split_steps(it["answer"], "\n") for it in items[3:]]
+    for reader in (full, cached, cached):  # the last read comes from the cache
+        got = reader.score([it["prompt"] for it in items], solutions)
+        for it, steps, scored in zip(items, solutions, got, strict=True):
+            ids, ends = reader.encode(it["prompt"], steps)
+            first = len(reader.encode(it["prompt"], [])[0])
+            with torch.no_grad():
+                probs = torch.softmax(lm(torch.tensor([ids])).logits[0].double(), -1)
+            written = [float(probs[t - 1, ids[t]]) for t in range(first, len(ids))]
+            want = [min(written[:end - first + 1]) for end in ends]
+            assert list(scored.scores) == pytest.approx(want, abs=1e-5)
+    assert all(g.cached > 0 for g in cached.score([it["prompt"] for it in items], solutions))

@@ -198,3 +198,29 @@ def test_trained_orm_prefers_the_reference_to_a_wrong_answer(models):
     won = rm.contrast(orm, tok, "outcome", synthetic.arithmetic(12, seed=synthetic.EVAL_SEED),
                       deltas=(1,))
     assert won["off_by_1"] >= 0.75, won
+
+
+def test_the_likelihood_verifier_verifies_the_arithmetic():
+    """lab-verifier (lab-target read through its likelihood, ``scripts/make_lab_verifier.py``)
+    does what lab-prm does not: on evaluation problems, the reference solution's first
+    and last step scores beat those of the same solution with its first result off by
+    one or by ten."""
+    from sglang_ilsi.reward import RewardModel, read_info, split_steps
+
+    verifier = RewardModel(read_info("lab-verifier", str(lab.folder("lab-verifier"))),
+                           cache_tokens=0)
+    assert verifier.info.reads == "likelihood" and verifier.info.kind == "process"
+    items = synthetic.arithmetic(40, seed=synthetic.EVAL_SEED)
+    good = verifier.score([it["prompt"] for it in items],
+                          [split_steps(it["answer"], "\n") for it in items])
+    for delta in (1, 10):
+        bad = verifier.score([it["prompt"] for it in items],
+                             [split_steps(rm.wrong_first_step(it, delta), "\n") for it in items])
+        for step in (0, -1):
+            won = sum(g.scores[step] > b.scores[step] for g, b in zip(good, bad)) / len(items)
+            assert won >= 0.95, (delta, step, won)
+    declared = json.loads((lab.folder("lab-verifier") / rm.REWARD_FILE).read_text())
+    assert declared["reads"] == "likelihood" and declared["metrics"]["step_auroc"] > 0.95
+    for name in ("model.safetensors", "tokenizer.json"):  # lab-target's own files
+        assert (lab.folder("lab-verifier") / name).resolve() == \
+            (lab.folder("lab-target") / name).resolve()

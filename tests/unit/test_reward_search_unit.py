@@ -67,7 +67,14 @@ def test_read_info_accepts_the_format_and_names_what_is_wrong(tmp_path):
         (_folder(tmp_path, "y", "LlamaForTokenClassification",
                  declared={"kind": "process", "step_delimiter": ""}), "step_delimiter"),
         (str(tmp_path), "sglang_ilsi_reward.json"),
+        (_folder(tmp_path, "z", "LlamaForTokenClassification",
+                 declared={"kind": "process", "reads": "likelihood"}), "ForCausalLM"),
+        (_folder(tmp_path, "w", "LlamaForCausalLM",
+                 declared={"kind": "process", "reads": "logits"}), "reads"),
     ]
+    likelihood = read_info("v", _folder(tmp_path, "v", "LlamaForCausalLM", labels=2,
+                                        declared={"kind": "process", "reads": "likelihood"}))
+    assert likelihood.reads == "likelihood" and likelihood.to_dict()["reads"] == "likelihood"
     for path, words in cases:
         with pytest.raises(RewardModelError, match=words):
             read_info("rm", path)

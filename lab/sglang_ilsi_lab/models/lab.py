@@ -41,7 +41,8 @@ from sglang_ilsi_lab.data import synthetic
 
 LAB_DIR = Path(__file__).resolve().parent / "lab_pair"
 FOLDERS = {"lab-target": "target", "lab-target-early": "target-early", "lab-draft": "draft",
-           "lab-tools": "tools", "lab-prm": "prm", "lab-orm": "orm"}
+           "lab-tools": "tools", "lab-prm": "prm", "lab-orm": "orm",
+           "lab-verifier": "verifier"}
 EOS = "<|endoftext|>"
 SPECIAL_TOKENS = [EOS]
 MAX_NEW_TOKENS = 64
