@@ -5,14 +5,17 @@ accuracy ~0.65) and spends N samples or N nodes per step, N = 4, 16, 64:
 majority vote (``self_consistency@N``), best-of-N with the outcome reward model,
 reward-weighted self-consistency with the process reward model, PRM beam search
 and DVTS (M = 4), MCTS with the process reward model as value (N iterations of
-4 children). ``sglang_ilsi_lab.tts_curve`` turns a run of them into the
+4 children). The ``*_verifier@N`` rows do the same with ``lab-verifier`` (lab-target
+read through its own likelihood, no training) in place of lab-orm and lab-prm: a
+verifier that checks the arithmetic, where the trained pair rates difficulty.
+``sglang_ilsi_lab.tts_curve`` turns a run of them into the
 accuracy-against-generated-tokens curve (docs/test-time-scaling.png). The N = 16
 rows are part of the evidence grid; the others run with ``--methods``.
 """
 
 from __future__ import annotations
 
-from sglang_ilsi_lab.bench.spec import MethodSpec, Published, register_method
+from sglang_ilsi_lab.bench.spec import MethodSpec, Published, methods, register_method
 from sglang_ilsi_lab.bench.specs.selection import T, candidate_metrics
 from sglang_ilsi_lab.models import lab
 
@@ -26,6 +29,15 @@ def reward_flags(model: str) -> list[str]:
     return ["--ilsi-reward-model", f"prm={lab.folder('lab-prm')}",
             "--ilsi-reward-model", f"orm={lab.folder('lab-orm')}"]
 
+
+def verifier_flags(model: str) -> list[str]:
+    return ["--ilsi-reward-model", f"verifier={lab.folder('lab-verifier')}"]
+
+
+SELECTIONS = ("best_of_n", "weighted_self_consistency")  # rows that report their candidates
+VERIFIER_NOTE = ("the reward model is lab-verifier: lab-target (greedy accuracy 0.975) read "
+                 "through its own likelihood, a step's score the lowest p(token | prefix) of "
+                 "any solution token so far; a stronger model judging, not a trained PRM")
 
 SNELL = "Snell et al. 2024, Scaling LLM Test-Time Compute Optimally (arXiv:2408.03314)"
 for n in BUDGETS:
@@ -99,3 +111,28 @@ for n in BUDGETS:
         notes=f"N iterations, each expanding one node into {BEAM_WIDTH} steps valued by "
               "lab-prm (no rollouts)",
     ))
+
+    # the same searches with lab-verifier: (row, its ilsi object, baselines, the
+    # lab-prm/lab-orm row whose published claim it tests again)
+    for name, ilsi, baselines, trained in (
+            (f"best_of_n_verifier@{n}", {"method": "best_of_n", "n": n, "reward": "model"},
+             (majority, f"best_of_n_orm@{n}", "sample"), f"best_of_n_orm@{n}"),
+            (f"weighted_sc_verifier@{n}", {"method": "weighted_self_consistency", "n": n,
+                                           "aggregate": "min", "extractor": "hash_marker"},
+             (majority, f"weighted_sc_prm@{n}", "sample"), f"weighted_sc_prm@{n}"),
+            (f"prm_beam_search_verifier@{n}", {"method": "prm_beam_search", "n": n,
+                                               "beam_width": BEAM_WIDTH, "max_steps": MAX_STEPS},
+             (f"best_of_n_verifier@{n}", majority, f"prm_beam_search@{n}"),
+             f"prm_beam_search@{n}"),
+            (f"dvts_verifier@{n}", {"method": "dvts", "n": n, "beam_width": BEAM_WIDTH,
+                                    "max_steps": MAX_STEPS},
+             (majority, f"dvts@{n}", "sample"), f"dvts@{n}"),
+            (f"mcts_verifier@{n}", {"method": "mcts", "n": n, "width": BEAM_WIDTH,
+                                    "max_steps": MAX_STEPS},
+             (majority, f"mcts@{n}", "sample"), f"mcts@{n}")):
+        register_method(MethodSpec(
+            name=name, ilsi={**ilsi, "reward_model": "verifier"}, baselines=baselines,
+            metrics_hook=candidate_metrics if ilsi["method"] in SELECTIONS else None,
+            published=methods()[trained].published, notes=VERIFIER_NOTE,
+            **{**common, "server_args": verifier_flags},
+        ))
