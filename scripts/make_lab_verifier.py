@@ -19,11 +19,10 @@ import os
 import time
 from pathlib import Path
 
+from sglang_ilsi.reward import RewardModel, read_info, split_steps
 from sglang_ilsi_lab.data import synthetic
 from sglang_ilsi_lab.models import lab
 from sglang_ilsi_lab.models import reward_models as rm
-
-from sglang_ilsi.reward import RewardModel, read_info, split_steps
 
 NAME, BASE = "lab-verifier", "lab-target"
 LINKED = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",

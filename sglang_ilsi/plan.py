@@ -8,7 +8,10 @@ A request chooses what to do in one of three ways, in this order:
    send extra fields);
 3. the server default (``--ilsi-default-method``).
 
-``{"method": "none"}`` opts out of the server default. :func:`read` validates the
+``{"method": "none"}`` opts out of the server default. ``forced_continuation`` (a
+text or token ids) makes a logits chain score a given continuation instead of
+choosing one: it travels with the chain (:attr:`MethodChoice.forced`) and the
+logits stage forces each token. :func:`read` validates the
 whole object once (every parameter, nested ones included: a selection's
 ``candidates``, a tool loop's ``decoding``) and returns a :class:`Plan` whose
 ``kind`` follows from the named method's declared needs:

@@ -11,7 +11,8 @@ reward model, PRM beam search, DVTS and MCTS at N = 4, 16, 64; N = 1 is the sing
 ``sample`` row), and writes:
 
 - a PNG: accuracy (with its bootstrap CI) against policy tokens generated per
-  problem, one line per method, greedy as a dashed line;
+  problem, one line per method (dotted: judged by ``lab-verifier``), greedy as a
+  dashed line;
 - a JSON summary: the points, and the two published signs checked on the
   paired effects the run computed — verifier-guided methods against majority
   voting at the same N (Snell et al. 2024; Cobbe et al. 2021), and PRM beam
@@ -28,9 +29,17 @@ from typing import Any
 
 METHODS = {"self_consistency": "majority vote", "best_of_n_orm": "best-of-N + ORM",
            "weighted_sc_prm": "weighted SC + PRM", "prm_beam_search": "PRM beam search",
-           "dvts": "DVTS", "mcts": "MCTS + PRM"}
+           "dvts": "DVTS", "mcts": "MCTS + PRM",
+           # the same searches judged by lab-verifier (lab-target's likelihood)
+           "best_of_n_verifier": "best-of-N + verifier",
+           "weighted_sc_verifier": "weighted SC + verifier",
+           "prm_beam_search_verifier": "beam search + verifier",
+           "dvts_verifier": "DVTS + verifier", "mcts_verifier": "MCTS + verifier"}
 BUDGETS = (4, 16, 64)
-VERIFIED = ("best_of_n_orm", "weighted_sc_prm", "prm_beam_search", "dvts", "mcts")
+VERIFIED = tuple(m for m in METHODS if m != "self_consistency")
+# (beam search row, its best-of-N comparison) per reward model
+BEAM_VS_BEST_OF_N = (("prm_beam_search", "best_of_n_orm"),
+                     ("prm_beam_search_verifier", "best_of_n_verifier"))
 
 
 def rows() -> list[str]:
@@ -67,9 +76,9 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         curve[method] = line
     against_majority = {f"{m}@{n}": _effect(cells[f"{m}@{n}"], f"self_consistency@{n}")
                         for m in VERIFIED for n in BUDGETS if f"{m}@{n}" in cells}
-    beam_vs_bon = {f"prm_beam_search@{n}": _effect(cells[f"prm_beam_search@{n}"],
-                                                   f"best_of_n_orm@{n}")
-                   for n in BUDGETS if f"prm_beam_search@{n}" in cells}
+    beam_vs_bon = {f"{beam}@{n}": _effect(cells[f"{beam}@{n}"], f"{best}@{n}")
+                   for beam, best in BEAM_VS_BEST_OF_N for n in BUDGETS
+                   if f"{beam}@{n}" in cells}
     return {
         "task": "arithmetic (lab, 1-3 operations)", "model": "lab-target-early",
         "greedy": point(cells["greedy"]) if "greedy" in cells else None,
@@ -99,7 +108,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    # one colour per search, solid with the trained reward models, dotted with the verifier
+    searches = [m for m in METHODS if not m.endswith("_verifier")]
     for method, line in summary["curve"].items():
         if not line:
             continue
@@ -107,7 +118,11 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         ys = [p["accuracy"] for p in line]
         err = [[p["accuracy"] - p["ci"][0] for p in line], [p["ci"][1] - p["accuracy"]
                                                               for p in line]]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=METHODS[method])
+        verified = method.endswith("_verifier")
+        search = method.removesuffix("_verifier")
+        colour = next(i for i, m in enumerate(searches) if m.split("_")[0] == search.split("_")[0])
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=METHODS[method],
+                    ls=":" if verified else "-", color=f"C{colour}")
         for p in line:
             ax.annotate(f"N={p['n']}", (p["tokens_per_problem"], p["accuracy"]), fontsize=6,
                         xytext=(3, -9), textcoords="offset points")
@@ -118,7 +133,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("accuracy (95% bootstrap CI)")
     ax.set_title("Test-time scaling on the lab arithmetic task (lab-target-early)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
