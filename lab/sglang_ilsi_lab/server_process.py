@@ -21,6 +21,19 @@ from pathlib import Path
 
 from sglang_ilsi.engine.cpu import portability
 
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (``timeout``, ``kill``) into ``SystemExit(143)`` in this process, so
+    that ``with ServerProcess(...)`` blocks stop their servers on the way out; the
+    default action ends the process at once and leaves the servers running. Call it
+    from the main thread of a command that starts servers."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 # Flags that make SGLang practical on a small CPU-only machine.
 CPU_FLAGS = (
     "--device", "cpu",

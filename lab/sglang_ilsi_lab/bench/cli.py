@@ -48,6 +48,9 @@ def run(ns: argparse.Namespace, argv: list[str] | None = None) -> int:
     from sglang_ilsi_lab.bench import spec as specs
     from sglang_ilsi_lab.bench.client import ServerUnreachableError
     from sglang_ilsi_lab.models import catalog
+    from sglang_ilsi_lab.server_process import exit_on_sigterm
+
+    exit_on_sigterm()  # a killed run stops the servers it started
 
     def fail(message: str, code: int = 2) -> int:
         print(f"sglang-ilsi bench: error: {message}", file=sys.stderr)
