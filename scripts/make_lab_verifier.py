@@ -64,9 +64,9 @@ def main() -> int:
         "verifier_last": [ps[-1] if ps else 0.0 for ps in scores]})
     contrast_items = synthetic.arithmetic(40, seed=synthetic.EVAL_SEED)
     won: dict[str, float] = {}
+    good = verifier.score([it["prompt"] for it in contrast_items],
+                          [split_steps(it["answer"], rm.DELIMITER) for it in contrast_items])
     for delta in (1, 10):
-        good = verifier.score([it["prompt"] for it in contrast_items],
-                              [split_steps(it["answer"], rm.DELIMITER) for it in contrast_items])
         bad = verifier.score([it["prompt"] for it in contrast_items],
                              [split_steps(rm.wrong_first_step(it, delta), rm.DELIMITER)
                               for it in contrast_items])

@@ -241,15 +241,21 @@ class RewardModel:
 
     def encode(self, prompt: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
         """The input ids and the position of each step's last token."""
+        ids, ends, _ = self._encode(prompt, steps)
+        return ids, ends
+
+    def _encode(self, prompt: str, steps: Sequence[str]) -> tuple[list[int], list[int], int]:
+        """:meth:`encode`, and how many of the ids are the prompt's."""
         def tokens(text: str) -> list[int]:
             return list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
 
         ids = tokens(prompt)
+        first = len(ids)
         ends = []
         for step in steps:
             ids += tokens(step)
             ends.append(len(ids) - 1)
-        return ids, ends
+        return ids, ends, first
 
     def score(self, prompts: Sequence[str], solutions: Sequence[Sequence[str]],
               jobs: Sequence[int] | None = None) -> list[Scored]:
@@ -257,13 +263,15 @@ class RewardModel:
         outcome model's one score (one item); an empty solution scores nothing.
         ``jobs`` says which request each solution came from (default: one); the
         prefix all of one request's solutions share is what the cache keeps."""
-        encoded = [self.encode(p, s) for p, s in zip(prompts, solutions, strict=True)]
+        import torch
+
+        encoded = [self._encode(p, s) for p, s in zip(prompts, solutions, strict=True)]
         limit = min(self.info.max_positions, MAX_SCORED_TOKENS)
-        for ids, _ in encoded:
+        for ids, _, _ in encoded:
             if len(ids) > limit:
                 raise RewardModelError(f"a scored solution has {len(ids)} tokens; reward model "
                                        f"{self.info.name!r} reads at most {limit}")
-        live = [k for k, (ids, ends) in enumerate(encoded) if ids and ends]
+        live = [k for k, (ids, ends, _) in enumerate(encoded) if ids and ends]
         results = [Scored((), 0) for _ in encoded]
         if not live:
             return results
@@ -291,13 +299,10 @@ class RewardModel:
             assert entry is not None
             self._read_after(entry, group, rows, probs)
         for k in live:
-            ids, ends = encoded[k]
+            ids, ends, first = encoded[k]
             read = ends if self.info.kind == PROCESS else [len(ids) - 1]
             scores = probs[k]
             if self.likelihood:  # the least likely solution token up to each position
-                import torch
-
-                first = len(self.encode(prompts[k], [])[0])
                 scores = torch.cat([scores[:first], torch.cummin(scores[first:], 0).values])
             results[k] = Scored(tuple(float(scores[t]) for t in read), len(ids),
                                 reused.get(k, 0))
